@@ -1,0 +1,175 @@
+/*
+ * core/backend.c - backend instances: a plugin plus its config section.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static const char *const cap_names[] = {
+    "shared_fs", "isolated_fs", "streaming", "stdin", "sessions", "mounts",
+    "cpu_limit", "memory_limit", "network_policy", "gc", "kills_tree",
+};
+
+ATP_EXTERN const char *atp_cap_name(uint64_t bit)
+{
+    size_t i;
+
+    for (i = 0; i < ATP__ARRAY_SIZE(cap_names); i++)
+        if (bit == (UINT64_C(1) << i))
+            return cap_names[i];
+    return NULL;
+}
+
+/* Resolve a plugin path relative to the configuration file's directory. */
+static char *resolve_path(const atp_config *cfg, const char *path)
+{
+    const char *slash;
+    size_t dirlen;
+    char *out;
+
+    if (path[0] == '/' || cfg->path == NULL ||
+        (slash = strrchr(cfg->path, '/')) == NULL)
+        return strdup(path);
+    dirlen = (size_t)(slash - cfg->path);
+    out = malloc(dirlen + strlen(path) + 2);
+    if (out)
+        snprintf(out, dirlen + strlen(path) + 2, "%.*s/%s", (int)dirlen,
+                 cfg->path, path);
+    return out;
+}
+
+ATP_EXTERN int atp_backend_open(atp_backend **out, atp_config *cfg,
+                                const char *name)
+{
+    char secname[160];
+    const struct atp__kv *kv;
+    const char *plugin_name;
+    char *explicit_path = NULL;
+    atp_backend *be;
+    atp_call call;
+    size_t i;
+    int rc;
+
+    *out = NULL;
+    if (name == NULL)
+        name = cfg->set.backend;
+    if (strlen(name) > 120)
+        return atp__error(ATP_E_CONFIG, "backend name '%.40s...' is too "
+                          "long", name);
+    snprintf(secname, sizeof(secname), "backend.%s", name);
+    be = calloc(1, sizeof(*be));
+    if (be == NULL || (be->name = strdup(name)) == NULL) {
+        free(be);
+        return atp__error(ATP_E_NOMEM, "out of memory");
+    }
+    atp__secrets_init(&be->secrets);
+    be->cfg = cfg;
+    be->sec = atp__config_section(cfg, secname);
+    kv = atp__section_get(be->sec, "plugin");
+    plugin_name = kv ? kv->value : name;
+    kv = atp__section_get(be->sec, "path");
+    if (kv && (explicit_path = resolve_path(cfg, kv->value)) == NULL) {
+        rc = atp__error(ATP_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    rc = atp__plugin_get(cfg, plugin_name, explicit_path, &be->plugin);
+    free(explicit_path);
+    if (rc) {
+        if (rc == ATP_E_NOTFOUND && be->sec == NULL) {
+            char why[1024];
+
+            snprintf(why, sizeof(why), "%s", atp_last_error());
+            atp__error(ATP_E_CONFIG, "unknown backend '%s': %s has no [%s] "
+                       "section, and %s", name, atp__config_name(cfg),
+                       secname, why);
+        }
+        if (rc == ATP_E_NOTFOUND)
+            rc = ATP_E_CONFIG;
+        goto fail;
+    }
+    rc = atp__config_check_backend(cfg, be->sec, be->plugin->ops->options);
+    if (rc)
+        goto fail;
+    for (i = 0; be->sec && i < be->sec->n_kv; i++)
+        if (strncmp(be->sec->kv[i].key, "env.", 4) == 0)
+            atp__secrets_add(&be->secrets, be->sec->kv[i].value);
+    atp__call_init(&call, be->plugin, be, NULL, 0);
+    rc = be->plugin->ops->backend_open(&call, &be->handle);
+    if (rc) {
+        atp__error(rc, "backend '%s' (plugin %s): %s", name,
+                   be->plugin->path, atp__call_message(&call, rc));
+        goto fail;
+    }
+    *out = be;
+    return 0;
+fail:
+    atp__secrets_free(&be->secrets);
+    free(be->name);
+    free(be);
+    return rc;
+}
+
+ATP_EXTERN void atp_backend_free(atp_backend *be)
+{
+    if (be == NULL)
+        return;
+    if (be->handle)
+        be->plugin->ops->backend_free(be->handle);
+    atp__secrets_free(&be->secrets);
+    free(be->name);
+    free(be);
+}
+
+ATP_EXTERN const char *atp_backend_name(const atp_backend *be)
+{
+    return be->name;
+}
+
+ATP_EXTERN const char *atp_backend_plugin(const atp_backend *be)
+{
+    return be->plugin->name;
+}
+
+ATP_EXTERN const char *atp_backend_plugin_version(const atp_backend *be)
+{
+    return be->plugin->ops->version;
+}
+
+ATP_EXTERN const char *atp_backend_plugin_path(const atp_backend *be)
+{
+    return be->plugin->path;
+}
+
+ATP_EXTERN uint64_t atp_backend_caps(const atp_backend *be)
+{
+    return be->plugin->ops->caps;
+}
+
+ATP_EXTERN int atp_backend_check(atp_backend *be, atp_result *res)
+{
+    atp_call call;
+    int64_t t0 = atp__now_ns();
+    int rc = 0;
+
+    if (res) {
+        res->status = ATP_STATUS_OK;
+        res->message[0] = '\0';
+    }
+    if (ATP__OPS_HAS(be->plugin, check)) {
+        atp__call_init(&call, be->plugin, be, NULL,
+                       be->cfg->set.provision_timeout_ms);
+        rc = be->plugin->ops->check(&call, be->handle);
+        if (rc) {
+            atp__error(rc, "backend '%s': %s", be->name,
+                       atp__call_message(&call, rc));
+            atp__result_fail(res, rc, atp_last_error());
+        }
+    }
+    if (res)
+        res->duration_s = (double)(atp__now_ns() - t0) / 1e9;
+    return rc;
+}

@@ -1,0 +1,706 @@
+/*
+ * core/config.c - the INI configuration, parsed with inih.
+ *
+ * The core validates its own sections ([atp], [image], [env]) when the
+ * file is loaded; a [backend.NAME] section is validated against its
+ * plugin's option table when that backend is opened.  Every message names
+ * the file and the line.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* inih's compiled-in line buffer (INI_MAX_LINE). */
+#define INI_LINE_LIMIT 200
+
+static const atp_option atp_keys[] = {
+    {"backend", ATP_OPT_STRING, "local", NULL,
+     "backend instance to use: local, or NAME of a [backend.NAME]"},
+    {"timeout_s", ATP_OPT_DURATION, "0", NULL,
+     "per-command budget; 0 for none"},
+    {"kill_grace_s", ATP_OPT_DURATION, "10", NULL,
+     "time between SIGTERM and SIGKILL when the budget runs out"},
+    {"drain_grace_s", ATP_OPT_DURATION, "2", NULL,
+     "after a command exits, how long descendants may hold its output"},
+    {"exec_margin_s", ATP_OPT_DURATION, "30", NULL,
+     "host backstop beyond budget and grace for a remote command"},
+    {"provision_timeout_s", ATP_OPT_DURATION, "600", NULL,
+     "deadline to create a sandbox (image pulls included)"},
+    {"close_timeout_s", ATP_OPT_DURATION, "60", NULL,
+     "deadline to tear a sandbox down"},
+    {"ttl_s", ATP_OPT_DURATION, "3600", NULL,
+     "provider-side lifetime of a session's sandbox when no budget bounds it"},
+    {"max_line", ATP_OPT_SIZE, "1MiB", NULL,
+     "longer output lines arrive in pieces"},
+    {"stdout_limit", ATP_OPT_SIZE, "0", NULL,
+     "stdout bytes delivered per command, 0 for no limit"},
+    {"stderr_limit", ATP_OPT_SIZE, "0", NULL,
+     "stderr bytes delivered per command, 0 for no limit"},
+    {"spill_dir", ATP_OPT_STRING, NULL, NULL,
+     "write each command's full output to files here"},
+    {"plugin_path", ATP_OPT_STRING, NULL, NULL,
+     "extra plugin directories, ':'-separated"},
+    {"state_dir", ATP_OPT_STRING, NULL, NULL,
+     "where the leak ledger lives (default ~/.local/state/atp)"},
+    {NULL, 0, NULL, NULL, NULL},
+};
+
+static const atp_option image_keys[] = {
+    {"name", ATP_OPT_STRING, NULL, NULL, "image to run sandboxes from"},
+    {"workdir", ATP_OPT_STRING, "/workspace/wd", NULL,
+     "where the workdir lives inside an isolated sandbox"},
+    {"warm_cache", ATP_OPT_STRING, NULL, NULL,
+     "cache baked into the image, linked as .lake in the workdir"},
+    {"lean_toolchain", ATP_OPT_STRING, NULL, NULL,
+     "Lean toolchain the image carries"},
+    {"mathlib_rev", ATP_OPT_STRING, NULL, NULL,
+     "Mathlib revision the image carries"},
+    {NULL, 0, NULL, NULL, NULL},
+};
+
+/* Keys the core owns in every [backend.NAME] section. */
+static const atp_option backend_core_keys[] = {
+    {"plugin", ATP_OPT_STRING, NULL, NULL,
+     "plugin implementing this backend (default: NAME)"},
+    {"path", ATP_OPT_STRING, NULL, NULL, "plugin file to load"},
+    {NULL, 0, NULL, NULL, NULL},
+};
+
+struct parse_state {
+    atp_config *cfg;
+    const char *name;     /* file name for messages */
+    const char *text;
+    size_t pos, size;
+    int line;             /* line last handed to inih */
+    int leading_space;    /* that line started with blank space */
+    int err_line;
+    char err[768];
+    const char *last_sec; /* previous key, to join continuations */
+    const char *last_key;
+};
+
+static void fail_at(struct parse_state *st, int line, const char *fmt, ...)
+    ATP_PRINTF(3, 4);
+
+static void fail_at(struct parse_state *st, int line, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (st->err_line)
+        return; /* keep the first error */
+    st->err_line = line;
+    va_start(ap, fmt);
+    vsnprintf(st->err, sizeof(st->err), fmt, ap);
+    va_end(ap);
+}
+
+static const char *const section_kinds[] = {"atp", "image", "env",
+                                            "backend.NAME"};
+
+static int section_name_ok(const char *name)
+{
+    const char *p;
+
+    if (strcmp(name, "atp") == 0 || strcmp(name, "image") == 0 ||
+        strcmp(name, "env") == 0)
+        return 1;
+    if (strncmp(name, "backend.", 8) != 0 || name[8] == '\0')
+        return 0;
+    for (p = name + 8; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+            return 0;
+    return 1;
+}
+
+static struct atp__section *add_section(atp_config *cfg, const char *name,
+                                        int line)
+{
+    struct atp__section *sec = atp__config_section(cfg, name), *grown;
+
+    if (sec)
+        return sec;
+    grown = realloc(cfg->sec, (cfg->n_sec + 1) * sizeof(*grown));
+    if (grown == NULL)
+        return NULL;
+    cfg->sec = grown;
+    sec = &cfg->sec[cfg->n_sec];
+    memset(sec, 0, sizeof(*sec));
+    sec->name = strdup(name);
+    if (sec->name == NULL)
+        return NULL;
+    sec->line = line;
+    cfg->n_sec++;
+    return sec;
+}
+
+/* Section headers are recorded here, so that empty ones exist too. */
+static void note_section_line(struct parse_state *st, const char *line,
+                              size_t len)
+{
+    const char *close;
+    char name[128];
+    size_t n;
+
+    while (len && (*line == ' ' || *line == '\t')) {
+        line++;
+        len--;
+    }
+    if (len == 0 || *line != '[')
+        return;
+    close = memchr(line, ']', len);
+    if (close == NULL)
+        return; /* inih reports the syntax error */
+    n = (size_t)(close - line - 1);
+    if (n >= sizeof(name)) {
+        fail_at(st, st->line, "section name too long");
+        return;
+    }
+    memcpy(name, line + 1, n);
+    name[n] = '\0';
+    if (!section_name_ok(name)) {
+        const char *near = atp__nearest(name, section_kinds, 3);
+
+        if (near == NULL && strncmp(name, "backend", 7) == 0)
+            near = "backend.NAME";
+        if (near)
+            fail_at(st, st->line, "unknown section [%s]; did you mean [%s]?",
+                    name, near);
+        else
+            fail_at(st, st->line, "unknown section [%s]; valid sections are "
+                    "[atp], [image], [env] and [backend.NAME]", name);
+        return;
+    }
+    if (add_section(st->cfg, name, st->line) == NULL)
+        fail_at(st, st->line, "out of memory");
+}
+
+/* An fgets() over the text that counts lines for the handler. */
+static char *reader(char *str, int num, void *stream)
+{
+    struct parse_state *st = stream;
+    const char *start, *nl;
+    size_t len, copy;
+
+    if (st->pos >= st->size)
+        return NULL;
+    start = st->text + st->pos;
+    nl = memchr(start, '\n', st->size - st->pos);
+    len = nl ? (size_t)(nl - start) + 1 : st->size - st->pos;
+    st->pos += len;
+    st->line++;
+    st->leading_space = len > 0 && (start[0] == ' ' || start[0] == '\t');
+    copy = len;
+    if (copy > (size_t)num - 1) {
+        fail_at(st, st->line, "line is longer than %d characters; split "
+                "the value over indented continuation lines",
+                INI_LINE_LIMIT - 2);
+        copy = (size_t)num - 1;
+    }
+    memcpy(str, start, copy);
+    str[copy] = '\0';
+    if (memchr(start, '\0', len))
+        fail_at(st, st->line, "NUL byte in the file");
+    note_section_line(st, start, nl ? len - 1 : len);
+    return str;
+}
+
+static int append_kv(struct atp__section *sec, const char *key,
+                     const char *value, int line)
+{
+    struct atp__kv *grown = realloc(sec->kv, (sec->n_kv + 1) * sizeof(*grown));
+
+    if (grown == NULL)
+        return ATP_E_NOMEM;
+    sec->kv = grown;
+    grown[sec->n_kv].key = strdup(key);
+    grown[sec->n_kv].value = strdup(value);
+    grown[sec->n_kv].line = line;
+    if (!grown[sec->n_kv].key || !grown[sec->n_kv].value) {
+        free(grown[sec->n_kv].key);
+        free(grown[sec->n_kv].value);
+        return ATP_E_NOMEM;
+    }
+    sec->n_kv++;
+    return 0;
+}
+
+static int handler(void *user, const char *section, const char *name,
+                   const char *value)
+{
+    struct parse_state *st = user;
+    struct atp__section *sec;
+    struct atp__kv *kv;
+
+    if (*section == '\0') {
+        fail_at(st, st->line, "key '%s' is outside any section; put it "
+                "under [atp], [image], [env] or [backend.NAME]", name);
+        return 0;
+    }
+    sec = atp__config_section(st->cfg, section);
+    if (sec == NULL)
+        return 0; /* unknown section, already reported */
+    kv = (struct atp__kv *)atp__section_get(sec, name);
+    if (kv && st->leading_space && st->last_sec &&
+        strcmp(st->last_sec, section) == 0 && st->last_key &&
+        strcmp(st->last_key, name) == 0) {
+        /* An indented continuation line of a multi-line value. */
+        size_t a = strlen(kv->value), b = strlen(value);
+        char *joined = realloc(kv->value, a + b + 2);
+
+        if (joined == NULL)
+            return 0;
+        joined[a] = '\n';
+        memcpy(joined + a + 1, value, b + 1);
+        kv->value = joined;
+        return 1;
+    }
+    if (kv) {
+        fail_at(st, st->line, "key '%s' in [%s] is already set on line %d",
+                name, section, kv->line);
+        return 0;
+    }
+    if (append_kv(sec, name, value, st->line) != 0) {
+        fail_at(st, st->line, "out of memory");
+        return 0;
+    }
+    kv = &sec->kv[sec->n_kv - 1];
+    st->last_sec = sec->name;
+    st->last_key = kv->key;
+    return 1;
+}
+
+struct atp__section *atp__config_section(const atp_config *cfg,
+                                         const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < cfg->n_sec; i++)
+        if (strcmp(cfg->sec[i].name, name) == 0)
+            return &cfg->sec[i];
+    return NULL;
+}
+
+const struct atp__kv *atp__section_get(const struct atp__section *sec,
+                                       const char *key)
+{
+    size_t i;
+
+    if (sec == NULL)
+        return NULL;
+    for (i = 0; i < sec->n_kv; i++)
+        if (strcmp(sec->kv[i].key, key) == 0)
+            return &sec->kv[i];
+    return NULL;
+}
+
+const char *atp__config_name(const atp_config *cfg)
+{
+    return cfg->path ? cfg->path : "(built-in defaults)";
+}
+
+/*
+ * Report key @kv of @sec as unknown, suggesting the nearest of @opts
+ * (and of @more).
+ */
+static int unknown_key(const atp_config *cfg, const struct atp__section *sec,
+                       const struct atp__kv *kv, const atp_option *opts,
+                       const atp_option *more)
+{
+    const char *cands[128];
+    size_t n = 0, i;
+    const char *near;
+    char list[512] = "";
+    size_t used = 0;
+
+    for (i = 0; opts && opts[i].name && n < ATP__ARRAY_SIZE(cands); i++)
+        cands[n++] = opts[i].name;
+    for (i = 0; more && more[i].name && n < ATP__ARRAY_SIZE(cands); i++)
+        cands[n++] = more[i].name;
+    near = atp__nearest(kv->key, cands, n);
+    if (near)
+        return atp__error(ATP_E_CONFIG, "%s:%d: unknown key '%s' in [%s]; "
+                          "did you mean '%s'?", atp__config_name(cfg),
+                          kv->line, kv->key, sec->name, near);
+    for (i = 0; i < n && used + 1 < sizeof(list); i++) {
+        int w = snprintf(list + used, sizeof(list) - used, "%s%s",
+                         i ? ", " : "", cands[i]);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+    return atp__error(ATP_E_CONFIG, "%s:%d: unknown key '%s' in [%s]; "
+                      "valid keys: %s", atp__config_name(cfg), kv->line,
+                      kv->key, sec->name, n ? list : "(none)");
+}
+
+static const atp_option *find_opt(const atp_option *opts, const char *key)
+{
+    size_t i;
+
+    for (i = 0; opts && opts[i].name; i++)
+        if (strcmp(opts[i].name, key) == 0)
+            return &opts[i];
+    return NULL;
+}
+
+/* Check every key of @sec against @opts (and @more). */
+static int check_section(const atp_config *cfg, const struct atp__section *sec,
+                         const atp_option *opts, const atp_option *more)
+{
+    size_t i;
+
+    for (i = 0; i < sec->n_kv; i++) {
+        const struct atp__kv *kv = &sec->kv[i];
+        const atp_option *o = find_opt(opts, kv->key);
+        char why[256];
+
+        if (o == NULL)
+            o = find_opt(more, kv->key);
+        if (o == NULL)
+            return unknown_key(cfg, sec, kv, opts, more);
+        if (atp__check_value(o->type, o->choices, kv->value, why,
+                             sizeof(why)) != 0)
+            return atp__error(ATP_E_CONFIG, "%s:%d: bad value '%s' for %s "
+                              "in [%s]: %s", atp__config_name(cfg), kv->line,
+                              kv->value, kv->key, sec->name, why);
+    }
+    return 0;
+}
+
+int atp__config_check_backend(const atp_config *cfg,
+                              const struct atp__section *sec,
+                              const atp_option *opts)
+{
+    size_t i;
+
+    if (sec == NULL)
+        return 0;
+    for (i = 0; i < sec->n_kv; i++) {
+        const struct atp__kv *kv = &sec->kv[i];
+
+        if (strncmp(kv->key, "env.", 4) == 0) {
+            if (!atp__env_name_ok(kv->key + 4, strlen(kv->key + 4)))
+                return atp__error(ATP_E_CONFIG, "%s:%d: '%s' is not a valid "
+                                  "environment variable name",
+                                  atp__config_name(cfg), kv->line,
+                                  kv->key + 4);
+            continue;
+        }
+        if (find_opt(backend_core_keys, kv->key))
+            continue;
+        {
+            struct atp__section one = *sec;
+            int rc;
+
+            one.kv = (struct atp__kv *)kv;
+            one.n_kv = 1;
+            rc = check_section(cfg, &one, opts, backend_core_keys);
+            if (rc)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static const char *opt_value(const atp_config *cfg, const char *section,
+                             const atp_option *opts, const char *key)
+{
+    const struct atp__kv *kv =
+        atp__section_get(atp__config_section(cfg, section), key);
+    const atp_option *o = find_opt(opts, key);
+
+    if (kv)
+        return kv->value;
+    return o ? o->defval : NULL;
+}
+
+static int64_t opt_duration(const atp_config *cfg, const char *key)
+{
+    int64_t v = 0;
+
+    atp__parse_duration_ms(opt_value(cfg, "atp", atp_keys, key), &v);
+    return v;
+}
+
+static int64_t opt_size(const atp_config *cfg, const char *key)
+{
+    int64_t v = 0;
+
+    atp__parse_size(opt_value(cfg, "atp", atp_keys, key), &v);
+    return v;
+}
+
+static const char *nonempty(const char *s)
+{
+    return s && *s ? s : NULL;
+}
+
+/* Validate the core's sections and fill cfg->set. */
+static int finish(atp_config *cfg)
+{
+    struct atp__settings *set = &cfg->set;
+    struct atp__section *sec;
+    size_t i;
+    int rc;
+
+    if ((sec = atp__config_section(cfg, "atp")) != NULL &&
+        (rc = check_section(cfg, sec, atp_keys, NULL)) != 0)
+        return rc;
+    if ((sec = atp__config_section(cfg, "image")) != NULL &&
+        (rc = check_section(cfg, sec, image_keys, NULL)) != 0)
+        return rc;
+    if ((sec = atp__config_section(cfg, "env")) != NULL) {
+        for (i = 0; i < sec->n_kv; i++)
+            if (!atp__env_name_ok(sec->kv[i].key, strlen(sec->kv[i].key)))
+                return atp__error(ATP_E_CONFIG, "%s:%d: '%s' in [env] is not "
+                                  "a valid environment variable name",
+                                  atp__config_name(cfg), sec->kv[i].line,
+                                  sec->kv[i].key);
+    }
+
+    set->backend = opt_value(cfg, "atp", atp_keys, "backend");
+    if (set->backend == NULL || *set->backend == '\0')
+        set->backend = "local";
+    set->timeout_ms = opt_duration(cfg, "timeout_s");
+    set->grace_ms = opt_duration(cfg, "kill_grace_s");
+    set->drain_ms = opt_duration(cfg, "drain_grace_s");
+    set->exec_margin_ms = opt_duration(cfg, "exec_margin_s");
+    set->provision_timeout_ms = opt_duration(cfg, "provision_timeout_s");
+    set->close_timeout_ms = opt_duration(cfg, "close_timeout_s");
+    set->ttl_ms = opt_duration(cfg, "ttl_s");
+    set->max_line = opt_size(cfg, "max_line");
+    set->stdout_limit = opt_size(cfg, "stdout_limit");
+    set->stderr_limit = opt_size(cfg, "stderr_limit");
+    set->spill_dir = nonempty(opt_value(cfg, "atp", atp_keys, "spill_dir"));
+    set->plugin_path = nonempty(opt_value(cfg, "atp", atp_keys,
+                                          "plugin_path"));
+    set->state_dir = nonempty(opt_value(cfg, "atp", atp_keys, "state_dir"));
+    set->image = nonempty(opt_value(cfg, "image", image_keys, "name"));
+    set->sandbox_workdir = opt_value(cfg, "image", image_keys, "workdir");
+    set->warm_cache = nonempty(opt_value(cfg, "image", image_keys,
+                                         "warm_cache"));
+    if (set->max_line < 64)
+        return atp__error(ATP_E_CONFIG, "%s: max_line must be at least 64 "
+                          "bytes", atp__config_name(cfg));
+    if (set->sandbox_workdir == NULL || set->sandbox_workdir[0] != '/')
+        return atp__error(ATP_E_CONFIG, "%s: [image] workdir must be an "
+                          "absolute path", atp__config_name(cfg));
+    return 0;
+}
+
+static int parse_text(atp_config *cfg, const char *text, size_t size)
+{
+    struct parse_state st;
+    int rc;
+
+    memset(&st, 0, sizeof(st));
+    st.cfg = cfg;
+    st.name = atp__config_name(cfg);
+    st.text = text;
+    st.size = size;
+    rc = ini_parse_stream(reader, &st, handler, &st);
+    if (st.err_line)
+        return atp__error(ATP_E_CONFIG, "%s:%d: %s", st.name, st.err_line,
+                          st.err);
+    if (rc > 0)
+        return atp__error(ATP_E_CONFIG, "%s:%d: syntax error: expected "
+                          "'[section]', 'key = value' or a comment",
+                          st.name, rc);
+    if (rc < 0)
+        return atp__error(ATP_E_NOMEM, "%s: out of memory while parsing",
+                          st.name);
+    return finish(cfg);
+}
+
+ATP_EXTERN void atp_config_free(atp_config *cfg)
+{
+    size_t i, j;
+
+    if (cfg == NULL)
+        return;
+    for (i = 0; i < cfg->n_sec; i++) {
+        for (j = 0; j < cfg->sec[i].n_kv; j++) {
+            free(cfg->sec[i].kv[j].key);
+            free(cfg->sec[i].kv[j].value);
+        }
+        free(cfg->sec[i].kv);
+        free(cfg->sec[i].name);
+    }
+    free(cfg->sec);
+    free(cfg->path);
+    free(cfg->search_path);
+    free(cfg);
+}
+
+ATP_EXTERN int atp_config_load_string(atp_config **out, const char *text,
+                                      const char *name)
+{
+    atp_config *cfg = calloc(1, sizeof(*cfg));
+    int rc;
+
+    *out = NULL;
+    if (cfg == NULL)
+        return atp__error(ATP_E_NOMEM, "out of memory");
+    if (name && (cfg->path = strdup(name)) == NULL) {
+        free(cfg);
+        return atp__error(ATP_E_NOMEM, "out of memory");
+    }
+    rc = parse_text(cfg, text ? text : "", text ? strlen(text) : 0);
+    if (rc) {
+        atp_config_free(cfg);
+        return rc;
+    }
+    *out = cfg;
+    return 0;
+}
+
+/* Read a whole (small) file; ATP_E_NOTFOUND when it does not exist. */
+static int slurp(const char *path, char **text, size_t *size)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    struct stat st;
+
+    if (f == NULL)
+        return errno == ENOENT ? ATP_E_NOTFOUND
+                               : atp__error(ATP_E_CONFIG, "cannot read %s: %s",
+                                            path, strerror(errno));
+    if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+        fclose(f);
+        return atp__error(ATP_E_CONFIG, "%s is a directory, not a "
+                          "configuration file", path);
+    }
+    for (;;) {
+        size_t got;
+
+        if (len + 4096 + 1 > cap) {
+            char *grown;
+
+            cap = cap ? cap * 2 : 8192;
+            if (cap > (1u << 20) + 8192) {
+                free(buf);
+                fclose(f);
+                return atp__error(ATP_E_CONFIG, "%s is larger than 1 MiB; "
+                                  "is it really a configuration file?", path);
+            }
+            grown = realloc(buf, cap);
+            if (grown == NULL) {
+                free(buf);
+                fclose(f);
+                return atp__error(ATP_E_NOMEM, "out of memory");
+            }
+            buf = grown;
+        }
+        got = fread(buf + len, 1, 4096, f);
+        len += got;
+        if (got < 4096)
+            break;
+    }
+    if (ferror(f)) {
+        free(buf);
+        fclose(f);
+        return atp__error(ATP_E_CONFIG, "cannot read %s", path);
+    }
+    fclose(f);
+    buf[len] = '\0';
+    *text = buf;
+    *size = len;
+    return 0;
+}
+
+static int load_file(atp_config **out, const char *path)
+{
+    char *text = NULL;
+    size_t size = 0;
+    atp_config *cfg;
+    int rc = slurp(path, &text, &size);
+
+    if (rc)
+        return rc;
+    cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL || (cfg->path = strdup(path)) == NULL) {
+        free(cfg);
+        free(text);
+        return atp__error(ATP_E_NOMEM, "out of memory");
+    }
+    rc = parse_text(cfg, text, size);
+    free(text);
+    if (rc) {
+        atp_config_free(cfg);
+        return rc;
+    }
+    *out = cfg;
+    return 0;
+}
+
+ATP_EXTERN int atp_config_load(atp_config **out, const char *path)
+{
+    const char *env;
+    char buf[4096];
+    int rc;
+
+    *out = NULL;
+    if (path) {
+        rc = load_file(out, path);
+        if (rc == ATP_E_NOTFOUND)
+            return atp__error(ATP_E_CONFIG, "configuration file %s does not "
+                              "exist", path);
+        return rc;
+    }
+    env = getenv("ATP_CONFIG");
+    if (env && *env) {
+        rc = load_file(out, env);
+        if (rc == ATP_E_NOTFOUND)
+            return atp__error(ATP_E_CONFIG, "ATP_CONFIG names %s, which does "
+                              "not exist", env);
+        return rc;
+    }
+    rc = load_file(out, "atp.ini");
+    if (rc != ATP_E_NOTFOUND)
+        return rc;
+    env = getenv("XDG_CONFIG_HOME");
+    if (env && *env)
+        snprintf(buf, sizeof(buf), "%s/atp/atp.ini", env);
+    else if ((env = getenv("HOME")) != NULL && *env)
+        snprintf(buf, sizeof(buf), "%s/.config/atp/atp.ini", env);
+    else
+        buf[0] = '\0';
+    if (buf[0]) {
+        rc = load_file(out, buf);
+        if (rc != ATP_E_NOTFOUND)
+            return rc;
+    }
+    rc = load_file(out, "/etc/atp/atp.ini");
+    if (rc != ATP_E_NOTFOUND)
+        return rc;
+    return atp_config_load_string(out, "", NULL);
+}
+
+ATP_EXTERN const char *atp_config_path(const atp_config *cfg)
+{
+    return cfg->path;
+}
+
+ATP_EXTERN const char *atp_config_backend(const atp_config *cfg)
+{
+    return cfg->set.backend;
+}
+
+ATP_EXTERN const char *atp_config_get(const atp_config *cfg,
+                                      const char *section, const char *key)
+{
+    const struct atp__kv *kv =
+        atp__section_get(atp__config_section(cfg, section), key);
+
+    return kv ? kv->value : NULL;
+}

@@ -1,0 +1,184 @@
+/*
+ * core/env.c - environment arrays for commands, and secret redaction.
+ *
+ * Values of variables reach a sandbox only through environment arrays,
+ * never through a command line.  Every value the core passes on is also
+ * remembered as a secret so that log lines, error messages and events can
+ * be redacted.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "internal.h"
+
+int atp__env_name_ok(const char *s, size_t len)
+{
+    size_t i;
+
+    if (len == 0 || (s[0] >= '0' && s[0] <= '9'))
+        return 0;
+    for (i = 0; i < len; i++)
+        if (!(isalnum((unsigned char)s[i]) || s[i] == '_'))
+            return 0;
+    return 1;
+}
+
+int atp__env_set(atp__env *e, const char *key, size_t keylen,
+                 const char *value)
+{
+    size_t vlen = strlen(value), i;
+    char *kv = malloc(keylen + vlen + 2), **grown;
+
+    if (kv == NULL)
+        return ATP_E_NOMEM;
+    memcpy(kv, key, keylen);
+    kv[keylen] = '=';
+    memcpy(kv + keylen + 1, value, vlen + 1);
+    for (i = 0; i < e->n; i++) {
+        if (strncmp(e->v[i], key, keylen) == 0 && e->v[i][keylen] == '=') {
+            free(e->v[i]);
+            e->v[i] = kv;
+            return 0;
+        }
+    }
+    grown = realloc(e->v, (e->n + 2) * sizeof(*grown));
+    if (grown == NULL) {
+        free(kv);
+        return ATP_E_NOMEM;
+    }
+    e->v = grown;
+    e->v[e->n++] = kv;
+    e->v[e->n] = NULL;
+    return 0;
+}
+
+int atp__env_merge(atp__env *e, const char *const *list)
+{
+    size_t i;
+
+    for (i = 0; list && list[i]; i++) {
+        const char *eq = strchr(list[i], '=');
+        int rc;
+
+        if (eq == NULL || !atp__env_name_ok(list[i], (size_t)(eq - list[i])))
+            return atp__error(ATP_E_INVAL, "'%.*s' is not KEY=VALUE with a "
+                              "valid variable name",
+                              (int)(eq ? eq - list[i] : (long)strlen(list[i])),
+                              list[i]);
+        rc = atp__env_set(e, list[i], (size_t)(eq - list[i]), eq + 1);
+        if (rc)
+            return atp__error(rc, "out of memory");
+    }
+    return 0;
+}
+
+void atp__env_free(atp__env *e)
+{
+    size_t i;
+
+    for (i = 0; i < e->n; i++)
+        free(e->v[i]);
+    free(e->v);
+    e->v = NULL;
+    e->n = 0;
+}
+
+void atp__secrets_init(atp__secrets *s)
+{
+    memset(s, 0, sizeof(*s));
+    pthread_mutex_init(&s->lock, NULL);
+}
+
+void atp__secrets_add(atp__secrets *s, const char *value)
+{
+    char **grown;
+    size_t i;
+
+    if (value == NULL || strlen(value) < 3)
+        return; /* too short to hide without mangling every message */
+    pthread_mutex_lock(&s->lock);
+    for (i = 0; i < s->n; i++)
+        if (strcmp(s->v[i], value) == 0)
+            goto out;
+    grown = realloc(s->v, (s->n + 1) * sizeof(*grown));
+    if (grown) {
+        s->v = grown;
+        s->v[s->n] = strdup(value);
+        if (s->v[s->n])
+            s->n++;
+    }
+out:
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Names that announce a secret whatever the length of their value. */
+static int secret_name(const char *kv, size_t keylen)
+{
+    static const char *const words[] = {"TOKEN", "SECRET", "PASSW", "KEY",
+                                        "AUTH", "CREDENTIAL", "COOKIE"};
+    char name[128];
+    size_t i;
+
+    if (keylen >= sizeof(name))
+        keylen = sizeof(name) - 1;
+    for (i = 0; i < keylen; i++)
+        name[i] = (char)toupper((unsigned char)kv[i]);
+    name[keylen] = '\0';
+    for (i = 0; i < ATP__ARRAY_SIZE(words); i++)
+        if (strstr(name, words[i]))
+            return 1;
+    return 0;
+}
+
+void atp__secrets_add_env(atp__secrets *s, const atp__env *e)
+{
+    size_t i;
+
+    for (i = 0; i < e->n; i++) {
+        const char *eq = strchr(e->v[i], '=');
+        size_t vlen = strlen(eq + 1);
+
+        /* Long values and values of secret-sounding names are hidden. */
+        if (vlen >= 8 || secret_name(e->v[i], (size_t)(eq - e->v[i])))
+            atp__secrets_add(s, eq + 1);
+    }
+}
+
+void atp__secrets_redact(atp__secrets *s, char *text, size_t cap)
+{
+    size_t i;
+
+    pthread_mutex_lock(&s->lock);
+    for (i = 0; i < s->n; i++) {
+        const char *secret = s->v[i];
+        size_t slen = strlen(secret);
+        char *from = text, *hit;
+
+        while ((hit = strstr(from, secret)) != NULL) {
+            size_t tail = strlen(hit + slen);
+
+            /* "***" is never longer than a secret (3 bytes or more). */
+            memcpy(hit, "***", 3);
+            memmove(hit + 3, hit + slen, tail + 1);
+            from = hit + 3;
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    (void)cap;
+}
+
+void atp__secrets_free(atp__secrets *s)
+{
+    size_t i;
+
+    for (i = 0; i < s->n; i++)
+        free(s->v[i]);
+    free(s->v);
+    s->v = NULL;
+    s->n = 0;
+    pthread_mutex_destroy(&s->lock);
+}

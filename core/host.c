@@ -1,0 +1,244 @@
+/*
+ * core/host.c - the host API table: the services the core offers plugins.
+ *
+ * Every function takes the atp_call the core passed into the plugin call,
+ * and copies whatever it is given before it returns.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+void atp__call_init(atp_call *call, struct atp__plugin *plugin,
+                    struct atp_backend *backend, struct atp_session *session,
+                    int64_t timeout_ms)
+{
+    memset(call, 0, sizeof(*call));
+    call->plugin = plugin;
+    call->backend = backend;
+    call->session = session;
+    call->cancellable = 1;
+    if (timeout_ms > 0)
+        call->deadline_ns = atp__now_ns() + timeout_ms * 1000000;
+}
+
+const char *atp__call_message(atp_call *call, int rc)
+{
+    if (call->err[0])
+        return call->err;
+    snprintf(call->err, sizeof(call->err), "%s", atp_strerror(rc));
+    return call->err;
+}
+
+static void redact(atp_call *call, char *text, size_t cap)
+{
+    if (call->session)
+        atp__secrets_redact(&call->session->secrets, text, cap);
+    if (call->backend)
+        atp__secrets_redact(&call->backend->secrets, text, cap);
+}
+
+static int host_set_error(atp_call *call, int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (call == NULL)
+        return code;
+    va_start(ap, fmt);
+    vsnprintf(call->err, sizeof(call->err), fmt, ap);
+    va_end(ap);
+    call->err_code = code;
+    redact(call, call->err, sizeof(call->err));
+    return code;
+}
+
+static int log_level(void)
+{
+    const char *e = getenv("ATP_LOG");
+
+    if (e == NULL || *e == '\0')
+        return ATP_LOG_WARN;
+    if (strcmp(e, "debug") == 0)
+        return ATP_LOG_DEBUG;
+    if (strcmp(e, "info") == 0)
+        return ATP_LOG_INFO;
+    if (strcmp(e, "error") == 0)
+        return ATP_LOG_ERROR;
+    return ATP_LOG_WARN;
+}
+
+static void host_log(atp_call *call, int level, const char *fmt, ...)
+{
+    static const char *const names[] = {"error", "warning", "info", "debug"};
+    char msg[2048];
+    va_list ap;
+
+    if (level > log_level())
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (call)
+        redact(call, msg, sizeof(msg));
+    fprintf(stderr, "atp: %s: %s: %s\n",
+            call && call->plugin ? call->plugin->name : "core",
+            names[level < 0 ? 0 : level > 3 ? 3 : level], msg);
+}
+
+static void host_event(atp_call *call, const char *type,
+                       const atp_field *fields, size_t n)
+{
+    if (call && call->session)
+        atp__session_event(call->session, type, fields, n);
+}
+
+static const char *host_config_string(atp_call *call, const char *key)
+{
+    const struct atp__kv *kv;
+    const atp_option *o;
+
+    if (call == NULL || call->backend == NULL)
+        return NULL;
+    kv = atp__section_get(call->backend->sec, key);
+    if (kv)
+        return kv->value;
+    for (o = call->plugin->ops->options; o && o->name; o++)
+        if (strcmp(o->name, key) == 0)
+            return o->defval;
+    return NULL;
+}
+
+static int host_config_int(atp_call *call, const char *key, int64_t *out)
+{
+    const atp_option *o = NULL, *it;
+    const char *v = host_config_string(call, key);
+    int b, rc;
+
+    if (v == NULL)
+        return ATP_E_NOTFOUND;
+    for (it = call->plugin->ops->options; it && it->name; it++)
+        if (strcmp(it->name, key) == 0)
+            o = it;
+    switch (o ? o->type : ATP_OPT_INT) {
+    case ATP_OPT_BOOL:
+        rc = atp__parse_bool(v, &b);
+        *out = b;
+        return rc;
+    case ATP_OPT_DURATION:
+        return atp__parse_duration_ms(v, out);
+    case ATP_OPT_SIZE:
+        return atp__parse_size(v, out);
+    default:
+        return atp__parse_int(v, out);
+    }
+}
+
+static int host_output(atp_call *call, int stream, const void *buf,
+                       size_t len)
+{
+    if (call == NULL || call->sink == NULL || call->sink->output == NULL)
+        return ATP_E_INVAL;
+    return call->sink->output(call->sink->ctx, stream, buf, len);
+}
+
+static long host_input(atp_call *call, void *buf, size_t len)
+{
+    ssize_t n;
+
+    if (call == NULL || call->sink == NULL || call->sink->stdin_fd < 0)
+        return 0;
+    do
+        n = read(call->sink->stdin_fd, buf, len);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return ATP_E_IO;
+    return (long)n;
+}
+
+static int host_input_fd(atp_call *call)
+{
+    if (call == NULL || call->sink == NULL)
+        return -1;
+    return call->sink->stdin_fd;
+}
+
+static int host_cancel_fd(atp_call *call)
+{
+    if (call == NULL || call->session == NULL || !call->cancellable)
+        return -1;
+    return call->session->cancel_pipe[0];
+}
+
+static int host_cancelled(atp_call *call)
+{
+    return call && call->session && call->cancellable &&
+           call->session->cancelled;
+}
+
+static int64_t host_deadline_ns(atp_call *call)
+{
+    return call ? call->deadline_ns : 0;
+}
+
+static int64_t host_now_ns(void)
+{
+    return atp__now_ns();
+}
+
+static const char *host_run_id(atp_call *call)
+{
+    return call && call->session ? call->session->run_id : "";
+}
+
+static int host_resource_created(atp_call *call, const char *kind,
+                                 const char *id)
+{
+    if (call == NULL || call->session == NULL || id == NULL)
+        return ATP_E_INVAL;
+    return atp__lease_note(call->session, kind ? kind : "resource", id);
+}
+
+static int host_resource_removed(atp_call *call, const char *id)
+{
+    if (call == NULL || call->session == NULL || id == NULL)
+        return ATP_E_INVAL;
+    return atp__lease_forget(call->session, id);
+}
+
+static void host_add_secret(atp_call *call, const char *value)
+{
+    if (call == NULL || value == NULL)
+        return;
+    if (call->session)
+        atp__secrets_add(&call->session->secrets, value);
+    else if (call->backend)
+        atp__secrets_add(&call->backend->secrets, value);
+}
+
+const atp_host_api atp__host_api = {
+    sizeof(atp_host_api),
+    ATP_PLUGIN_ABI_MAJOR,
+    ATP_PLUGIN_ABI_MINOR,
+    host_set_error,
+    host_log,
+    host_event,
+    host_config_string,
+    host_config_int,
+    host_output,
+    host_input,
+    host_input_fd,
+    host_cancel_fd,
+    host_cancelled,
+    host_deadline_ns,
+    host_now_ns,
+    host_run_id,
+    host_resource_created,
+    host_resource_removed,
+    host_add_secret,
+};

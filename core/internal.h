@@ -1,0 +1,314 @@
+/*
+ * core/internal.h - declarations shared by the files of libatp.
+ *
+ * Nothing here is public: names are atp__*, and the symbols are hidden by
+ * -fvisibility=hidden.
+ */
+#ifndef ATP_INTERNAL_H
+#define ATP_INTERNAL_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "atp/atp.h"
+#include "atp/plugin.h"
+
+#define ATP__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
+/* ---- error.c ---------------------------------------------------------- */
+
+/*
+ * Set the calling thread's last error message (printf format) and return
+ * @code, so that `return atp__error(ATP_E_X, "...")` reads naturally.
+ */
+int atp__error(int code, const char *fmt, ...) ATP_PRINTF(2, 3);
+int atp__verror(int code, const char *fmt, va_list ap);
+
+/* Copy a message into the calling thread's last error (no formatting). */
+void atp__error_set_text(const char *msg);
+
+/* Monotonic clock in nanoseconds. */
+int64_t atp__now_ns(void);
+
+/* ---- value.c: strict parsing of configuration values ------------------ */
+
+int atp__parse_bool(const char *s, int *out);
+int atp__parse_int(const char *s, int64_t *out);
+int atp__parse_number(const char *s, double *out);
+int atp__parse_duration_ms(const char *s, int64_t *out);
+int atp__parse_size(const char *s, int64_t *out);
+int atp__parse_choice(const char *s, const char *choices);
+
+/*
+ * Check @value against an option type.  On failure writes a message that
+ * says what is expected into @why and returns ATP_E_CONFIG.
+ */
+int atp__check_value(int type, const char *choices, const char *value,
+                     char *why, size_t whylen);
+
+/*
+ * The candidate nearest to @word by edit distance, or NULL when none is
+ * close enough to be a likely typo.
+ */
+const char *atp__nearest(const char *word, const char *const *cands,
+                         size_t n);
+
+/* ---- config.c ---------------------------------------------------------- */
+
+struct atp__kv {
+    char *key;
+    char *value;
+    int line;
+};
+
+struct atp__section {
+    char *name;
+    int line;
+    struct atp__kv *kv;
+    size_t n_kv;
+};
+
+/* Settings of [atp] and [image], parsed and defaulted. */
+struct atp__settings {
+    const char *backend;
+    int64_t timeout_ms;           /* per-command budget, 0 none */
+    int64_t grace_ms;             /* SIGTERM -> SIGKILL */
+    int64_t drain_ms;             /* wait for descendants after exit */
+    int64_t exec_margin_ms;       /* host backstop beyond timeout+grace */
+    int64_t provision_timeout_ms; /* session start */
+    int64_t close_timeout_ms;     /* session close */
+    int64_t ttl_ms;               /* provider-side lifetime of sessions */
+    int64_t max_line;             /* longest line delivered whole */
+    int64_t stdout_limit;         /* bytes delivered, 0 unlimited */
+    int64_t stderr_limit;
+    const char *spill_dir;        /* full output files, or NULL */
+    const char *plugin_path;      /* extra plugin dirs, ':'-separated */
+    const char *state_dir;        /* ledger; NULL: default */
+    const char *image;            /* [image] name */
+    const char *sandbox_workdir;  /* [image] workdir */
+    const char *warm_cache;       /* [image] warm_cache, or NULL */
+};
+
+struct atp_config {
+    char *path;            /* NULL for built-in defaults */
+    struct atp__section *sec;
+    size_t n_sec;
+    struct atp__settings set;
+    char *search_path;     /* cached atp_plugin_search_path() */
+};
+
+struct atp__section *atp__config_section(const atp_config *cfg,
+                                         const char *name);
+const struct atp__kv *atp__section_get(const struct atp__section *sec,
+                                       const char *key);
+
+/*
+ * Validate section [backend.NAME] against the plugin's option table.
+ * Core-owned keys (plugin, path, env.*) are accepted.  Fails with
+ * ATP_E_CONFIG naming file, line and the nearest valid key.
+ */
+int atp__config_check_backend(const atp_config *cfg,
+                              const struct atp__section *sec,
+                              const atp_option *opts);
+
+/* The file name to use in messages. */
+const char *atp__config_name(const atp_config *cfg);
+
+/* ---- loader.c --------------------------------------------------------- */
+
+struct atp__plugin {
+    char *name;
+    char *path;
+    void *dl;
+    const atp_plugin_ops *ops;
+    uint32_t ops_size;      /* ops->struct_size as published */
+    unsigned abi_minor;
+    struct atp__plugin *next;
+};
+
+/* True when the plugin's ops table contains (and sets) member m. */
+#define ATP__OPS_HAS(p, m)                                                 \
+    (offsetof(atp_plugin_ops, m) + sizeof((p)->ops->m) <= (p)->ops_size && \
+     (p)->ops->m != NULL)
+
+/*
+ * Find and load the plugin called @name: @explicit_path first when given,
+ * else the search path.  A plugin already loaded in this process is
+ * reused.  Fails with ATP_E_NOTFOUND (nowhere on the path) or ATP_E_ABI
+ * (refused), the message naming the file and the reason.
+ */
+int atp__plugin_get(atp_config *cfg, const char *name,
+                    const char *explicit_path, struct atp__plugin **out);
+
+/* Call every loaded plugin's fini() (at process exit). */
+void atp__plugins_fini(void);
+
+/* ---- host.c ----------------------------------------------------------- */
+
+typedef struct atp__sink {
+    /* Receives command output; returns 0 or ATP_E_CANCELLED. */
+    int (*output)(void *ctx, int stream, const void *buf, size_t len);
+    void *ctx;
+    int stdin_fd;           /* -1: no stdin */
+} atp__sink;
+
+struct atp_call {
+    struct atp__plugin *plugin;
+    struct atp_backend *backend;  /* NULL during load */
+    struct atp_session *session;  /* NULL outside sessions */
+    int64_t deadline_ns;          /* 0: none */
+    int cancellable;              /* 0 for close: ignore cancellation */
+    atp__sink *sink;              /* exec only */
+    int err_code;
+    char err[1024];
+};
+
+extern const atp_host_api atp__host_api;
+
+/* Prepare a call context for one plugin operation. */
+void atp__call_init(atp_call *call, struct atp__plugin *plugin,
+                    struct atp_backend *backend, struct atp_session *session,
+                    int64_t timeout_ms);
+
+/*
+ * The message for a failed plugin call with code @rc: what set_error()
+ * recorded, or a generic text when the plugin said nothing.
+ */
+const char *atp__call_message(atp_call *call, int rc);
+
+/* ---- lines.c: line framing -------------------------------------------- */
+
+typedef void (*atp__line_cb)(int stream, const char *line, size_t len,
+                             unsigned flags, void *payload);
+
+typedef struct atp__framer {
+    int stream;
+    char *buf;         /* partial line */
+    size_t len;
+    size_t cap;
+    size_t max;        /* longest piece delivered */
+    atp__line_cb cb;
+    void *payload;
+} atp__framer;
+
+void atp__framer_init(atp__framer *f, int stream, size_t max_line,
+                      atp__line_cb cb, void *payload);
+/* Frame @len bytes; calls cb for every complete line.  ATP_E_NOMEM. */
+int atp__framer_feed(atp__framer *f, const char *data, size_t len);
+/* Deliver the last partial line (flagged ATP_LINE_NO_EOL) and free. */
+void atp__framer_finish(atp__framer *f);
+void atp__framer_release(atp__framer *f);
+
+/* ---- wrap.c ----------------------------------------------------------- */
+
+/* Append @s quoted for POSIX sh to a growing buffer. */
+int atp__sh_quote_append(char **buf, size_t *len, size_t *cap,
+                         const char *s);
+
+struct atp__wrapped {
+    const char *argv[7];
+    char *script;     /* owned */
+    char timeout_arg[32];
+    char grace_arg[32];
+};
+
+/*
+ * Build the argv that runs @command: POSIX sh, the warm-cache link when
+ * @warm_cache is set, and `timeout -k GRACE SECS` unless the backend
+ * enforces the budget itself (@in_sandbox_timeout 0).
+ */
+int atp__wrap(struct atp__wrapped *w, const char *command,
+              const char *warm_cache, int in_sandbox_timeout,
+              int64_t timeout_ms, int64_t grace_ms);
+void atp__wrapped_release(struct atp__wrapped *w);
+
+/* ---- env.c ------------------------------------------------------------ */
+
+/* A NULL-terminated "KEY=VALUE" array with its own storage. */
+typedef struct atp__env {
+    char **v;
+    size_t n;
+} atp__env;
+
+/* Set KEY=VALUE (replacing KEY). */
+int atp__env_set(atp__env *e, const char *key, size_t keylen,
+                 const char *value);
+/* Add every "KEY=VALUE" of @list over what is there; ATP_E_INVAL on a
+ * malformed entry. */
+int atp__env_merge(atp__env *e, const char *const *list);
+void atp__env_free(atp__env *e);
+/* True for a valid variable name. */
+int atp__env_name_ok(const char *s, size_t len);
+
+/* Secret values to redact from messages. */
+typedef struct atp__secrets {
+    pthread_mutex_t lock;
+    char **v;
+    size_t n;
+} atp__secrets;
+
+void atp__secrets_init(atp__secrets *s);
+void atp__secrets_add(atp__secrets *s, const char *value);
+/* Add the values of an env array (long enough to be worth hiding). */
+void atp__secrets_add_env(atp__secrets *s, const atp__env *e);
+/* Replace every secret in @text (in place, NUL-terminated, @cap bytes). */
+void atp__secrets_redact(atp__secrets *s, char *text, size_t cap);
+void atp__secrets_free(atp__secrets *s);
+
+/* ---- backend.c / session.c -------------------------------------------- */
+
+struct atp_backend {
+    atp_config *cfg;
+    char *name;                /* instance name */
+    struct atp__section *sec;  /* may be NULL (defaults) */
+    struct atp__plugin *plugin;
+    void *handle;
+    atp__secrets secrets;      /* backend-wide secrets */
+};
+
+enum atp__state { ATP__CREATED, ATP__OPEN, ATP__CLOSED };
+
+struct atp_session {
+    atp_backend *be;
+    void *handle;
+    enum atp__state state;
+    char run_id[32];
+    char *workdir;
+    atp__env env;
+    atp_mount *mounts;
+    size_t n_mounts;
+    char *mount_buf;
+    int64_t timeout_ms;
+    atp_event_fn on_event;
+    void *event_payload;
+    int cancel_pipe[2];
+    volatile sig_atomic_t cancelled;
+    atp__secrets secrets;
+    char *lease;               /* ledger file, or NULL */
+    unsigned n_exec;
+};
+
+/* Deliver an event to the session's listener. */
+void atp__session_event(struct atp_session *s, const char *type,
+                        const atp_field *fields, size_t n);
+
+/* Fill @res from an error code and the calling thread's message. */
+void atp__result_fail(atp_result *res, int code, const char *msg);
+
+/* ---- ledger.c --------------------------------------------------------- */
+
+/* The directory holding leases (created on demand). */
+int atp__state_dir(const atp_config *cfg, char *out, size_t outlen);
+
+/* Write the lease of a session before anything is created. */
+int atp__lease_open(struct atp_session *s);
+/* Record or forget a resource of the session. */
+int atp__lease_note(struct atp_session *s, const char *kind, const char *id);
+int atp__lease_forget(struct atp_session *s, const char *id);
+/* Drop the lease once everything is torn down. */
+void atp__lease_close(struct atp_session *s);
+
+#endif /* ATP_INTERNAL_H */

@@ -1,0 +1,751 @@
+/*
+ * core/session.c - session lifecycle, command execution and result
+ * classification.
+ *
+ * A session is created (no I/O), started (the plugin provisions a
+ * sandbox), used for any number of commands, and closed - on every path,
+ * idempotently, even after cancellation.  The core owns everything that
+ * does not depend on the backend: wrapping, deadlines, line framing,
+ * output limits and spill files, and the status class of each result.
+ */
+#define _GNU_SOURCE
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define MS_TO_S(ms) ((double)(ms) / 1000.0)
+
+static double since_s(int64_t t0)
+{
+    return (double)(atp__now_ns() - t0) / 1e9;
+}
+
+void atp__session_event(struct atp_session *s, const char *type,
+                        const atp_field *fields, size_t n)
+{
+    atp_field copy[16];
+    char text[16][512];
+    atp_event ev;
+    size_t i;
+
+    if (s->on_event == NULL)
+        return;
+    if (n > ATP__ARRAY_SIZE(copy))
+        n = ATP__ARRAY_SIZE(copy);
+    for (i = 0; i < n; i++) {
+        copy[i] = fields[i];
+        if (fields[i].type == ATP_FIELD_STR && fields[i].s) {
+            snprintf(text[i], sizeof(text[i]), "%s", fields[i].s);
+            atp__secrets_redact(&s->secrets, text[i], sizeof(text[i]));
+            atp__secrets_redact(&s->be->secrets, text[i], sizeof(text[i]));
+            copy[i].s = text[i];
+        }
+    }
+    ev.struct_size = sizeof(ev);
+    ev.type = type;
+    ev.fields = copy;
+    ev.n_fields = n;
+    s->on_event(&ev, s->event_payload);
+}
+
+static atp_field fstr(const char *key, const char *v)
+{
+    atp_field f = {key, ATP_FIELD_STR, v, 0, 0.0};
+
+    return f;
+}
+
+static atp_field fdbl(const char *key, double v)
+{
+    atp_field f = {key, ATP_FIELD_DOUBLE, NULL, 0, v};
+
+    return f;
+}
+
+/* Record a failure in @res, redacted, and as the thread's last error. */
+static int fail(struct atp_session *s, atp_result *res, int rc,
+                const char *fmt, ...) ATP_PRINTF(4, 5);
+
+static int fail(struct atp_session *s, atp_result *res, int rc,
+                const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (s) {
+        atp__secrets_redact(&s->secrets, msg, sizeof(msg));
+        atp__secrets_redact(&s->be->secrets, msg, sizeof(msg));
+    }
+    atp__error_set_text(msg);
+    atp__result_fail(res, rc, msg);
+    return rc;
+}
+
+static void result_reset(atp_result *res)
+{
+    if (res == NULL)
+        return;
+    res->status = ATP_STATUS_OK;
+    res->exit_code = -1;
+    res->signal = 0;
+    res->duration_s = 0;
+    res->stdout_truncated = res->stderr_truncated = 0;
+    res->stdout_bytes = res->stderr_bytes = 0;
+    res->message[0] = '\0';
+}
+
+static void make_run_id(char *out, size_t len)
+{
+    unsigned char r[6];
+    size_t i;
+
+    if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+        uint64_t t = (uint64_t)atp__now_ns() ^ ((uint64_t)getpid() << 32);
+
+        memcpy(r, &t, sizeof(r));
+    }
+    snprintf(out, len, "atp-");
+    for (i = 0; i < sizeof(r); i++)
+        snprintf(out + 4 + 2 * i, len - 4 - 2 * i, "%02x", r[i]);
+}
+
+/* Parse "HOST:DEST[:rw|:ro]" mounts into s->mounts. */
+static int parse_mounts(struct atp_session *s, const char *const *list)
+{
+    size_t n = 0, i, bytes = 0;
+    char *p;
+
+    for (i = 0; list && list[i]; i++) {
+        n++;
+        bytes += strlen(list[i]) + PATH_MAX + 2;
+    }
+    if (n == 0)
+        return 0;
+    s->mounts = calloc(n, sizeof(*s->mounts));
+    s->mount_buf = malloc(bytes);
+    if (s->mounts == NULL || s->mount_buf == NULL)
+        return atp__error(ATP_E_NOMEM, "out of memory");
+    p = s->mount_buf;
+    for (i = 0; i < n; i++) {
+        const char *spec = list[i];
+        const char *colon = strchr(spec, ':');
+        const char *dest, *mode;
+        char host[PATH_MAX];
+        size_t hlen, dlen;
+
+        if (colon == NULL || colon == spec)
+            return atp__error(ATP_E_CONFIG, "mount '%s' is not HOST:DEST "
+                              "(optionally :ro or :rw)", spec);
+        hlen = (size_t)(colon - spec);
+        if (hlen >= sizeof(host))
+            return atp__error(ATP_E_CONFIG, "mount '%s': path too long",
+                              spec);
+        memcpy(host, spec, hlen);
+        host[hlen] = '\0';
+        dest = colon + 1;
+        mode = strchr(dest, ':');
+        dlen = mode ? (size_t)(mode - dest) : strlen(dest);
+        if (mode && strcmp(mode, ":rw") != 0 && strcmp(mode, ":ro") != 0)
+            return atp__error(ATP_E_CONFIG, "mount '%s': the mode after DEST "
+                              "must be :ro or :rw", spec);
+        if (dlen == 0 || dest[0] != '/')
+            return atp__error(ATP_E_CONFIG, "mount '%s': DEST must be an "
+                              "absolute path in the sandbox", spec);
+        if (realpath(host, p) == NULL)
+            return atp__error(ATP_E_CONFIG, "mount '%s': host path %s: %s",
+                              spec, host, strerror(errno));
+        s->mounts[i].host = p;
+        p += strlen(p) + 1;
+        memcpy(p, dest, dlen);
+        p[dlen] = '\0';
+        s->mounts[i].dest = p;
+        p += dlen + 1;
+        s->mounts[i].writable = mode && strcmp(mode, ":rw") == 0;
+    }
+    s->n_mounts = n;
+    return 0;
+}
+
+/* Environment: [env] < [backend.NAME] env.* < session options. */
+static int build_env(struct atp_session *s, const char *const *extra)
+{
+    const struct atp__section *sec = atp__config_section(s->be->cfg, "env");
+    size_t i;
+    int rc;
+
+    for (i = 0; sec && i < sec->n_kv; i++) {
+        rc = atp__env_set(&s->env, sec->kv[i].key, strlen(sec->kv[i].key),
+                          sec->kv[i].value);
+        if (rc)
+            return atp__error(rc, "out of memory");
+    }
+    sec = s->be->sec;
+    for (i = 0; sec && i < sec->n_kv; i++) {
+        const char *k = sec->kv[i].key;
+
+        if (strncmp(k, "env.", 4) != 0)
+            continue;
+        rc = atp__env_set(&s->env, k + 4, strlen(k + 4), sec->kv[i].value);
+        if (rc)
+            return atp__error(rc, "out of memory");
+    }
+    rc = atp__env_merge(&s->env, extra);
+    if (rc)
+        return rc;
+    atp__secrets_add_env(&s->secrets, &s->env);
+    return 0;
+}
+
+ATP_EXTERN int atp_session_create(atp_session **out, atp_backend *be,
+                                  const atp_session_opts *opts)
+{
+    struct atp_session *s;
+    const char *wd = opts && opts->workdir ? opts->workdir : ".";
+    char real[PATH_MAX];
+    struct stat st;
+    int rc;
+
+    *out = NULL;
+    if (realpath(wd, real) == NULL)
+        return atp__error(ATP_E_CONFIG, "workdir %s: %s", wd,
+                          errno == ENOENT ? "no such directory"
+                                          : strerror(errno));
+    if (stat(real, &st) != 0 || !S_ISDIR(st.st_mode))
+        return atp__error(ATP_E_CONFIG, "workdir %s is not a directory", wd);
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return atp__error(ATP_E_NOMEM, "out of memory");
+    s->be = be;
+    s->cancel_pipe[0] = s->cancel_pipe[1] = -1;
+    atp__secrets_init(&s->secrets);
+    make_run_id(s->run_id, sizeof(s->run_id));
+    if ((s->workdir = strdup(real)) == NULL) {
+        rc = atp__error(ATP_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    if ((rc = build_env(s, opts ? opts->env : NULL)) != 0)
+        goto fail;
+    if ((rc = parse_mounts(s, opts ? opts->mounts : NULL)) != 0)
+        goto fail;
+    if (s->n_mounts && !(be->plugin->ops->caps & ATP_CAP_MOUNTS)) {
+        rc = atp__error(ATP_E_UNSUPPORTED, "backend '%s' (plugin %s) does "
+                        "not support mounts; drop -m or use a backend that "
+                        "has the mounts capability (atp-run plugins)",
+                        be->name, be->plugin->name);
+        goto fail;
+    }
+    if (pipe2(s->cancel_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
+        rc = atp__error(ATP_E_IO, "pipe: %s", strerror(errno));
+        goto fail;
+    }
+    s->timeout_ms = opts && opts->timeout_s > 0
+                        ? (int64_t)(opts->timeout_s * 1000.0 + 0.5)
+                        : be->cfg->set.timeout_ms;
+    s->on_event = opts ? opts->on_event : NULL;
+    s->event_payload = opts ? opts->event_payload : NULL;
+    s->state = ATP__CREATED;
+    *out = s;
+    return 0;
+fail:
+    atp_session_free(s);
+    return rc;
+}
+
+ATP_EXTERN const char *atp_session_run_id(const atp_session *s)
+{
+    return s->run_id;
+}
+
+ATP_EXTERN void atp_session_cancel(atp_session *s)
+{
+    /* Async-signal-safe: a flag and a write(2). */
+    if (s == NULL)
+        return;
+    s->cancelled = 1;
+    if (s->cancel_pipe[1] >= 0) {
+        ssize_t w = write(s->cancel_pipe[1], "x", 1);
+
+        (void)w;
+    }
+}
+
+/* Provider-side lifetime: the budget plus every overhead, or ttl_s. */
+static int64_t session_ttl(const struct atp_session *s, int one_shot)
+{
+    const struct atp__settings *set = &s->be->cfg->set;
+    int64_t bound = s->timeout_ms + set->grace_ms + set->drain_ms +
+                    set->exec_margin_ms + set->provision_timeout_ms +
+                    set->close_timeout_ms;
+
+    if (one_shot && s->timeout_ms > 0)
+        return bound;
+    return s->timeout_ms > 0 && bound > set->ttl_ms ? bound : set->ttl_ms;
+}
+
+static int start(struct atp_session *s, atp_result *res, int one_shot)
+{
+    const struct atp__settings *set = &s->be->cfg->set;
+    struct atp__plugin *p = s->be->plugin;
+    atp_session_spec spec;
+    atp_field f[4];
+    atp_call call;
+    int64_t t0 = atp__now_ns();
+    int rc;
+
+    result_reset(res);
+    if (s->state != ATP__CREATED)
+        return fail(s, res, ATP_E_INVAL, "session %s was already started",
+                    s->run_id);
+    if (s->cancelled)
+        return fail(s, res, ATP_E_CANCELLED, "cancelled before the sandbox "
+                    "was created");
+    f[0] = fstr("backend", s->be->name);
+    f[1] = fstr("plugin", p->name);
+    f[2] = fstr("run_id", s->run_id);
+    f[3] = fstr("workdir", s->workdir);
+    atp__session_event(s, "starting", f, 4);
+    if ((p->ops->caps & ATP_CAP_GC) && (rc = atp__lease_open(s)) != 0)
+        return fail(s, res, rc, "%s", atp_last_error());
+
+    memset(&spec, 0, sizeof(spec));
+    spec.struct_size = sizeof(spec);
+    spec.run_id = s->run_id;
+    spec.workdir = s->workdir;
+    spec.sandbox_workdir = set->sandbox_workdir;
+    spec.image = set->image;
+    spec.env = (const char *const *)s->env.v;
+    spec.mounts = s->mounts;
+    spec.n_mounts = s->n_mounts;
+    spec.timeout_ms = s->timeout_ms;
+    spec.ttl_ms = session_ttl(s, one_shot);
+
+    atp__call_init(&call, p, s->be, s, set->provision_timeout_ms);
+    rc = p->ops->session_open(&call, s->be->handle, &spec, &s->handle);
+    if (rc) {
+        /* The plugin removed what it made; a lease with resources left
+         * in it stays behind for `atp-run gc`. */
+        atp__lease_close(s);
+        s->state = ATP__CLOSED;
+        if (res)
+            res->duration_s = since_s(t0);
+        if (rc == ATP_E_CANCELLED || s->cancelled)
+            return fail(s, res, ATP_E_CANCELLED, "cancelled while creating "
+                        "the sandbox");
+        return fail(s, res, rc, "backend '%s': %s", s->be->name,
+                    atp__call_message(&call, rc));
+    }
+    s->state = ATP__OPEN;
+    f[0] = fstr("run_id", s->run_id);
+    f[1] = fdbl("seconds", since_s(t0));
+    atp__session_event(s, "provisioned", f, 2);
+    if (res)
+        res->duration_s = since_s(t0);
+    return 0;
+}
+
+ATP_EXTERN int atp_session_start(atp_session *s, atp_result *res)
+{
+    return start(s, res, 0);
+}
+
+/* ---- exec ------------------------------------------------------------ */
+
+struct exec_ctx {
+    struct atp_session *s;
+    const atp_exec_opts *opts;
+    atp__framer fr[2];
+    int64_t limit[2];
+    uint64_t delivered[2];
+    uint64_t bytes[2];
+    int stopped[2];
+    int spill_fd[2];
+    char spill_path[2][PATH_MAX];
+    int spill_failed;
+};
+
+static void deliver(int stream, const char *line, size_t len, unsigned flags,
+                    void *payload)
+{
+    struct exec_ctx *x = payload;
+    int i = stream == ATP_STDERR;
+
+    if (x->stopped[i])
+        return;
+    if (x->limit[i] > 0 && x->delivered[i] + len > (uint64_t)x->limit[i]) {
+        /* Over the limit: deliver no more of this stream. */
+        x->stopped[i] = 1;
+        return;
+    }
+    x->delivered[i] += len + ((flags & ATP_LINE_PARTIAL) ? 0 : 1);
+    if (x->opts && x->opts->on_line)
+        x->opts->on_line(stream, line, len, flags, x->opts->line_payload);
+}
+
+static void spill(struct exec_ctx *x, int i, const void *buf, size_t len)
+{
+    const char *dir = x->s->be->cfg->set.spill_dir;
+    const char *p = buf;
+
+    if (dir == NULL || x->spill_failed)
+        return;
+    if (x->spill_fd[i] < 0) {
+        snprintf(x->spill_path[i], sizeof(x->spill_path[i]), "%s/%s-%u.%s",
+                 dir, x->s->run_id, x->s->n_exec, i ? "stderr" : "stdout");
+        x->spill_fd[i] = open(x->spill_path[i],
+                              O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (x->spill_fd[i] < 0) {
+            x->spill_failed = 1;
+            fprintf(stderr, "atp: warning: cannot write spill file %s: %s\n",
+                    x->spill_path[i], strerror(errno));
+            return;
+        }
+    }
+    while (len > 0) {
+        ssize_t w = write(x->spill_fd[i], p, len);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            x->spill_failed = 1;
+            return;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+}
+
+static int sink_output(void *ctx, int stream, const void *buf, size_t len)
+{
+    struct exec_ctx *x = ctx;
+    int i;
+
+    if (stream != ATP_STDOUT && stream != ATP_STDERR)
+        return ATP_E_INVAL;
+    i = stream == ATP_STDERR;
+    x->bytes[i] += len;
+    spill(x, i, buf, len);
+    if (atp__framer_feed(&x->fr[i], buf, len) != 0)
+        return ATP_E_NOMEM;
+    if (x->opts && x->opts->on_flush)
+        x->opts->on_flush(x->opts->line_payload);
+    return x->s->cancelled ? ATP_E_CANCELLED : 0;
+}
+
+/*
+ * The status class of a finished command.  Exit codes 124, 137 and 143
+ * (and deaths by SIGTERM or SIGKILL) are a timeout only when the budget
+ * was really spent: a command may exit 124 on its own.
+ */
+static atp_status classify(const atp_exec_outcome *o, int64_t timeout_ms,
+                           int64_t elapsed_ms)
+{
+    int budget_spent = timeout_ms > 0 && elapsed_ms >= timeout_ms;
+
+    if (o->flags & ATP_OUTCOME_CANCELLED)
+        return ATP_STATUS_CANCELLED;
+    if (o->flags & ATP_OUTCOME_TIMED_OUT)
+        return ATP_STATUS_TIMEOUT;
+    if (budget_spent &&
+        (o->exit_code == 124 || o->exit_code == 137 || o->exit_code == 143 ||
+         o->signal == SIGTERM || o->signal == SIGKILL))
+        return ATP_STATUS_TIMEOUT;
+    if (o->signal == 0 && o->exit_code == 0)
+        return ATP_STATUS_OK;
+    return ATP_STATUS_EXIT;
+}
+
+/* Exposed for the unit tests. */
+atp_status atp__classify(const atp_exec_outcome *o, int64_t timeout_ms,
+                         int64_t elapsed_ms);
+atp_status atp__classify(const atp_exec_outcome *o, int64_t timeout_ms,
+                         int64_t elapsed_ms)
+{
+    return classify(o, timeout_ms, elapsed_ms);
+}
+
+ATP_EXTERN int atp_session_exec(atp_session *s, const char *command,
+                                const atp_exec_opts *opts, atp_result *res)
+{
+    const struct atp__settings *set = &s->be->cfg->set;
+    struct atp__plugin *p = s->be->plugin;
+    int kills_tree = (p->ops->caps & ATP_CAP_KILLS_TREE) != 0;
+    struct atp__wrapped w;
+    struct exec_ctx x;
+    atp_exec_spec spec;
+    atp_exec_outcome out;
+    atp__env env = {NULL, 0};
+    atp__sink sink;
+    atp_call call;
+    atp_field f[2];
+    int64_t timeout_ms, backstop_ms, t0;
+    int rc, i, stdin_fd = opts ? opts->stdin_fd : -1;
+
+    result_reset(res);
+    if (command == NULL)
+        return fail(s, res, ATP_E_INVAL, "no command given");
+    if (s->state != ATP__OPEN)
+        return fail(s, res, ATP_E_INVAL, "session %s is %s", s->run_id,
+                    s->state == ATP__CREATED ? "not started"
+                                             : "already closed");
+    if (s->cancelled)
+        return fail(s, res, ATP_E_CANCELLED, "session %s was cancelled",
+                    s->run_id);
+    if (stdin_fd >= 0 && !(p->ops->caps & ATP_CAP_STDIN))
+        return fail(s, res, ATP_E_UNSUPPORTED, "backend '%s' cannot feed "
+                    "stdin to a command", s->be->name);
+    if (opts && (rc = atp__env_merge(&env, opts->env)) != 0) {
+        atp__env_free(&env);
+        return fail(s, res, rc, "%s", atp_last_error());
+    }
+    atp__secrets_add_env(&s->secrets, &env);
+
+    timeout_ms = opts && opts->timeout_s > 0
+                     ? (int64_t)(opts->timeout_s * 1000.0 + 0.5)
+                     : s->timeout_ms;
+    rc = atp__wrap(&w, command, set->warm_cache, !kills_tree, timeout_ms,
+                   set->grace_ms);
+    if (rc) {
+        atp__env_free(&env);
+        return fail(s, res, rc, "out of memory");
+    }
+
+    memset(&x, 0, sizeof(x));
+    x.s = s;
+    x.opts = opts;
+    x.limit[0] = set->stdout_limit;
+    x.limit[1] = set->stderr_limit;
+    x.spill_fd[0] = x.spill_fd[1] = -1;
+    atp__framer_init(&x.fr[0], ATP_STDOUT, (size_t)set->max_line, deliver,
+                     &x);
+    atp__framer_init(&x.fr[1], ATP_STDERR, (size_t)set->max_line, deliver,
+                     &x);
+
+    memset(&spec, 0, sizeof(spec));
+    spec.struct_size = sizeof(spec);
+    spec.flags = stdin_fd >= 0 ? ATP_EXEC_STDIN : 0;
+    spec.argv = w.argv;
+    spec.env = (const char *const *)env.v;
+    spec.timeout_ms = timeout_ms;
+    spec.grace_ms = set->grace_ms;
+    spec.drain_ms = set->drain_ms;
+    memset(&out, 0, sizeof(out));
+    out.struct_size = sizeof(out);
+    out.exit_code = -1;
+
+    sink.output = sink_output;
+    sink.ctx = &x;
+    sink.stdin_fd = stdin_fd;
+    /* The host backstop: budget, grace, drain and a margin. */
+    backstop_ms = timeout_ms > 0 ? timeout_ms + set->grace_ms +
+                                       set->drain_ms + set->exec_margin_ms
+                                 : 0;
+    atp__call_init(&call, p, s->be, s, backstop_ms);
+    call.sink = &sink;
+    s->n_exec++;
+    f[0] = fstr("command", command);
+    f[1] = fdbl("timeout_s", MS_TO_S(timeout_ms));
+    atp__session_event(s, "exec", f, 2);
+
+    t0 = atp__now_ns();
+    rc = p->ops->exec(&call, s->handle, &spec, &out);
+    for (i = 0; i < 2; i++) {
+        atp__framer_finish(&x.fr[i]);
+        atp__framer_release(&x.fr[i]);
+        if (x.spill_fd[i] >= 0)
+            close(x.spill_fd[i]);
+    }
+    if (opts && opts->on_flush)
+        opts->on_flush(opts->line_payload);
+    atp__wrapped_release(&w);
+    atp__env_free(&env);
+
+    if (res) {
+        res->duration_s = since_s(t0);
+        res->stdout_bytes = x.bytes[0];
+        res->stderr_bytes = x.bytes[1];
+        res->stdout_truncated = x.stopped[0];
+        res->stderr_truncated = x.stopped[1];
+    }
+    for (i = 0; i < 2; i++) {
+        if (x.spill_fd[i] >= 0) {
+            f[0] = fstr("stream", i ? "stderr" : "stdout");
+            f[1] = fstr("path", x.spill_path[i]);
+            atp__session_event(s, "spilled", f, 2);
+        }
+    }
+    if (rc) {
+        if (rc == ATP_E_CANCELLED || s->cancelled)
+            return fail(s, res, ATP_E_CANCELLED, "cancelled");
+        return fail(s, res, rc, "backend '%s': %s", s->be->name,
+                    atp__call_message(&call, rc));
+    }
+    if (res) {
+        int64_t elapsed_ms = (atp__now_ns() - t0) / 1000000;
+
+        res->exit_code = out.exit_code;
+        res->signal = out.signal;
+        res->status = classify(&out, timeout_ms, elapsed_ms);
+        if (res->status == ATP_STATUS_TIMEOUT)
+            snprintf(res->message, sizeof(res->message),
+                     "the command ran out of its %.3g s budget",
+                     MS_TO_S(timeout_ms));
+        else if (res->status == ATP_STATUS_CANCELLED)
+            snprintf(res->message, sizeof(res->message), "cancelled");
+    }
+    if (out.flags & ATP_OUTCOME_CANCELLED)
+        return atp__error(ATP_E_CANCELLED, "cancelled");
+    return 0;
+}
+
+ATP_EXTERN int atp_session_sync_in(atp_session *s, atp_result *res)
+{
+    result_reset(res);
+    if (s->state != ATP__OPEN)
+        return fail(s, res, ATP_E_INVAL, "session %s is not open",
+                    s->run_id);
+    if (s->be->plugin->ops->caps & ATP_CAP_ISOLATED_FS)
+        return fail(s, res, ATP_E_UNSUPPORTED, "backend '%s': workdir "
+                    "transfer is not available in this build",
+                    s->be->name);
+    return 0; /* shared filesystem: nothing to do */
+}
+
+ATP_EXTERN int atp_session_sync_out(atp_session *s, atp_result *res)
+{
+    result_reset(res);
+    if (s->state != ATP__OPEN)
+        return fail(s, res, ATP_E_INVAL, "session %s is not open",
+                    s->run_id);
+    if (s->be->plugin->ops->caps & ATP_CAP_ISOLATED_FS)
+        return fail(s, res, ATP_E_UNSUPPORTED, "backend '%s': workdir "
+                    "transfer is not available in this build",
+                    s->be->name);
+    return 0;
+}
+
+ATP_EXTERN int atp_session_close(atp_session *s, atp_result *res)
+{
+    struct atp__plugin *p;
+    atp_call call;
+    atp_field f[2];
+    int64_t t0 = atp__now_ns();
+    int rc;
+
+    if (s == NULL)
+        return 0;
+    if (s->state != ATP__OPEN) {
+        s->state = ATP__CLOSED;
+        return 0;
+    }
+    p = s->be->plugin;
+    atp__call_init(&call, p, s->be, s, s->be->cfg->set.close_timeout_ms);
+    call.cancellable = 0; /* teardown runs even after cancellation */
+    rc = p->ops->session_close(&call, s->handle);
+    s->state = ATP__CLOSED;
+    f[0] = fstr("run_id", s->run_id);
+    f[1] = fdbl("seconds", since_s(t0));
+    atp__session_event(s, "closed", f, 2);
+    if (rc) {
+        /* The lease stays: `atp-run gc` will find what is left. */
+        char msg[1024];
+
+        snprintf(msg, sizeof(msg), "backend '%s': teardown of %s failed: "
+                 "%s; run `atp-run gc` to reap what is left", s->be->name,
+                 s->run_id, atp__call_message(&call, rc));
+        if (res) {
+            result_reset(res);
+            atp__result_fail(res, rc, msg);
+        }
+        atp__secrets_redact(&s->secrets, msg, sizeof(msg));
+        atp__error_set_text(msg);
+        return rc;
+    }
+    atp__lease_close(s);
+    return 0;
+}
+
+ATP_EXTERN void atp_session_free(atp_session *s)
+{
+    if (s == NULL)
+        return;
+    atp_session_close(s, NULL);
+    if (s->handle)
+        s->be->plugin->ops->session_free(s->handle);
+    if (s->cancel_pipe[0] >= 0)
+        close(s->cancel_pipe[0]);
+    if (s->cancel_pipe[1] >= 0)
+        close(s->cancel_pipe[1]);
+    atp__env_free(&s->env);
+    atp__secrets_free(&s->secrets);
+    free(s->mounts);
+    free(s->mount_buf);
+    free(s->workdir);
+    free(s->lease);
+    free(s);
+}
+
+ATP_EXTERN int atp_session_run(atp_session *s, const char *command,
+                               const atp_exec_opts *eopts, int pull,
+                               atp_result *res)
+{
+    atp_result closing = ATP_RESULT_INIT;
+    int rc, crc;
+
+    rc = start(s, res, 1);
+    if (rc)
+        return rc;
+    rc = atp_session_exec(s, command, eopts, res);
+    if (rc == 0 && pull && (s->be->plugin->ops->caps & ATP_CAP_ISOLATED_FS) &&
+        !s->cancelled) {
+        atp_result pres = ATP_RESULT_INIT;
+
+        rc = atp_session_sync_out(s, &pres);
+        if (rc && res) {
+            res->status = pres.status;
+            memcpy(res->message, pres.message, sizeof(res->message));
+        }
+    }
+    crc = atp_session_close(s, &closing);
+    if (crc && rc == 0) {
+        if (res) {
+            res->status = closing.status;
+            memcpy(res->message, closing.message, sizeof(res->message));
+        }
+        rc = crc;
+    }
+    if (rc && s->cancelled && res)
+        res->status = ATP_STATUS_CANCELLED;
+    return rc;
+}
+
+ATP_EXTERN int atp_run(atp_backend *be, const atp_session_opts *sopts,
+                       const char *command, const atp_exec_opts *eopts,
+                       int pull, atp_result *res)
+{
+    atp_session *s;
+    int rc;
+
+    result_reset(res);
+    rc = atp_session_create(&s, be, sopts);
+    if (rc) {
+        atp__result_fail(res, rc, atp_last_error());
+        return rc;
+    }
+    rc = atp_session_run(s, command, eopts, pull, res);
+    atp_session_free(s);
+    return rc;
+}

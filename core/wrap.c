@@ -1,0 +1,167 @@
+/*
+ * core/wrap.c - command wrapping: what actually runs in the sandbox.
+ *
+ * A command is POSIX sh text.  The core runs it as
+ *     /bin/sh -c SCRIPT atp COMMAND
+ * where SCRIPT links the warm cache (when configured) and, unless the
+ * backend enforces the budget itself, runs
+ *     exec timeout -k GRACE SECS /bin/sh -c "$1"
+ * so that the command text is passed as one argument and never re-quoted.
+ * `timeout -k` is the form both GNU coreutils and BusyBox accept.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static int append(char **buf, size_t *len, size_t *cap, const char *s,
+                  size_t n)
+{
+    if (*len + n + 1 > *cap) {
+        size_t c = *cap ? *cap : 64;
+        char *grown;
+
+        while (c < *len + n + 1)
+            c *= 2;
+        grown = realloc(*buf, c);
+        if (grown == NULL)
+            return ATP_E_NOMEM;
+        *buf = grown;
+        *cap = c;
+    }
+    memcpy(*buf + *len, s, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+    return 0;
+}
+
+static int append_str(char **buf, size_t *len, size_t *cap, const char *s)
+{
+    return append(buf, len, cap, s, strlen(s));
+}
+
+static int safe_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || strchr("_@%+=:,./-", c) != NULL;
+}
+
+int atp__sh_quote_append(char **buf, size_t *len, size_t *cap, const char *s)
+{
+    const char *p;
+    int plain = *s != '\0';
+
+    for (p = s; *p && plain; p++)
+        plain = safe_char(*p);
+    if (plain)
+        return append(buf, len, cap, s, strlen(s));
+    if (append(buf, len, cap, "'", 1))
+        return ATP_E_NOMEM;
+    for (p = s; *p; p++) {
+        if (*p == '\'') {
+            if (append(buf, len, cap, "'\\''", 4))
+                return ATP_E_NOMEM;
+        } else if (append(buf, len, cap, p, 1)) {
+            return ATP_E_NOMEM;
+        }
+    }
+    return append(buf, len, cap, "'", 1);
+}
+
+ATP_EXTERN char *atp_shell_join(const char *const *argv)
+{
+    char *buf = NULL;
+    size_t len = 0, cap = 0, i;
+
+    if (append(&buf, &len, &cap, "", 0))
+        return NULL;
+    for (i = 0; argv && argv[i]; i++) {
+        if ((i && append(&buf, &len, &cap, " ", 1)) ||
+            atp__sh_quote_append(&buf, &len, &cap, argv[i])) {
+            free(buf);
+            return NULL;
+        }
+    }
+    return buf;
+}
+
+/* Whole seconds, rounded up, at least 1. */
+static long long ceil_s(int64_t ms)
+{
+    long long s = (ms + 999) / 1000;
+
+    return s < 1 ? 1 : s;
+}
+
+int atp__wrap(struct atp__wrapped *w, const char *command,
+              const char *warm_cache, int in_sandbox_timeout,
+              int64_t timeout_ms, int64_t grace_ms)
+{
+    size_t len = 0, cap = 0;
+    int n = 0;
+    int with_timeout = in_sandbox_timeout && timeout_ms > 0;
+
+    memset(w, 0, sizeof(*w));
+    w->argv[n++] = "/bin/sh";
+    w->argv[n++] = "-c";
+    if (warm_cache == NULL && !with_timeout) {
+        w->argv[n++] = command;
+        w->argv[n] = NULL;
+        return 0;
+    }
+    if (append_str(&w->script, &len, &cap,
+                   ""))
+        return ATP_E_NOMEM;
+    if (warm_cache) {
+        if (append_str(&w->script, &len, &cap,
+                   "if [ -e ") ||
+            atp__sh_quote_append(&w->script, &len, &cap, warm_cache) ||
+            append_str(&w->script, &len, &cap,
+                   " ] && { [ -L .lake ] || [ ! -e .lake ]; }; then "
+                   "ln -sfn ") ||
+            atp__sh_quote_append(&w->script, &len, &cap, warm_cache))
+            goto nomem;
+        if (append_str(&w->script, &len, &cap,
+                   " .lake; fi\n"))
+            goto nomem;
+    }
+    if (with_timeout) {
+        char line[192];
+
+        snprintf(w->timeout_arg, sizeof(w->timeout_arg), "%lld",
+                 ceil_s(timeout_ms));
+        snprintf(w->grace_arg, sizeof(w->grace_arg), "%lld",
+                 ceil_s(grace_ms));
+        if (append_str(&w->script, &len, &cap,
+                   "command -v timeout >/dev/null 2>&1 || { echo 'atp: the "
+                   "sandbox has no timeout(1): install coreutils or busybox "
+                   "in the image' >&2; exit 125; }\n"))
+            goto nomem;
+        snprintf(line, sizeof(line),
+                 "exec timeout -k %s %s /bin/sh -c \"$1\"", w->grace_arg,
+                 w->timeout_arg);
+        if (append_str(&w->script, &len, &cap, line))
+            goto nomem;
+    } else if (append_str(&w->script, &len, &cap,
+                   "exec /bin/sh -c \"$1\"")) {
+        goto nomem;
+    }
+    w->argv[n++] = w->script;
+    w->argv[n++] = "atp";
+    w->argv[n++] = command;
+    w->argv[n] = NULL;
+    return 0;
+nomem:
+    free(w->script);
+    w->script = NULL;
+    return ATP_E_NOMEM;
+}
+
+void atp__wrapped_release(struct atp__wrapped *w)
+{
+    free(w->script);
+    w->script = NULL;
+}

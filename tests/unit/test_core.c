@@ -1,0 +1,231 @@
+/*
+ * Unit tests of the core's pure parts: result classification, command
+ * wrapping and quoting, environment merging, secret redaction.
+ */
+#include "config.h"
+
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../../core/internal.h"
+
+atp_status atp__classify(const atp_exec_outcome *o, int64_t timeout_ms,
+                         int64_t elapsed_ms);
+
+static atp_status cls(int code, int sig, unsigned flags, int64_t budget,
+                      int64_t elapsed)
+{
+    atp_exec_outcome o = {sizeof(o), flags, code, sig};
+
+    return atp__classify(&o, budget, elapsed);
+}
+
+static void classification(void **state)
+{
+    (void)state;
+    assert_int_equal(cls(0, 0, 0, 0, 5), ATP_STATUS_OK);
+    assert_int_equal(cls(3, 0, 0, 0, 5), ATP_STATUS_EXIT);
+    assert_int_equal(cls(-1, SIGSEGV, 0, 0, 5), ATP_STATUS_EXIT);
+    /* 124/137/143 are a timeout only once the budget is spent. */
+    assert_int_equal(cls(124, 0, 0, 1000, 10), ATP_STATUS_EXIT);
+    assert_int_equal(cls(124, 0, 0, 0, 10), ATP_STATUS_EXIT);
+    assert_int_equal(cls(124, 0, 0, 1000, 1000), ATP_STATUS_TIMEOUT);
+    assert_int_equal(cls(143, 0, 0, 1000, 1500), ATP_STATUS_TIMEOUT);
+    assert_int_equal(cls(137, 0, 0, 1000, 2000), ATP_STATUS_TIMEOUT);
+    assert_int_equal(cls(137, 0, 0, 1000, 999), ATP_STATUS_EXIT);
+    assert_int_equal(cls(-1, SIGTERM, 0, 1000, 1001), ATP_STATUS_TIMEOUT);
+    assert_int_equal(cls(-1, SIGTERM, 0, 1000, 10), ATP_STATUS_EXIT);
+    assert_int_equal(cls(1, 0, 0, 1000, 2000), ATP_STATUS_EXIT);
+    /* What the backend says it did wins. */
+    assert_int_equal(cls(-1, SIGTERM, ATP_OUTCOME_TIMED_OUT, 1000, 10),
+                     ATP_STATUS_TIMEOUT);
+    assert_int_equal(cls(-1, SIGTERM, ATP_OUTCOME_CANCELLED, 1000, 10),
+                     ATP_STATUS_CANCELLED);
+}
+
+static void status_names_and_errors(void **state)
+{
+    (void)state;
+    assert_string_equal(atp_status_name(ATP_STATUS_OK), "ok");
+    assert_string_equal(atp_status_name(ATP_STATUS_INFRA_TIMEOUT),
+                        "infra_timeout");
+    assert_string_equal(atp_status_name(ATP_STATUS_CONFIG_ERROR),
+                        "config_error");
+    assert_int_equal(atp_status_from_error(ATP_E_IMAGE),
+                     ATP_STATUS_IMAGE_UNAVAILABLE);
+    assert_int_equal(atp_status_from_error(ATP_E_CREDENTIALS),
+                     ATP_STATUS_MISSING_CREDENTIALS);
+    assert_int_equal(atp_status_from_error(ATP_E_TIMEOUT),
+                     ATP_STATUS_INFRA_TIMEOUT);
+    assert_int_equal(atp_status_from_error(-999), ATP_STATUS_INFRA_ERROR);
+}
+
+/* Run argv with /bin/sh and return what it printed. */
+static char *run_argv(const char *const *argv)
+{
+    static char out[4096];
+    int p[2];
+    pid_t pid;
+    ssize_t n;
+    size_t len = 0;
+
+    assert_int_equal(pipe(p), 0);
+    pid = fork();
+    if (pid == 0) {
+        dup2(p[1], 1);
+        close(p[0]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(p[1]);
+    while ((n = read(p[0], out + len, sizeof(out) - 1 - len)) > 0)
+        len += (size_t)n;
+    close(p[0]);
+    waitpid(pid, NULL, 0);
+    out[len] = '\0';
+    return out;
+}
+
+static void quoting_round_trips(void **state)
+{
+    const char *const args[] = {"printf", "%s|", "plain", "two words",
+                                "it's", "$HOME", "`id`", "a\"b", "", "*",
+                                "new\nline", NULL};
+    char *joined = atp_shell_join(args);
+    const char *argv[] = {"/bin/sh", "-c", joined, NULL};
+
+    (void)state;
+    assert_non_null(joined);
+    assert_string_equal(run_argv(argv), "plain|two words|it's|$HOME|`id`|"
+                                        "a\"b||*|new\nline|");
+    free(joined);
+}
+
+static void wrap_plain(void **state)
+{
+    struct atp__wrapped w;
+
+    (void)state;
+    assert_int_equal(atp__wrap(&w, "echo hi", NULL, 0, 5000, 1000), 0);
+    assert_string_equal(w.argv[0], "/bin/sh");
+    assert_string_equal(w.argv[1], "-c");
+    assert_string_equal(w.argv[2], "echo hi");
+    assert_null(w.argv[3]);
+    atp__wrapped_release(&w);
+}
+
+static void wrap_with_timeout_runs_the_command_verbatim(void **state)
+{
+    struct atp__wrapped w;
+    const char *cmd = "printf '%s' \"it's $((1+1))\"";
+
+    (void)state;
+    assert_int_equal(atp__wrap(&w, cmd, NULL, 1, 1500, 2500), 0);
+    assert_non_null(strstr(w.argv[2], "timeout -k 3 2 /bin/sh -c \"$1\""));
+    assert_string_equal(w.argv[4], cmd);
+    assert_string_equal(run_argv(w.argv), "it's 2");
+    atp__wrapped_release(&w);
+}
+
+static void wrap_warm_cache(void **state)
+{
+    char dir[] = "/tmp/atp-wrap-XXXXXX", cache[64], link[128], cwd[4096];
+    struct atp__wrapped w;
+    char target[256];
+    ssize_t n;
+
+    (void)state;
+    assert_non_null(mkdtemp(dir));
+    snprintf(cache, sizeof(cache), "%s/cache dir", dir);
+    assert_int_equal(mkdir(cache, 0700), 0);
+    assert_non_null(getcwd(cwd, sizeof(cwd)));
+    assert_int_equal(chdir(dir), 0);
+    assert_int_equal(atp__wrap(&w, "echo ran", cache, 0, 0, 0), 0);
+    assert_string_equal(run_argv(w.argv), "ran\n");
+    snprintf(link, sizeof(link), "%s/.lake", dir);
+    n = readlink(link, target, sizeof(target) - 1);
+    assert_true(n > 0);
+    target[n] = '\0';
+    assert_string_equal(target, cache);
+    /* A real .lake directory is left alone. */
+    unlink(link);
+    assert_int_equal(mkdir(link, 0700), 0);
+    assert_string_equal(run_argv(w.argv), "ran\n");
+    assert_int_equal(readlink(link, target, sizeof(target)), -1);
+    atp__wrapped_release(&w);
+    rmdir(link);
+    rmdir(cache);
+    assert_int_equal(chdir(cwd), 0);
+    rmdir(dir);
+}
+
+static void env_merge_order(void **state)
+{
+    atp__env e = {NULL, 0};
+    const char *const base[] = {"A=1", "B=2", NULL};
+    const char *const over[] = {"B=3", "C=x=y", NULL};
+    const char *const bad[] = {"NOEQUALS", NULL};
+    const char *const bad2[] = {"9A=1", NULL};
+
+    (void)state;
+    assert_int_equal(atp__env_merge(&e, base), 0);
+    assert_int_equal(atp__env_merge(&e, over), 0);
+    assert_int_equal(e.n, 3);
+    assert_string_equal(e.v[0], "A=1");
+    assert_string_equal(e.v[1], "B=3");
+    assert_string_equal(e.v[2], "C=x=y");
+    assert_null(e.v[3]);
+    assert_int_equal(atp__env_merge(&e, bad), ATP_E_INVAL);
+    assert_int_equal(atp__env_merge(&e, bad2), ATP_E_INVAL);
+    atp__env_free(&e);
+}
+
+static void redaction(void **state)
+{
+    atp__secrets s;
+    atp__env e = {NULL, 0};
+    const char *const vars[] = {"API_TOKEN=abc", "HOME_DIR=/very/long/path",
+                                "N=1", NULL};
+    char msg[256];
+
+    (void)state;
+    atp__secrets_init(&s);
+    assert_int_equal(atp__env_merge(&e, vars), 0);
+    atp__secrets_add_env(&s, &e);
+    snprintf(msg, sizeof(msg), "token abc at /very/long/path, n=1, abc");
+    atp__secrets_redact(&s, msg, sizeof(msg));
+    assert_string_equal(msg, "token *** at ***, n=1, ***");
+    /* A secret equal to the mask does not loop. */
+    atp__secrets_add(&s, "***");
+    atp__secrets_redact(&s, msg, sizeof(msg));
+    assert_string_equal(msg, "token *** at ***, n=1, ***");
+    atp__env_free(&e);
+    atp__secrets_free(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(classification),
+        cmocka_unit_test(status_names_and_errors),
+        cmocka_unit_test(quoting_round_trips),
+        cmocka_unit_test(wrap_plain),
+        cmocka_unit_test(wrap_with_timeout_runs_the_command_verbatim),
+        cmocka_unit_test(wrap_warm_cache),
+        cmocka_unit_test(env_merge_order),
+        cmocka_unit_test(redaction),
+    };
+
+    return cmocka_run_group_tests_name("core", tests, NULL, NULL);
+}

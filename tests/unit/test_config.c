@@ -321,6 +321,25 @@ static void search_order(void **state)
     rmdir(dir);
 }
 
+/* The shipped example documents every key: it must stay loadable. */
+static void example_file_loads(void **state)
+{
+    const char *top = getenv("ATP_TOP_SRCDIR");
+    char path[4096];
+    atp_config *cfg = NULL;
+
+    (void)state;
+    assert_non_null(top);
+    snprintf(path, sizeof(path), "%s/atp.ini.example", top);
+    if (atp_config_load(&cfg, path) != 0)
+        fail_msg("%s", atp_last_error());
+    assert_string_equal(atp_config_backend(cfg), "local");
+    assert_int_equal(cfg->set.grace_ms, 10000);
+    assert_string_equal(atp_config_get(cfg, "backend.local", "inherit_env"),
+                        "true");
+    atp_config_free(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -335,6 +354,7 @@ int main(void)
         cmocka_unit_test(long_line_is_an_error),
         cmocka_unit_test(backend_section_checked_against_plugin),
         cmocka_unit_test(search_order),
+        cmocka_unit_test(example_file_loads),
     };
 
     return cmocka_run_group_tests_name("config", tests, NULL, NULL);

@@ -50,6 +50,16 @@ static const atp_option atp_keys[] = {
      "extra plugin directories, ':'-separated"},
     {"state_dir", ATP_OPT_STRING, NULL, NULL,
      "where the leak ledger lives (default ~/.local/state/atp)"},
+    {"transfer_exclude", ATP_OPT_STRING, ".lake", NULL,
+     "patterns never transferred, space-separated (name, or path with /)"},
+    {"transfer_compression", ATP_OPT_CHOICE, "none", "none|gzip|zstd",
+     "compression of workdir tar streams"},
+    {"transfer_max_entries", ATP_OPT_INT, "500000", NULL,
+     "an archive with more entries is refused"},
+    {"transfer_max_bytes", ATP_OPT_SIZE, "64GiB", NULL,
+     "an archive with more content is refused"},
+    {"transfer_timeout_s", ATP_OPT_DURATION, "600", NULL,
+     "deadline of each workdir push, pull or listing"},
     {NULL, 0, NULL, NULL, NULL},
 };
 
@@ -444,6 +454,36 @@ static const char *nonempty(const char *s)
     return s && *s ? s : NULL;
 }
 
+/* Split @s at blanks into a NULL-terminated array. */
+static int split_words(const char *s, char ***out)
+{
+    size_t n = 0;
+    char **v = calloc(strlen(s ? s : "") / 2 + 2, sizeof(*v));
+
+    if (v == NULL)
+        return ATP_E_NOMEM;
+    while (s && *s) {
+        size_t len;
+
+        while (*s == ' ' || *s == '\t' || *s == '\n')
+            s++;
+        len = strcspn(s, " \t\n");
+        if (len == 0)
+            break;
+        v[n] = strndup(s, len);
+        if (v[n] == NULL) {
+            while (n > 0)
+                free(v[--n]);
+            free(v);
+            return ATP_E_NOMEM;
+        }
+        n++;
+        s += len;
+    }
+    *out = v;
+    return 0;
+}
+
 /* Validate the core's sections and fill cfg->set. */
 static int finish(atp_config *cfg)
 {
@@ -488,6 +528,25 @@ static int finish(atp_config *cfg)
     set->sandbox_workdir = opt_value(cfg, "image", image_keys, "workdir");
     set->warm_cache = nonempty(opt_value(cfg, "image", image_keys,
                                          "warm_cache"));
+    set->transfer_timeout_ms = opt_duration(cfg, "transfer_timeout_s");
+    set->transfer_max_bytes = opt_size(cfg, "transfer_max_bytes");
+    atp__parse_int(opt_value(cfg, "atp", atp_keys, "transfer_max_entries"),
+                   &set->transfer_max_entries);
+    {
+        const char *c = opt_value(cfg, "atp", atp_keys,
+                                  "transfer_compression");
+
+        set->compression = strcmp(c, "gzip") == 0   ? 1
+                           : strcmp(c, "zstd") == 0 ? 2
+                                                    : 0;
+    }
+    if (split_words(opt_value(cfg, "atp", atp_keys, "transfer_exclude"),
+                    &cfg->excludes) != 0)
+        return atp__error(ATP_E_NOMEM, "out of memory");
+    set->excludes = (const char *const *)cfg->excludes;
+    if (set->transfer_max_entries < 1)
+        return atp__error(ATP_E_CONFIG, "%s: transfer_max_entries must be "
+                          "at least 1", atp__config_name(cfg));
     if (set->max_line < 64)
         return atp__error(ATP_E_CONFIG, "%s: max_line must be at least 64 "
                           "bytes", atp__config_name(cfg));
@@ -536,6 +595,9 @@ ATP_EXTERN void atp_config_free(atp_config *cfg)
         free(cfg->sec[i].name);
     }
     free(cfg->sec);
+    for (i = 0; cfg->excludes && cfg->excludes[i]; i++)
+        free(cfg->excludes[i]);
+    free(cfg->excludes);
     free(cfg->path);
     free(cfg->search_path);
     free(cfg);

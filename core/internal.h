@@ -90,6 +90,11 @@ struct atp__settings {
     const char *image;            /* [image] name */
     const char *sandbox_workdir;  /* [image] workdir */
     const char *warm_cache;       /* [image] warm_cache, or NULL */
+    const char *const *excludes;  /* transfer_exclude patterns */
+    int compression;              /* ATP__COMPRESS_* */
+    int64_t transfer_max_entries;
+    int64_t transfer_max_bytes;
+    int64_t transfer_timeout_ms;
 };
 
 struct atp_config {
@@ -98,6 +103,7 @@ struct atp_config {
     size_t n_sec;
     struct atp__settings set;
     char *search_path;     /* cached atp_plugin_search_path() */
+    char **excludes;       /* storage of set.excludes */
 };
 
 struct atp__section *atp__config_section(const atp_config *cfg,
@@ -289,6 +295,7 @@ struct atp_session {
     atp__secrets secrets;
     char *lease;               /* ledger file, or NULL */
     unsigned n_exec;
+    struct atp__xfer_state *xfer; /* sync state (isolated backends) */
 };
 
 /* Deliver an event to the session's listener. */
@@ -297,6 +304,17 @@ void atp__session_event(struct atp_session *s, const char *type,
 
 /* Fill @res from an error code and the calling thread's message. */
 void atp__result_fail(atp_result *res, int code, const char *msg);
+
+/* ---- sync.c ----------------------------------------------------------- */
+
+struct atp__xfer_state;
+
+/* Push the host workdir into the sandbox / pull it back, incrementally
+ * with deletions; report a "pushed" / "pulled" event.  ATP_E_TRANSFER,
+ * ATP_E_CANCELLED or the backend's code on failure. */
+int atp__sync_push(struct atp_session *s);
+int atp__sync_pull(struct atp_session *s);
+void atp__xfer_free(struct atp__xfer_state *x);
 
 /* ---- ledger.c --------------------------------------------------------- */
 

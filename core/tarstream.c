@@ -1,0 +1,735 @@
+/*
+ * core/tarstream.c - tar streams in and out with libarchive.
+ *
+ * Out: the entries of a manifest are written as a pax tar stream through
+ * a callback, so that a backend pipes it straight into its transport;
+ * nothing is buffered beyond libarchive's block.  In: a stream read from a
+ * callback is extracted with libarchive's secure flags plus checks of our
+ * own, so that a hostile archive fails with ATP_E_TRANSFER, names the
+ * entry, and writes nothing outside the target.
+ */
+#define _GNU_SOURCE
+#include "config.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "internal.h"
+#include "transfer.h"
+
+#define COPY_CHUNK 65536
+
+/* ---- writing ---------------------------------------------------------- */
+
+struct wctx {
+    atp__write_fn write;
+    void *ctx;
+    int failed_rc;
+    uint64_t bytes;
+};
+
+static la_ssize_t write_cb(struct archive *a, void *data, const void *buf,
+                           size_t len)
+{
+    struct wctx *w = data;
+    int rc = w->write(w->ctx, buf, len);
+
+    if (rc != 0) {
+        w->failed_rc = rc;
+        archive_set_error(a, EIO, "the receiving side stopped");
+        return -1;
+    }
+    w->bytes += len;
+    return (la_ssize_t)len;
+}
+
+static int add_filter(struct archive *a, int compression)
+{
+    switch (compression) {
+    case ATP__COMPRESS_GZIP:
+        return archive_write_add_filter_gzip(a);
+    case ATP__COMPRESS_ZSTD:
+        return archive_write_add_filter_zstd(a);
+    default:
+        return archive_write_add_filter_none(a);
+    }
+}
+
+/* Stream one regular file's content; updates @me from what was read. */
+static int send_file(struct archive *a, struct archive_entry *ae, int rootfd,
+                     struct atp__ment *me, char *buf, atp__warn_fn warn,
+                     void *warn_ctx, struct atp__tar_stats *st)
+{
+    XXH3_state_t hs;
+    struct stat sb;
+    int64_t left;
+    int fd = openat(rootfd, me->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int changed = 0;
+
+    if (fd < 0) {
+        if (warn)
+            warn(warn_ctx, me->path, errno == ENOENT ? "vanished before it "
+                 "was sent" : strerror(errno));
+        me->type = 0; /* not sent */
+        return 0;
+    }
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        if (warn)
+            warn(warn_ctx, me->path, "is no longer a regular file");
+        me->type = 0;
+        return 0;
+    }
+    me->size = sb.st_size;
+    me->mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 +
+                   sb.st_mtim.tv_nsec;
+    me->mode = sb.st_mode & 07777;
+    archive_entry_clear(ae);
+    archive_entry_set_pathname(ae, me->path);
+    archive_entry_set_filetype(ae, AE_IFREG);
+    archive_entry_set_perm(ae, me->mode);
+    archive_entry_set_size(ae, me->size);
+    archive_entry_set_mtime(ae, sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec);
+    if (archive_write_header(a, ae) != ARCHIVE_OK)
+        goto fail;
+    XXH3_64bits_reset(&hs);
+    for (left = me->size; left > 0;) {
+        size_t want = left > COPY_CHUNK ? COPY_CHUNK : (size_t)left;
+        ssize_t n = read(fd, buf, want);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            /* Shrank while read: pad, so the stream stays valid. */
+            memset(buf, 0, want);
+            n = (ssize_t)want;
+            changed = 1;
+        } else {
+            XXH3_64bits_update(&hs, buf, (size_t)n);
+        }
+        if (archive_write_data(a, buf, (size_t)n) < 0)
+            goto fail;
+        left -= n;
+        st->bytes += (uint64_t)n;
+    }
+    if (!changed && read(fd, buf, 1) > 0)
+        changed = 1; /* grew while read */
+    if (!changed && fstat(fd, &sb) == 0 &&
+        (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec !=
+            me->mtime_ns)
+        changed = 1;
+    close(fd);
+    if (changed) {
+        if (warn)
+            warn(warn_ctx, me->path, "changed while it was sent; the next "
+                 "sync sends it again");
+        me->has_hash = 0;
+        me->mtime_ns = -1; /* matches nothing: seen as changed next time */
+    } else {
+        me->hash = XXH3_64bits_digest(&hs);
+        me->has_hash = 1;
+    }
+    st->files++;
+    return 0;
+fail:
+    close(fd);
+    return -1;
+}
+
+int atp__tar_create(const char *root, struct atp__manifest *list,
+                    int compression, atp__write_fn write, void *ctx,
+                    atp__warn_fn warn, void *warn_ctx,
+                    struct atp__tar_stats *st)
+{
+    struct archive *a = archive_write_new();
+    struct archive_entry *ae = archive_entry_new();
+    struct wctx w = {write, ctx, 0, 0};
+    char *buf = malloc(COPY_CHUNK);
+    int rootfd = -1, rc = 0;
+    size_t i;
+
+    memset(st, 0, sizeof(*st));
+    if (a == NULL || ae == NULL || buf == NULL) {
+        rc = atp__error(ATP_E_NOMEM, "out of memory");
+        goto out;
+    }
+    rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (rootfd < 0) {
+        rc = atp__error(ATP_E_TRANSFER, "cannot open %s: %s", root,
+                        strerror(errno));
+        goto out;
+    }
+    archive_write_set_format_pax_restricted(a);
+    archive_write_set_bytes_in_last_block(a, 1);
+    if (add_filter(a, compression) != ARCHIVE_OK ||
+        archive_write_open2(a, &w, NULL, write_cb, NULL, NULL) !=
+            ARCHIVE_OK) {
+        rc = atp__error(ATP_E_TRANSFER, "cannot start a tar stream: %s",
+                        archive_error_string(a));
+        goto out;
+    }
+    for (i = 0; i < list->n; i++) {
+        struct atp__ment *me = &list->e[i];
+        struct stat sb;
+
+        if (me->type == ATP__T_FILE) {
+            if (send_file(a, ae, rootfd, me, buf, warn, warn_ctx, st) != 0)
+                goto write_failed;
+            st->entries += me->type != 0;
+            continue;
+        }
+        if (fstatat(rootfd, me->path, &sb, AT_SYMLINK_NOFOLLOW) != 0 ||
+            (me->type == ATP__T_DIR && !S_ISDIR(sb.st_mode)) ||
+            (me->type == ATP__T_LINK && !S_ISLNK(sb.st_mode))) {
+            if (warn)
+                warn(warn_ctx, me->path, "vanished or changed type before "
+                     "it was sent");
+            me->type = 0;
+            continue;
+        }
+        archive_entry_clear(ae);
+        archive_entry_set_pathname(ae, me->path);
+        archive_entry_set_perm(ae, sb.st_mode & 07777);
+        archive_entry_set_mtime(ae, sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec);
+        me->mode = sb.st_mode & 07777;
+        me->mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 +
+                       sb.st_mtim.tv_nsec;
+        if (me->type == ATP__T_DIR) {
+            archive_entry_set_filetype(ae, AE_IFDIR);
+        } else {
+            char target[PATH_MAX];
+            ssize_t n = readlinkat(rootfd, me->path, target,
+                                   sizeof(target) - 1);
+
+            if (n < 0) {
+                if (warn)
+                    warn(warn_ctx, me->path, "vanished before it was sent");
+                me->type = 0;
+                continue;
+            }
+            target[n] = '\0';
+            archive_entry_set_filetype(ae, AE_IFLNK);
+            archive_entry_set_symlink(ae, target);
+            free(me->target);
+            me->target = strdup(target);
+        }
+        if (archive_write_header(a, ae) != ARCHIVE_OK)
+            goto write_failed;
+        st->entries++;
+    }
+    if (archive_write_close(a) != ARCHIVE_OK)
+        goto write_failed;
+    st->stream_bytes = w.bytes;
+    goto out;
+write_failed:
+    if (w.failed_rc == ATP_E_CANCELLED)
+        rc = atp__error(ATP_E_CANCELLED, "cancelled during the transfer");
+    else
+        rc = atp__error(ATP_E_TRANSFER, "writing the tar stream failed: %s",
+                        archive_error_string(a));
+out:
+    if (a)
+        archive_write_free(a);
+    archive_entry_free(ae);
+    if (rootfd >= 0)
+        close(rootfd);
+    free(buf);
+    return rc;
+}
+
+/* ---- reading ---------------------------------------------------------- */
+
+struct rctx {
+    atp__read_fn read;
+    void *ctx;
+    char buf[COPY_CHUNK];
+    uint64_t bytes;
+};
+
+static la_ssize_t read_cb(struct archive *a, void *data, const void **out)
+{
+    struct rctx *r = data;
+    long n = r->read(r->ctx, r->buf, sizeof(r->buf));
+
+    if (n < 0) {
+        archive_set_error(a, EIO, "the sending side failed");
+        return -1;
+    }
+    r->bytes += (uint64_t)n;
+    *out = r->buf;
+    return n;
+}
+
+/* A small set of strings (the names extracted so far, for hardlinks). */
+struct strset {
+    char **slot;
+    size_t cap, n;
+};
+
+static uint64_t str_hash(const char *s)
+{
+    return XXH3_64bits(s, strlen(s));
+}
+
+static int strset_add(struct strset *set, const char *s)
+{
+    size_t i;
+
+    if ((set->n + 1) * 2 > set->cap) {
+        size_t cap = set->cap ? set->cap * 2 : 1024, j;
+        char **slot = calloc(cap, sizeof(*slot));
+
+        if (slot == NULL)
+            return -1;
+        for (j = 0; j < set->cap; j++) {
+            if (set->slot[j] == NULL)
+                continue;
+            for (i = str_hash(set->slot[j]) & (cap - 1); slot[i];
+                 i = (i + 1) & (cap - 1))
+                ;
+            slot[i] = set->slot[j];
+        }
+        free(set->slot);
+        set->slot = slot;
+        set->cap = cap;
+    }
+    for (i = str_hash(s) & (set->cap - 1); set->slot[i];
+         i = (i + 1) & (set->cap - 1))
+        if (strcmp(set->slot[i], s) == 0)
+            return 0;
+    set->slot[i] = strdup(s);
+    if (set->slot[i] == NULL)
+        return -1;
+    set->n++;
+    return 0;
+}
+
+static int strset_has(const struct strset *set, const char *s)
+{
+    size_t i;
+
+    if (set->cap == 0)
+        return 0;
+    for (i = str_hash(s) & (set->cap - 1); set->slot[i];
+         i = (i + 1) & (set->cap - 1))
+        if (strcmp(set->slot[i], s) == 0)
+            return 1;
+    return 0;
+}
+
+static void strset_free(struct strset *set)
+{
+    size_t i;
+
+    for (i = 0; i < set->cap; i++)
+        free(set->slot[i]);
+    free(set->slot);
+}
+
+/* Strip "./" prefixes and trailing slashes into @out. */
+static int normalize(const char *in, char *out, size_t outlen)
+{
+    size_t len;
+
+    while (in[0] == '.' && in[1] == '/')
+        in += 2;
+    while (in[0] == '/' && in[1] == '/')
+        in++;
+    len = strlen(in);
+    while (len > 1 && in[len - 1] == '/')
+        len--;
+    if (len >= outlen)
+        return -1;
+    memcpy(out, in, len);
+    out[len] = '\0';
+    return 0;
+}
+
+/* Does symlink @target, placed at @name, stay inside the root? */
+static int link_stays_inside(const char *name, const char *target)
+{
+    int depth = 0;
+    const char *p;
+
+    if (target[0] == '/' || target[0] == '\0')
+        return 0;
+    for (p = name; *p; p++) /* the link's directory depth */
+        if (*p == '/')
+            depth++;
+    for (p = target; *p;) {
+        const char *slash = strchr(p, '/');
+        size_t len = slash ? (size_t)(slash - p) : strlen(p);
+
+        if (len == 2 && p[0] == '.' && p[1] == '.') {
+            if (--depth < 0)
+                return 0;
+        } else if (len > 0 && !(len == 1 && p[0] == '.')) {
+            depth++;
+        }
+        p = slash ? slash + 1 : p + len;
+    }
+    return 1;
+}
+
+/*
+ * Refuse to write @name when one of its parent directories under @root is
+ * a symbolic link (or not a directory): writing through it could land
+ * outside.  Directories found real are remembered in @dirs.
+ */
+static int parents_are_dirs(const char *root, const char *name,
+                            struct strset *dirs, char *bad, size_t badlen)
+{
+    char path[PATH_MAX * 2];
+    size_t rootlen = strlen(root);
+    const char *p = name;
+
+    if (rootlen + strlen(name) + 2 > sizeof(path))
+        return -1;
+    memcpy(path, root, rootlen);
+    path[rootlen] = '/';
+    while ((p = strchr(p, '/')) != NULL) {
+        size_t len = (size_t)(p - name);
+        struct stat sb;
+
+        memcpy(path + rootlen + 1, name, len);
+        path[rootlen + 1 + len] = '\0';
+        p++;
+        if (strset_has(dirs, path + rootlen + 1))
+            continue;
+        if (lstat(path, &sb) != 0) {
+            if (errno == ENOENT)
+                return 0; /* created as a directory from here on */
+            snprintf(bad, badlen, "%s", path + rootlen + 1);
+            return -1;
+        }
+        if (!S_ISDIR(sb.st_mode)) {
+            snprintf(bad, badlen, "%s", path + rootlen + 1);
+            return -1;
+        }
+        if (strset_add(dirs, path + rootlen + 1) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int bad_entry(const char *name, const char *why)
+{
+    return atp__error(ATP_E_TRANSFER, "refused archive entry '%s': %s",
+                      name, why);
+}
+
+int atp__tar_extract(const char *root, const char *const *excludes,
+                     const struct atp__tar_limits *lim, atp__read_fn read,
+                     void *ctx, struct atp__manifest *got,
+                     struct atp__tar_stats *st)
+{
+    struct archive *a = archive_read_new();
+    struct archive *w = archive_write_disk_new();
+    struct rctx *r = malloc(sizeof(*r));
+    char *buf = malloc(COPY_CHUNK);
+    struct strset seen = {NULL, 0, 0}, dirs = {NULL, 0, 0};
+    char realroot[PATH_MAX];
+    int64_t total = 0;
+    int rc = 0, opened = 0;
+
+    memset(st, 0, sizeof(*st));
+    if (a == NULL || w == NULL || r == NULL || buf == NULL) {
+        rc = atp__error(ATP_E_NOMEM, "out of memory");
+        goto out;
+    }
+    if (realpath(root, realroot) == NULL) {
+        rc = atp__error(ATP_E_TRANSFER, "cannot extract into %s: %s", root,
+                        strerror(errno));
+        goto out;
+    }
+    r->read = read;
+    r->ctx = ctx;
+    r->bytes = 0;
+    archive_read_support_filter_all(a);
+    archive_read_support_format_tar(a);
+    archive_write_disk_set_options(
+        w, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
+               ARCHIVE_EXTRACT_SECURE_SYMLINKS |
+               ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_UNLINK);
+    if (archive_read_open2(a, r, NULL, read_cb, NULL, NULL) != ARCHIVE_OK) {
+        /* An empty stream is an empty archive. */
+        if (r->bytes == 0)
+            goto out;
+        rc = atp__error(ATP_E_TRANSFER, "not a tar stream: %s",
+                        archive_error_string(a));
+        goto out;
+    }
+    opened = 1;
+    for (;;) {
+        struct archive_entry *ae;
+        char name[PATH_MAX], full[PATH_MAX * 2];
+        const char *link;
+        struct atp__ment me;
+        XXH3_state_t hs;
+        int ft, h = archive_read_next_header(a, &ae);
+
+        if (h == ARCHIVE_EOF)
+            break;
+        if (h != ARCHIVE_OK && h != ARCHIVE_WARN) {
+            rc = atp__error(ATP_E_TRANSFER, "the tar stream is broken: %s",
+                            archive_error_string(a));
+            goto out;
+        }
+        if (archive_entry_pathname(ae) == NULL ||
+            normalize(archive_entry_pathname(ae), name, sizeof(name)) != 0) {
+            rc = bad_entry("?", "no usable name");
+            goto out;
+        }
+        if (strcmp(name, ".") == 0 || name[0] == '\0')
+            continue; /* the root itself */
+        if (name[0] == '/') {
+            rc = bad_entry(name, "absolute path");
+            goto out;
+        }
+        if (!atp__path_ok(name)) {
+            rc = bad_entry(name, "a '..' or empty component");
+            goto out;
+        }
+        if (atp__excluded(name, excludes)) {
+            archive_read_data_skip(a);
+            continue;
+        }
+        if (++st->entries > (uint64_t)lim->max_entries) {
+            rc = atp__error(ATP_E_TRANSFER, "the archive has more than %lld "
+                            "entries (transfer_max_entries); refused at '%s'",
+                            (long long)lim->max_entries, name);
+            goto out;
+        }
+        ft = archive_entry_filetype(ae);
+        link = archive_entry_hardlink(ae);
+        if (link) {
+            char tname[PATH_MAX];
+
+            if (normalize(link, tname, sizeof(tname)) != 0 ||
+                !atp__path_ok(tname) || !strset_has(&seen, tname)) {
+                rc = bad_entry(name, "hard link to a file outside the "
+                               "archive");
+                goto out;
+            }
+            snprintf(full, sizeof(full), "%s/%s", realroot, tname);
+            archive_entry_set_hardlink(ae, full);
+        } else if (ft == AE_IFLNK) {
+            const char *t = archive_entry_symlink(ae);
+
+            if (t == NULL || !link_stays_inside(name, t)) {
+                rc = bad_entry(name, "symbolic link leading outside the "
+                               "workdir");
+                goto out;
+            }
+        } else if (ft != AE_IFREG && ft != AE_IFDIR) {
+            rc = bad_entry(name, ft == AE_IFCHR || ft == AE_IFBLK
+                                     ? "device node"
+                                 : ft == AE_IFIFO ? "fifo"
+                                                  : "special file");
+            goto out;
+        }
+        if (ft == AE_IFREG && !link) {
+            int64_t size = archive_entry_size(ae);
+
+            if (size < 0 || size > lim->max_bytes - total) {
+                rc = atp__error(ATP_E_TRANSFER, "archive entry '%s' "
+                                "(%lld bytes) exceeds the transfer limit of "
+                                "%lld bytes (transfer_max_bytes)", name,
+                                (long long)size, (long long)lim->max_bytes);
+                goto out;
+            }
+            total += size;
+        }
+        {
+            char bad[PATH_MAX];
+
+            if (parents_are_dirs(realroot, name, &dirs, bad, sizeof(bad))) {
+                rc = atp__error(ATP_E_TRANSFER, "refused archive entry '%s': "
+                                "it would be written through '%s', which is "
+                                "not a directory", name, bad);
+                goto out;
+            }
+        }
+        if (ft == AE_IFLNK && !link) {
+            /* A new link may replace a directory checked before. */
+            strset_free(&dirs);
+            memset(&dirs, 0, sizeof(dirs));
+        }
+        /* Modes travel; set-user-id and set-group-id bits do not. */
+        archive_entry_set_perm(ae, archive_entry_perm(ae) & 01777);
+        archive_entry_set_uid(ae, getuid());
+        archive_entry_set_gid(ae, getgid());
+        snprintf(full, sizeof(full), "%s/%s", realroot, name);
+        archive_entry_set_pathname(ae, full);
+        if (archive_write_header(w, ae) != ARCHIVE_OK) {
+            rc = atp__error(ATP_E_TRANSFER, "cannot extract '%s': %s", name,
+                            archive_error_string(w));
+            goto out;
+        }
+        memset(&me, 0, sizeof(me));
+        XXH3_64bits_reset(&hs);
+        if (ft == AE_IFREG && !link) {
+            for (;;) {
+                la_ssize_t n = archive_read_data(a, buf, COPY_CHUNK);
+
+                if (n == 0)
+                    break;
+                if (n < 0) {
+                    rc = atp__error(ATP_E_TRANSFER, "reading '%s' from the "
+                                    "tar stream: %s", name,
+                                    archive_error_string(a));
+                    goto out;
+                }
+                if (archive_write_data(w, buf, (size_t)n) < 0) {
+                    rc = atp__error(ATP_E_TRANSFER, "writing '%s': %s", name,
+                                    archive_error_string(w));
+                    goto out;
+                }
+                XXH3_64bits_update(&hs, buf, (size_t)n);
+                st->bytes += (uint64_t)n;
+            }
+            st->files++;
+            me.hash = XXH3_64bits_digest(&hs);
+            me.has_hash = 1;
+        }
+        if (archive_write_finish_entry(w) != ARCHIVE_OK) {
+            rc = atp__error(ATP_E_TRANSFER, "cannot finish '%s': %s", name,
+                            archive_error_string(w));
+            goto out;
+        }
+        if (strset_add(&seen, name) != 0) {
+            rc = atp__error(ATP_E_NOMEM, "out of memory");
+            goto out;
+        }
+        if (got) {
+            me.path = name;
+            me.type = ft == AE_IFDIR   ? ATP__T_DIR
+                      : ft == AE_IFLNK ? ATP__T_LINK
+                                       : ATP__T_FILE;
+            me.target = ft == AE_IFLNK ? (char *)archive_entry_symlink(ae)
+                                       : NULL;
+            me.size = me.type == ATP__T_FILE ? archive_entry_size(ae) : 0;
+            me.mtime_ns = (int64_t)archive_entry_mtime(ae) * 1000000000 +
+                          archive_entry_mtime_nsec(ae);
+            me.mode = archive_entry_perm(ae) & 07777;
+            if (link)
+                me.has_hash = 0;
+            if (atp__manifest_add(got, &me) != 0) {
+                rc = atp__error(ATP_E_NOMEM, "out of memory");
+                goto out;
+            }
+        }
+    }
+out:
+    if (w) {
+        /* Applies deferred directory modes and times. */
+        if (archive_write_close(w) != ARCHIVE_OK && rc == 0)
+            rc = atp__error(ATP_E_TRANSFER, "finishing the extraction: %s",
+                            archive_error_string(w));
+        archive_write_free(w);
+    }
+    if (a) {
+        if (opened)
+            archive_read_close(a);
+        archive_read_free(a);
+    }
+    if (r)
+        st->stream_bytes = r->bytes;
+    if (got)
+        atp__manifest_sort(got);
+    strset_free(&seen);
+    strset_free(&dirs);
+    free(r);
+    free(buf);
+    return rc;
+}
+
+/* ---- removal ----------------------------------------------------------- */
+
+/* Empty directory @fd (not following symlinks) recursively. */
+static int empty_dir(int fd)
+{
+    DIR *d = fdopendir(fd);
+    struct dirent *de;
+    int rc = 0;
+
+    if (d == NULL) {
+        close(fd);
+        return -1;
+    }
+    while ((de = readdir(d)) != NULL) {
+        struct stat sb;
+
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+            continue;
+        if (S_ISDIR(sb.st_mode)) {
+            int sub = openat(dirfd(d), de->d_name,
+                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+            if (sub < 0 || empty_dir(sub) != 0 ||
+                unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR) != 0)
+                rc = -1;
+        } else if (unlinkat(dirfd(d), de->d_name, 0) != 0) {
+            rc = -1;
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
+int atp__remove_under(const char *root, const char *path)
+{
+    char buf[PATH_MAX], *p, *slash;
+    struct stat sb;
+    int fd, rc = 0;
+
+    if (!atp__path_ok(path) || strlen(path) >= sizeof(buf))
+        return atp__error(ATP_E_TRANSFER, "refused to remove '%s'", path);
+    memcpy(buf, path, strlen(path) + 1);
+    fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return atp__error(ATP_E_TRANSFER, "cannot open %s: %s", root,
+                          strerror(errno));
+    /* Walk the parents without following a symlink anywhere. */
+    for (p = buf; (slash = strchr(p, '/')) != NULL; p = slash + 1) {
+        int next;
+
+        *slash = '\0';
+        next = openat(fd, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        close(fd);
+        if (next < 0)
+            return 0; /* a parent is gone or not a directory: done */
+        fd = next;
+    }
+    if (fstatat(fd, p, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
+        close(fd);
+        return 0;
+    }
+    if (S_ISDIR(sb.st_mode)) {
+        int sub = openat(fd, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+                                    O_CLOEXEC);
+
+        if (sub < 0 || empty_dir(sub) != 0 ||
+            unlinkat(fd, p, AT_REMOVEDIR) != 0)
+            rc = atp__error(ATP_E_TRANSFER, "cannot remove %s/%s: %s", root,
+                            path, strerror(errno));
+    } else if (unlinkat(fd, p, 0) != 0 && errno != ENOENT) {
+        rc = atp__error(ATP_E_TRANSFER, "cannot remove %s/%s: %s", root,
+                        path, strerror(errno));
+    }
+    close(fd);
+    return rc;
+}

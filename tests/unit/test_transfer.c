@@ -1,0 +1,721 @@
+/*
+ * Unit tests of the transfer engine: tar round trips, excludes, and
+ * hostile archives that must fail cleanly without writing outside.
+ */
+#define _GNU_SOURCE
+#include "config.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../../core/internal.h"
+#include "../../core/transfer.h"
+
+static const char *const no_excludes[] = {NULL};
+static const struct atp__tar_limits big = {500000, INT64_C(1) << 36};
+
+/* ---- helpers ----------------------------------------------------------- */
+
+static char scratch[PATH_MAX];
+
+static void mkpath(char *out, const char *a, const char *b)
+{
+    if (snprintf(out, PATH_MAX, "%s/%s", a, b) >= PATH_MAX)
+        fail_msg("path too long");
+}
+
+static void write_file(const char *dir, const char *rel, const char *text,
+                       mode_t mode)
+{
+    char p[PATH_MAX];
+    FILE *f;
+
+    mkpath(p, dir, rel);
+    f = fopen(p, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    assert_int_equal(chmod(p, mode), 0);
+}
+
+static void set_mtime(const char *dir, const char *rel, time_t sec, long ns)
+{
+    char p[PATH_MAX];
+    struct timespec ts[2] = {{sec, ns}, {sec, ns}};
+
+    mkpath(p, dir, rel);
+    assert_int_equal(utimensat(AT_FDCWD, p, ts, AT_SYMLINK_NOFOLLOW), 0);
+}
+
+static char *new_dir(const char *name)
+{
+    char *p = malloc(PATH_MAX);
+
+    mkpath(p, scratch, name);
+    assert_int_equal(mkdir(p, 0755), 0);
+    return p;
+}
+
+static void rm_rf(const char *path)
+{
+    char cmd[PATH_MAX + 16];
+    const char *argv[] = {"/bin/rm", "-rf", path, NULL};
+    pid_t pid = fork();
+
+    (void)cmd;
+    if (pid == 0) {
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(scratch, sizeof(scratch), "/tmp/atp-xfer-XXXXXX");
+    return mkdtemp(scratch) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    rm_rf(scratch);
+    return 0;
+}
+
+/* A memory buffer as the transport. */
+struct mem {
+    char *p;
+    size_t len, cap, pos;
+};
+
+static int mem_write(void *ctx, const void *buf, size_t len)
+{
+    struct mem *m = ctx;
+
+    if (m->len + len > m->cap) {
+        m->cap = (m->len + len) * 2;
+        m->p = realloc(m->p, m->cap);
+        assert_non_null(m->p);
+    }
+    memcpy(m->p + m->len, buf, len);
+    m->len += len;
+    return 0;
+}
+
+static long mem_read(void *ctx, void *buf, size_t len)
+{
+    struct mem *m = ctx;
+    size_t n = m->len - m->pos < len ? m->len - m->pos : len;
+
+    memcpy(buf, m->p + m->pos, n);
+    m->pos += n;
+    return (long)n;
+}
+
+struct warns {
+    int n;
+    char last[256];
+};
+
+static void note_warn(void *ctx, const char *path, const char *what)
+{
+    struct warns *w = ctx;
+
+    w->n++;
+    snprintf(w->last, sizeof(w->last), "%s: %s", path, what);
+}
+
+/* Scan @src, tar it to memory, extract into @dst. */
+static int copy_tree(const char *src, const char *dst,
+                     const char *const *excludes, struct atp__manifest *got)
+{
+    struct atp__manifest m = {0};
+    struct atp__tar_stats st;
+    struct mem mem = {0};
+    int rc;
+
+    assert_int_equal(atp__manifest_scan(&m, src, excludes), 0);
+    assert_int_equal(atp__tar_create(src, &m, ATP__COMPRESS_NONE, mem_write,
+                                     &mem, NULL, NULL, &st),
+                     0);
+    rc = atp__tar_extract(dst, excludes, &big, mem_read, &mem, got, &st);
+    atp__manifest_free(&m);
+    free(mem.p);
+    return rc;
+}
+
+/* ---- round trips -------------------------------------------------------- */
+
+static void round_trip_keeps_everything(void **state)
+{
+    char *src = new_dir("src"), *dst = new_dir("dst"), p[PATH_MAX];
+    struct atp__manifest a = {0}, b = {0}, got = {0};
+    size_t i;
+
+    (void)state;
+    write_file(src, "plain.txt", "hello\n", 0644);
+    write_file(src, "run.sh", "#!/bin/sh\necho hi\n", 0755);
+    write_file(src, "secret", "s3cret", 0600);
+    mkpath(p, src, "sub");
+    assert_int_equal(mkdir(p, 0750), 0);
+    mkpath(p, src, "sub/deeper");
+    assert_int_equal(mkdir(p, 0755), 0);
+    write_file(src, "sub/deeper/Main.lean", "theorem x : 1 = 1 := rfl\n",
+               0644);
+    mkpath(p, src, "empty");
+    assert_int_equal(mkdir(p, 0700), 0);
+    mkpath(p, src, "link");
+    assert_int_equal(symlink("sub/deeper/Main.lean", p), 0);
+    mkpath(p, src, "sub/up");
+    assert_int_equal(symlink("../plain.txt", p), 0);
+    set_mtime(src, "plain.txt", 1600000000, 123456789);
+    set_mtime(src, "sub/deeper/Main.lean", 1500000000, 5);
+
+    assert_int_equal(copy_tree(src, dst, no_excludes, &got), 0);
+    assert_int_equal(atp__manifest_scan(&a, src, no_excludes), 0);
+    assert_int_equal(atp__manifest_scan(&b, dst, no_excludes), 0);
+    assert_int_equal(a.n, b.n);
+    assert_int_equal(a.n, 9);
+    for (i = 0; i < a.n; i++) {
+        assert_string_equal(a.e[i].path, b.e[i].path);
+        assert_int_equal(a.e[i].type, b.e[i].type);
+        assert_int_equal(a.e[i].mode, b.e[i].mode);
+        assert_int_equal(a.e[i].size, b.e[i].size);
+        /* Tar keeps whole seconds (ustar headers, as tar(1) does). */
+        if (a.e[i].type != ATP__T_DIR && a.e[i].type != ATP__T_LINK)
+            assert_int_equal(a.e[i].mtime_ns / 1000000000,
+                             b.e[i].mtime_ns / 1000000000);
+        if (a.e[i].type == ATP__T_LINK)
+            assert_string_equal(a.e[i].target, b.e[i].target);
+    }
+    /* Hashes of what arrived are known, so that a later compare can use
+     * them. */
+    assert_true(atp__manifest_find(&got, "secret")->has_hash);
+    {
+        int fd = open(dst, O_RDONLY | O_DIRECTORY);
+        uint64_t h;
+
+        assert_int_equal(atp__hash_file(fd, "secret", &h), 0);
+        assert_int_equal(h, atp__manifest_find(&got, "secret")->hash);
+        close(fd);
+    }
+    atp__manifest_free(&a);
+    atp__manifest_free(&b);
+    atp__manifest_free(&got);
+    free(src);
+    free(dst);
+}
+
+static void excludes_hold(void **state)
+{
+    const char *const ex[] = {".lake", "build/tmp", "*.olean", NULL};
+    char *src = new_dir("src"), *dst = new_dir("dst"), p[PATH_MAX];
+    struct atp__manifest got = {0};
+
+    (void)state;
+    mkpath(p, src, ".lake");
+    assert_int_equal(mkdir(p, 0755), 0);
+    write_file(src, ".lake/big", "cache", 0644);
+    mkpath(p, src, "build");
+    assert_int_equal(mkdir(p, 0755), 0);
+    mkpath(p, src, "build/tmp");
+    assert_int_equal(mkdir(p, 0755), 0);
+    write_file(src, "build/tmp/x", "x", 0644);
+    write_file(src, "build/keep", "k", 0644);
+    write_file(src, "A.olean", "o", 0644);
+    write_file(src, "A.lean", "l", 0644);
+    mkpath(p, src, "sub");
+    assert_int_equal(mkdir(p, 0755), 0);
+    mkpath(p, src, "sub/.lake");
+    assert_int_equal(mkdir(p, 0755), 0);
+
+    assert_int_equal(copy_tree(src, dst, ex, &got), 0);
+    assert_non_null(atp__manifest_find(&got, "A.lean"));
+    assert_non_null(atp__manifest_find(&got, "build/keep"));
+    assert_null(atp__manifest_find(&got, ".lake"));
+    assert_null(atp__manifest_find(&got, ".lake/big"));
+    assert_null(atp__manifest_find(&got, "build/tmp"));
+    assert_null(atp__manifest_find(&got, "A.olean"));
+    assert_null(atp__manifest_find(&got, "sub/.lake"));
+    mkpath(p, dst, ".lake");
+    assert_int_equal(access(p, F_OK), -1);
+    assert_int_equal(atp__excluded("x/y/.lake/z", ex), 1);
+    assert_int_equal(atp__excluded("build/tmp/deep/file", ex), 1);
+    assert_int_equal(atp__excluded("other/build/tmp", ex), 0);
+    atp__manifest_free(&got);
+    free(src);
+    free(dst);
+}
+
+static void vanished_file_is_reported_not_fatal(void **state)
+{
+    char *src = new_dir("src");
+    struct atp__manifest m = {0};
+    struct atp__tar_stats st;
+    struct mem mem = {0};
+    struct warns w = {0, ""};
+    char p[PATH_MAX];
+
+    (void)state;
+    write_file(src, "stays", "1", 0644);
+    write_file(src, "goes", "2", 0644);
+    assert_int_equal(atp__manifest_scan(&m, src, no_excludes), 0);
+    mkpath(p, src, "goes");
+    assert_int_equal(unlink(p), 0); /* gone between walk and send */
+    assert_int_equal(atp__tar_create(src, &m, ATP__COMPRESS_NONE, mem_write,
+                                     &mem, note_warn, &w, &st),
+                     0);
+    assert_int_equal(w.n, 1);
+    assert_non_null(strstr(w.last, "goes: vanished"));
+    assert_int_equal(st.files, 1);
+    atp__manifest_free(&m);
+    free(mem.p);
+    free(src);
+}
+
+static void compression_round_trips(void **state)
+{
+    char *src = new_dir("src"), *dst = new_dir("dst");
+    struct atp__manifest m = {0}, got = {0};
+    struct atp__tar_stats st, st2;
+    struct mem mem = {0};
+    char text[8192];
+
+    (void)state;
+    memset(text, 'a', sizeof(text) - 1);
+    text[sizeof(text) - 1] = '\0';
+    write_file(src, "a", text, 0644);
+    assert_int_equal(atp__manifest_scan(&m, src, no_excludes), 0);
+    assert_int_equal(atp__tar_create(src, &m, ATP__COMPRESS_GZIP, mem_write,
+                                     &mem, NULL, NULL, &st),
+                     0);
+    assert_true(mem.len < 1024); /* 8 KiB of 'a' compresses */
+    assert_int_equal(atp__tar_extract(dst, no_excludes, &big, mem_read, &mem,
+                                      &got, &st2),
+                     0);
+    assert_int_equal(st2.bytes, sizeof(text) - 1);
+    atp__manifest_free(&m);
+    atp__manifest_free(&got);
+    free(mem.p);
+    free(src);
+    free(dst);
+}
+
+/* ---- hostile archives --------------------------------------------------- */
+
+/* Build an archive in memory from a list of entry descriptions. */
+struct fake {
+    const char *name;
+    int type;            /* AE_IF* */
+    const char *link;    /* symlink target or hardlink name */
+    int hard;
+    const char *data;
+    int64_t size;        /* -1: strlen(data) */
+    mode_t perm;
+};
+
+static void build(struct mem *m, const struct fake *f, size_t n)
+{
+    struct archive *a = archive_write_new();
+    struct archive_entry *e = archive_entry_new();
+    size_t used = 0, i;
+
+    m->cap = 1 << 20;
+    m->p = malloc(m->cap);
+    archive_write_set_format_pax_restricted(a);
+    archive_write_open_memory(a, m->p, m->cap, &used);
+    for (i = 0; i < n; i++) {
+        archive_entry_clear(e);
+        archive_entry_set_pathname(e, f[i].name);
+        archive_entry_set_filetype(e, (unsigned)f[i].type);
+        archive_entry_set_perm(e, f[i].perm ? f[i].perm : 0644);
+        if (f[i].hard)
+            archive_entry_set_hardlink(e, f[i].link);
+        else if (f[i].link)
+            archive_entry_set_symlink(e, f[i].link);
+        if (f[i].type == AE_IFREG && !f[i].hard)
+            archive_entry_set_size(e, f[i].size >= 0
+                                          ? f[i].size
+                                          : (int64_t)strlen(f[i].data));
+        if (f[i].type == AE_IFCHR)
+            archive_entry_set_rdev(e, makedev(1, 3));
+        assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
+        if (f[i].data)
+            archive_write_data(a, f[i].data, strlen(f[i].data));
+    }
+    archive_write_close(a);
+    archive_write_free(a);
+    archive_entry_free(e);
+    m->len = used;
+    m->pos = 0;
+}
+
+/* A tree whose snapshot must not change. */
+static char *outside_snapshot(const char *dir)
+{
+    char *buf = calloc(1, 65536);
+    size_t len = 0;
+    DIR *d = opendir(dir);
+    struct dirent *de;
+
+    while (d && (de = readdir(d)) != NULL)
+        len += (size_t)snprintf(buf + len, 65536 - len, "%s;", de->d_name);
+    if (d)
+        closedir(d);
+    return buf;
+}
+
+static void expect_refused(const struct fake *f, size_t n, const char *want)
+{
+    char *dst = new_dir("target"), *before, *after;
+    struct atp__tar_stats st;
+    struct mem m = {0};
+    int rc;
+
+    before = outside_snapshot(scratch);
+    build(&m, f, n);
+    rc = atp__tar_extract(dst, no_excludes, &big, mem_read, &m, NULL, &st);
+    if (rc != ATP_E_TRANSFER)
+        fail_msg("expected a refusal for '%s', got %d", want, rc);
+    if (strstr(atp_last_error(), want) == NULL)
+        fail_msg("message '%s' lacks '%s'", atp_last_error(), want);
+    after = outside_snapshot(scratch);
+    assert_string_equal(before, after); /* nothing new beside the target */
+    assert_null(strstr(after, "escaped"));
+    rm_rf(dst);
+    free(m.p);
+    free(before);
+    free(after);
+    free(dst);
+}
+
+static void absolute_path_refused(void **state)
+{
+    char name[PATH_MAX];
+    const struct fake f[] = {{name, AE_IFREG, NULL, 0, "x", -1, 0}};
+
+    (void)state;
+    mkpath(name, scratch, "escaped");
+    expect_refused(f, 1, "absolute path");
+    assert_int_equal(access(name, F_OK), -1);
+}
+
+static void dotdot_refused(void **state)
+{
+    const struct fake f[] = {
+        {"ok.txt", AE_IFREG, NULL, 0, "fine", -1, 0},
+        {"../escaped", AE_IFREG, NULL, 0, "x", -1, 0},
+    };
+
+    (void)state;
+    expect_refused(f, 2, "'../escaped'");
+}
+
+static void symlink_then_file_through_it_refused(void **state)
+{
+    const struct fake f1[] = {
+        {"a", AE_IFLNK, "..", 0, NULL, 0, 0777},
+        {"a/escaped", AE_IFREG, NULL, 0, "x", -1, 0},
+    };
+    const struct fake f2[] = {
+        {"b", AE_IFLNK, ".", 0, NULL, 0, 0777},
+        {"b/inside", AE_IFREG, NULL, 0, "x", -1, 0},
+    };
+    char abs[PATH_MAX + 8];
+    const struct fake f3[] = {{"c", AE_IFLNK, abs, 0, NULL, 0, 0777}};
+
+    (void)state;
+    expect_refused(f1, 2, "'a': symbolic link leading outside");
+    /* A link that stays inside is fine, but nothing is written through
+     * it. */
+    expect_refused(f2, 2, "b/inside");
+    snprintf(abs, sizeof(abs), "%s", scratch);
+    expect_refused(f3, 1, "'c': symbolic link leading outside");
+}
+
+static void hardlink_to_outside_refused(void **state)
+{
+    const struct fake f1[] = {{"h", AE_IFREG, "../../etc/passwd", 1, NULL, 0,
+                               0}};
+    const struct fake f2[] = {{"h", AE_IFREG, "/etc/passwd", 1, NULL, 0, 0}};
+    const struct fake f3[] = {{"h", AE_IFREG, "not-in-archive", 1, NULL, 0,
+                               0}};
+
+    (void)state;
+    expect_refused(f1, 1, "hard link");
+    expect_refused(f2, 1, "hard link");
+    expect_refused(f3, 1, "hard link");
+}
+
+static void device_node_refused(void **state)
+{
+    const struct fake f[] = {{"null", AE_IFCHR, NULL, 0, NULL, 0, 0666}};
+    const struct fake g[] = {{"pipe", AE_IFIFO, NULL, 0, NULL, 0, 0666}};
+
+    (void)state;
+    expect_refused(f, 1, "device node");
+    expect_refused(g, 1, "fifo");
+}
+
+static void setuid_bit_dropped(void **state)
+{
+    const struct fake f[] = {
+        {"suid", AE_IFREG, NULL, 0, "#!/bin/sh\n", -1, 06755},
+        {"hard", AE_IFREG, "suid", 1, NULL, 0, 06755},
+    };
+    char *dst = new_dir("target"), p[PATH_MAX];
+    struct atp__tar_stats st;
+    struct mem m = {0};
+    struct stat sb;
+
+    (void)state;
+    build(&m, f, 2);
+    assert_int_equal(atp__tar_extract(dst, no_excludes, &big, mem_read, &m,
+                                      NULL, &st),
+                     0);
+    mkpath(p, dst, "suid");
+    assert_int_equal(stat(p, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0755);
+    mkpath(p, dst, "hard");
+    assert_int_equal(stat(p, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0755);
+    free(m.p);
+    free(dst);
+}
+
+/* A stream of @n empty files, generated as it is read (never in memory). */
+struct many {
+    uint64_t n, i;
+    char block[512 * 2];
+    size_t have, pos;
+    int ended;
+};
+
+static void ustar_header(char *h, const char *name, const char *size_octal)
+{
+    unsigned sum = 0;
+    size_t i;
+
+    memset(h, 0, 512);
+    snprintf(h, 100, "%s", name);
+    memcpy(h + 100, "0000644", 8);
+    memcpy(h + 108, "0000000", 8);
+    memcpy(h + 116, "0000000", 8);
+    memcpy(h + 124, size_octal, 12);
+    memcpy(h + 136, "00000000000", 12);
+    h[156] = '0';
+    memcpy(h + 257, "ustar", 6);
+    memcpy(h + 263, "00", 2);
+    memset(h + 148, ' ', 8);
+    for (i = 0; i < 512; i++)
+        sum += (unsigned char)h[i];
+    snprintf(h + 148, 8, "%06o", sum);
+}
+
+static long many_read(void *ctx, void *buf, size_t len)
+{
+    struct many *m = ctx;
+
+    if (m->pos == m->have) {
+        if (m->i < m->n) {
+            char name[32];
+
+            snprintf(name, sizeof(name), "f%llu", (unsigned long long)m->i++);
+            ustar_header(m->block, name, "00000000000");
+            m->have = 512;
+        } else if (!m->ended) {
+            memset(m->block, 0, sizeof(m->block));
+            m->have = sizeof(m->block);
+            m->ended = 1;
+        } else {
+            return 0;
+        }
+        m->pos = 0;
+    }
+    if (len > m->have - m->pos)
+        len = m->have - m->pos;
+    memcpy(buf, m->block + m->pos, len);
+    m->pos += len;
+    return (long)len;
+}
+
+static void a_million_empty_entries_refused(void **state)
+{
+    struct many *m = calloc(1, sizeof(*m));
+    char *dst = new_dir("target");
+    struct atp__tar_stats st;
+    DIR *d;
+    size_t count = 0;
+
+    (void)state;
+    m->n = 1000000;
+    /* Default limit: transfer_max_entries = 500000. */
+    assert_int_equal(atp__tar_extract(dst, no_excludes, &big, many_read, m,
+                                      NULL, &st),
+                     ATP_E_TRANSFER);
+    assert_non_null(strstr(atp_last_error(), "more than 500000 entries"));
+    d = opendir(dst);
+    while (readdir(d))
+        count++;
+    closedir(d);
+    assert_int_equal(count, 500000 + 2); /* stopped at the limit */
+    rm_rf(dst);
+    free(m);
+    free(dst);
+}
+
+static void huge_size_refused_before_writing(void **state)
+{
+    char *dst = new_dir("target"), p[PATH_MAX];
+    char stream[512 * 3];
+    struct mem m = {stream, sizeof(stream), sizeof(stream), 0};
+    struct atp__tar_stats st;
+
+    (void)state;
+    /* 1 TiB claimed (GNU base-256 size field), no data behind it. */
+    ustar_header(stream, "sparse-huge", "00000000000");
+    memset(stream + 124, 0, 12);
+    stream[124] = (char)0x80;
+    stream[124 + 6] = 0x01; /* 2^40 */
+    {
+        unsigned sum = 0;
+        size_t i;
+
+        memset(stream + 148, ' ', 8);
+        for (i = 0; i < 512; i++)
+            sum += (unsigned char)stream[i];
+        snprintf(stream + 148, 8, "%06o", sum);
+    }
+    memset(stream + 512, 0, 1024);
+    assert_int_equal(atp__tar_extract(dst, no_excludes, &big, mem_read, &m,
+                                      NULL, &st),
+                     ATP_E_TRANSFER);
+    assert_non_null(strstr(atp_last_error(), "'sparse-huge'"));
+    assert_non_null(strstr(atp_last_error(), "transfer_max_bytes"));
+    mkpath(p, dst, "sparse-huge");
+    assert_int_equal(access(p, F_OK), -1);
+    free(dst);
+}
+
+static void garbage_is_not_a_tar_stream(void **state)
+{
+    char *dst = new_dir("target");
+    char junk[4096];
+    struct mem m = {junk, sizeof(junk), sizeof(junk), 0};
+    struct atp__tar_stats st;
+
+    (void)state;
+    memset(junk, 'z', sizeof(junk));
+    assert_int_equal(atp__tar_extract(dst, no_excludes, &big, mem_read, &m,
+                                      NULL, &st),
+                     ATP_E_TRANSFER);
+    free(dst);
+}
+
+static void remove_under_never_follows_symlinks(void **state)
+{
+    char *root = new_dir("root"), *outside = new_dir("outside");
+    char p[PATH_MAX];
+
+    (void)state;
+    write_file(outside, "precious", "keep me", 0644);
+    mkpath(p, root, "dir");
+    assert_int_equal(symlink(outside, p), 0);
+    /* "dir/precious" goes through a symlink: left alone. */
+    assert_int_equal(atp__remove_under(root, "dir/precious"), 0);
+    mkpath(p, outside, "precious");
+    assert_int_equal(access(p, F_OK), 0);
+    /* Removing the link removes the link, not its target. */
+    assert_int_equal(atp__remove_under(root, "dir"), 0);
+    assert_int_equal(access(p, F_OK), 0);
+    mkpath(p, root, "dir");
+    assert_int_equal(access(p, F_OK), -1);
+    assert_int_equal(atp__remove_under(root, "../outside"), ATP_E_TRANSFER);
+    free(root);
+    free(outside);
+}
+
+static void listing_parse(void **state)
+{
+    static const char listing[] =
+        "f 5 1700000000.1234567890 644\0a/b.lean\0\0"
+        "d 4096 1700000000.0000000000 755\0a\0\0"
+        "l 3 1700000001.5 777\0ln\0a/b.lean\0"
+        "f 1 1.0 644\0../evil\0\0"
+        "p 0 1.0 644\0fifo\0\0"
+        "f 1 1.0 644\0.lake/x\0\0";
+    const char *const ex[] = {".lake", NULL};
+    struct atp__manifest m = {0};
+
+    (void)state;
+    assert_int_equal(atp__manifest_parse_listing(&m, listing,
+                                                 sizeof(listing) - 1, ex),
+                     0);
+    assert_int_equal(m.n, 3);
+    assert_string_equal(m.e[0].path, "a");
+    assert_string_equal(m.e[1].path, "a/b.lean");
+    assert_int_equal(m.e[1].mtime_ns, INT64_C(1700000000123456789));
+    assert_int_equal(m.e[1].size, 5);
+    assert_int_equal(m.e[1].mode, 0644);
+    assert_string_equal(m.e[2].target, "a/b.lean");
+    assert_int_equal(m.e[2].mtime_ns, INT64_C(1700000001500000000));
+    atp__manifest_free(&m);
+    assert_int_equal(atp__manifest_parse_listing(&m, "f 1 1.0 644\0x", 13,
+                                                 ex),
+                     ATP_E_TRANSFER);
+    atp__manifest_free(&m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(round_trip_keeps_everything, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(excludes_hold, setup, teardown),
+        cmocka_unit_test_setup_teardown(vanished_file_is_reported_not_fatal,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(compression_round_trips, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(absolute_path_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(dotdot_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(symlink_then_file_through_it_refused,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(hardlink_to_outside_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(device_node_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(setuid_bit_dropped, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_million_empty_entries_refused,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(huge_size_refused_before_writing,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(garbage_is_not_a_tar_stream, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(remove_under_never_follows_symlinks,
+                                        setup, teardown),
+        cmocka_unit_test(listing_parse),
+    };
+
+    return cmocka_run_group_tests_name("transfer", tests, NULL, NULL);
+}

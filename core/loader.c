@@ -213,18 +213,23 @@ static void open_plugin(struct loaded *l)
     atp__call_init(&call, p, NULL, NULL, 0);
     rc = entry(&atp__host_api, &call, &ops);
     if (rc != 0) {
-        refuse(l, "initialisation failed: %s", atp__call_message(&call, rc));
+        refuse(l, "initialisation failed in %s (core ABI %d.%d): %s",
+               ATP_PLUGIN_ENTRY_SYMBOL, ATP_PLUGIN_ABI_MAJOR,
+               ATP_PLUGIN_ABI_MINOR, atp__call_message(&call, rc));
         goto fail;
     }
     if (ops == NULL) {
-        refuse(l, "the entry point returned no ops table");
+        refuse(l, "the entry point returned no ops table (core ABI %d.%d)",
+               ATP_PLUGIN_ABI_MAJOR, ATP_PLUGIN_ABI_MINOR);
         goto fail;
     }
     l->abi_major = ops->abi_major;
     if (ops->struct_size < offsetof(atp_plugin_ops, abi_minor) +
                                sizeof(ops->abi_minor)) {
-        refuse(l, "ops table of %u bytes is too small to be ABI %d.x",
-               (unsigned)ops->struct_size, ATP_PLUGIN_ABI_MAJOR);
+        refuse(l, "ops table of %u bytes is too small to be ABI %d.x "
+               "(core ABI %d.%d)", (unsigned)ops->struct_size,
+               ATP_PLUGIN_ABI_MAJOR, ATP_PLUGIN_ABI_MAJOR,
+               ATP_PLUGIN_ABI_MINOR);
         goto fail;
     }
     l->abi_minor = ops->abi_minor;
@@ -243,8 +248,9 @@ static void open_plugin(struct loaded *l)
     }
     if (ops->struct_size < min_size) {
         refuse(l, "ops table of %u bytes lacks the mandatory callbacks of "
-               "ABI %u.%u (needs %zu bytes)", (unsigned)ops->struct_size,
-               ops->abi_major, ops->abi_minor, min_size);
+               "ABI %u.%u (needs %zu bytes; core ABI %d.%d)",
+               (unsigned)ops->struct_size, ops->abi_major, ops->abi_minor,
+               min_size, ATP_PLUGIN_ABI_MAJOR, ATP_PLUGIN_ABI_MINOR);
         goto fail;
     }
     for (i = 0; i < ATP__ARRAY_SIZE(mandatory); i++) {
@@ -252,14 +258,17 @@ static void open_plugin(struct loaded *l)
 
         memcpy(&fp, (const char *)ops + mandatory[i].off, sizeof(fp));
         if (fp == NULL) {
-            refuse(l, "missing mandatory callback %s (plugin ABI %u.%u)",
-                   mandatory[i].name, ops->abi_major, ops->abi_minor);
+            refuse(l, "missing mandatory callback %s (plugin ABI %u.%u, "
+                   "core ABI %d.%d)", mandatory[i].name, ops->abi_major,
+                   ops->abi_minor, ATP_PLUGIN_ABI_MAJOR,
+                   ATP_PLUGIN_ABI_MINOR);
             goto fail;
         }
     }
     if (ops->name == NULL || ops->version == NULL) {
-        refuse(l, "ops table has no name or version (plugin ABI %u.%u)",
-               ops->abi_major, ops->abi_minor);
+        refuse(l, "ops table has no name or version (plugin ABI %u.%u, "
+               "core ABI %d.%d)", ops->abi_major, ops->abi_minor,
+               ATP_PLUGIN_ABI_MAJOR, ATP_PLUGIN_ABI_MINOR);
         goto fail;
     }
     p->ops = ops;
@@ -286,9 +295,13 @@ static struct loaded *get_loaded(const char *path)
 {
     struct loaded *l;
 
-    for (l = registry; l; l = l->next)
-        if (strcmp(l->path, path) == 0)
+    for (l = registry; l; l = l->next) {
+        if (strcmp(l->path, path) == 0) {
+            trace("%s: %s earlier in this process", path,
+                  l->plugin ? "loaded" : "refused");
             return l;
+        }
+    }
     l = remember(path);
     if (l)
         open_plugin(l);
@@ -312,6 +325,11 @@ ATP_EXTERN const char *atp_plugin_search_path(atp_config *cfg)
     snprintf(s, len, "%s%s%s%s%s", env && *env ? env : "",
              env && *env ? ":" : "", extra ? extra : "", extra ? ":" : "",
              PLUGINDIR);
+    /* Keep the string a caller already holds while it stays right. */
+    if (cfg->search_path && strcmp(cfg->search_path, s) == 0) {
+        free(s);
+        return cfg->search_path;
+    }
     free(cfg->search_path);
     cfg->search_path = s;
     return s;
@@ -352,13 +370,17 @@ static int find_in_dir(const char *dir, void *arg)
     char path[4096];
 
     snprintf(path, sizeof(path), "%s/atp-%s.so", dir, fa->name);
-    if (stat(path, &st) == 0) {
-        trace("%s: candidate for '%s'", path, fa->name);
-        snprintf(fa->found, sizeof(fa->found), "%s", path);
-        return 1;
+    if (stat(path, &st) != 0) {
+        trace("%s: not there", path);
+        return 0;
     }
-    trace("%s: not there", path);
-    return 0;
+    if (!S_ISREG(st.st_mode)) {
+        trace("%s: not a regular file, skipped", path);
+        return 0;
+    }
+    trace("%s: candidate for '%s'", path, fa->name);
+    snprintf(fa->found, sizeof(fa->found), "%s", path);
+    return 1;
 }
 
 int atp__plugin_get(atp_config *cfg, const char *name,
@@ -480,13 +502,21 @@ static int scan_dir(const char *dir, void *arg)
             n++;
     }
     closedir(d);
-    qsort(names, n, sizeof(*names), cmp_str);
+    if (n > 1)
+        qsort(names, n, sizeof(*names), cmp_str);
     for (i = 0; i < n; i++) {
         char path[4096];
         char *name;
         struct loaded *l;
+        struct stat st;
 
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        /* As when a backend is opened: only regular files qualify. */
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+            trace("%s: not a regular file, skipped", path);
+            free(names[i]);
+            continue;
+        }
         name = name_from_path(names[i]);
         pthread_mutex_lock(&reg_lock);
         l = get_loaded(path);

@@ -403,11 +403,24 @@ typedef struct atp_plugin_ops {
 } atp_plugin_ops;
 
 /**
- * Published sizes of the ABI 1.0 structs (x86-64 / LP64).  They never
- * change; the test suite asserts them.
+ * Published sizes of the ABI 1.0 structs (x86-64 / LP64), in bytes.  They
+ * never change: a struct that grows gets a new constant (..._V1_1) and
+ * keeps this one.  The test suite asserts them against sizeof.
  */
-#define ATP_HOST_API_SIZE_V1_0 ((uint32_t)sizeof(atp_host_api))
-#define ATP_PLUGIN_OPS_SIZE_V1_0 ((uint32_t)sizeof(atp_plugin_ops))
+#define ATP_HOST_API_SIZE_V1_0 136u
+#define ATP_PLUGIN_OPS_SIZE_V1_0 120u
+#define ATP_SESSION_SPEC_SIZE_V1_0 80u
+#define ATP_EXEC_SPEC_SIZE_V1_0 56u
+#define ATP_EXEC_OUTCOME_SIZE_V1_0 16u
+
+/**
+ * Sizes of the array element types (x86-64 / LP64).  Their layout is
+ * frozen for ABI major 1: arrays of them are walked with sizeof, so they
+ * can never grow.
+ */
+#define ATP_OPTION_SIZE_V1_0 40u
+#define ATP_FIELD_SIZE_V1_0 40u
+#define ATP_MOUNT_SIZE_V1_0 24u
 
 /**
  * The entry point every plugin exports.  Called once, right after the

@@ -1,0 +1,87 @@
+/*
+ * Frozen sizes of the plugin ABI 1.0 structs.
+ *
+ * The checks are compile-time: a layout change to a struct that crosses
+ * the plugin boundary breaks the build of this test, and so `make check`.
+ * A struct may grow only at its end, with a new ..._SIZE_V1_x constant;
+ * the 1.0 constants never change.
+ */
+#include <stddef.h>
+#include <stdio.h>
+
+#include <atp/plugin.h>
+
+#if defined(__LP64__) || defined(_LP64)
+
+#define FROZEN(T, size) \
+    _Static_assert(sizeof(T) == (size), #T " changed size: ABI break")
+
+FROZEN(atp_host_api, ATP_HOST_API_SIZE_V1_0);
+FROZEN(atp_plugin_ops, ATP_PLUGIN_OPS_SIZE_V1_0);
+FROZEN(atp_session_spec, ATP_SESSION_SPEC_SIZE_V1_0);
+FROZEN(atp_exec_spec, ATP_EXEC_SPEC_SIZE_V1_0);
+FROZEN(atp_exec_outcome, ATP_EXEC_OUTCOME_SIZE_V1_0);
+FROZEN(atp_option, ATP_OPTION_SIZE_V1_0);
+FROZEN(atp_field, ATP_FIELD_SIZE_V1_0);
+FROZEN(atp_mount, ATP_MOUNT_SIZE_V1_0);
+
+#define AT(T, f, off) \
+    _Static_assert(offsetof(T, f) == (off), #T "." #f " moved: ABI break")
+
+/* The headers every side reads before it knows the other's version. */
+AT(atp_host_api, struct_size, 0);
+AT(atp_host_api, abi_major, 4);
+AT(atp_host_api, abi_minor, 6);
+AT(atp_plugin_ops, struct_size, 0);
+AT(atp_plugin_ops, abi_major, 4);
+AT(atp_plugin_ops, abi_minor, 6);
+AT(atp_session_spec, struct_size, 0);
+AT(atp_exec_spec, struct_size, 0);
+AT(atp_exec_outcome, struct_size, 0);
+
+/* Where callbacks and services sit; a 1.0 plugin's table ends after
+ * session_free, at the first optional callback. */
+AT(atp_host_api, set_error, 8);
+AT(atp_host_api, output, 48);
+AT(atp_host_api, add_secret, 128);
+AT(atp_plugin_ops, caps, 32);
+AT(atp_plugin_ops, options, 40);
+AT(atp_plugin_ops, backend_open, 48);
+AT(atp_plugin_ops, exec, 72);
+AT(atp_plugin_ops, session_free, 88);
+AT(atp_plugin_ops, check, 96);
+AT(atp_plugin_ops, fini, 112);
+
+/* Fields of requests and of the outcome. */
+AT(atp_session_spec, env, 40);
+AT(atp_session_spec, n_mounts, 56);
+AT(atp_session_spec, ttl_ms, 72);
+AT(atp_exec_spec, argv, 8);
+AT(atp_exec_spec, timeout_ms, 32);
+AT(atp_exec_spec, drain_ms, 48);
+AT(atp_exec_outcome, exit_code, 8);
+AT(atp_exec_outcome, signal, 12);
+
+/* Elements of the arrays, walked with sizeof. */
+AT(atp_option, type, 8);
+AT(atp_option, help, 32);
+AT(atp_field, i, 24);
+AT(atp_field, d, 32);
+AT(atp_mount, writable, 16);
+
+int main(void)
+{
+    puts("1..1");
+    puts("ok 1 - plugin ABI 1.0 struct sizes and offsets are frozen");
+    return 0;
+}
+
+#else
+
+int main(void)
+{
+    puts("1..0 # SKIP the frozen sizes are published for LP64 only");
+    return 0;
+}
+
+#endif

@@ -1,0 +1,88 @@
+# tests/docker/dockerd.sh - start a private dockerd for the tests, and make
+# the busybox test image (no registry is reachable).  Source it, then:
+#
+#   dockerd_start DIR     starts dockerd with everything under DIR, waits
+#                         until it answers, exports DOCKER_SOCK; returns
+#                         non-zero (with the reason on stderr) when it can't
+#   dockerd_image NAME    imports a busybox rootfs as image NAME
+#   dockerd_stop          stops it (and its containerd)
+#
+# The daemon runs as root with vfs storage, no bridge and no iptables, as
+# verified on this kind of machine.
+
+dockerd_start() {
+    DOCKERD_DIR=$1
+    mkdir -p "$DOCKERD_DIR" || return 1
+    if ! command -v dockerd >/dev/null 2>&1; then
+        echo "dockerd is not installed (apt-get install docker.io)" >&2
+        return 1
+    fi
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "dockerd needs root here; the tests run as uid $(id -u)" >&2
+        return 1
+    fi
+    DOCKER_SOCK=$DOCKERD_DIR/docker.sock
+    export DOCKER_SOCK
+    # Keep the paths short: unix socket paths are limited to 108 bytes.
+    dockerd --host "unix://$DOCKER_SOCK" --data-root "$DOCKERD_DIR/root" \
+        --exec-root "$DOCKERD_DIR/exec" --pidfile "$DOCKERD_DIR/docker.pid" \
+        --iptables=false --ip6tables=false --bridge=none \
+        --storage-driver=vfs >"$DOCKERD_DIR/dockerd.log" 2>&1 &
+    DOCKERD_PID=$!
+    i=0
+    while [ $i -lt 300 ]; do
+        if curl -sf --unix-socket "$DOCKER_SOCK" http://localhost/_ping \
+            >/dev/null 2>&1; then
+            return 0
+        fi
+        if ! kill -0 "$DOCKERD_PID" 2>/dev/null; then
+            echo "dockerd exited at start; its log:" >&2
+            tail -n 20 "$DOCKERD_DIR/dockerd.log" >&2
+            return 1
+        fi
+        sleep 0.1
+        i=$((i + 1))
+    done
+    echo "dockerd did not answer on $DOCKER_SOCK within 30 s; its log:" >&2
+    tail -n 20 "$DOCKERD_DIR/dockerd.log" >&2
+    dockerd_stop
+    return 1
+}
+
+dockerd_image() {
+    name=$1
+    rootfs=$DOCKERD_DIR/rootfs
+    rm -rf "$rootfs"
+    mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/workspace"
+    chmod 1777 "$rootfs/tmp"
+    bb=$(command -v busybox) || { echo "busybox is not installed" >&2; return 1; }
+    cp "$bb" "$rootfs/bin/busybox"
+    for app in $("$rootfs/bin/busybox" --list); do
+        [ -e "$rootfs/bin/$app" ] || ln -s busybox "$rootfs/bin/$app"
+    done
+    printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' \
+        >"$rootfs/etc/passwd"
+    printf 'root:x:0:\nnogroup:x:65534:\n' >"$rootfs/etc/group"
+    tar -C "$rootfs" -cf "$DOCKERD_DIR/rootfs.tar" . || return 1
+    repo=${name%%:*}
+    tag=${name#*:}
+    [ "$tag" = "$name" ] && tag=latest
+    curl -sf --unix-socket "$DOCKER_SOCK" -X POST \
+        -H 'Content-Type: application/x-tar' \
+        --data-binary "@$DOCKERD_DIR/rootfs.tar" \
+        "http://localhost/images/create?fromSrc=-&repo=$repo&tag=$tag&changes=ENV%20PATH%3D%2Fbin" \
+        >/dev/null || { echo "importing the test image failed" >&2; return 1; }
+}
+
+dockerd_stop() {
+    if [ -n "${DOCKERD_DIR:-}" ] && [ -f "$DOCKERD_DIR/docker.pid" ]; then
+        pid=$(cat "$DOCKERD_DIR/docker.pid")
+        kill "$pid" 2>/dev/null
+        i=0
+        while kill -0 "$pid" 2>/dev/null && [ $i -lt 150 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        kill -9 "$pid" 2>/dev/null
+    fi
+}

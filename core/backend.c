@@ -146,6 +146,8 @@ ATP_EXTERN const char *atp_backend_plugin_path(const atp_backend *be)
 
 ATP_EXTERN uint64_t atp_backend_caps(const atp_backend *be)
 {
+    if (be->handle && ATP__OPS_HAS(be->plugin, backend_caps))
+        return be->plugin->ops->backend_caps(be->handle);
     return be->plugin->ops->caps;
 }
 

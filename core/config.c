@@ -81,6 +81,10 @@ static const atp_option backend_core_keys[] = {
     {"plugin", ATP_OPT_STRING, NULL, NULL,
      "plugin implementing this backend (default: NAME)"},
     {"path", ATP_OPT_STRING, NULL, NULL, "plugin file to load"},
+    {"warmup", ATP_OPT_STRING, NULL, NULL,
+     "command run in each new sandbox after the workdir is in place"},
+    {"warmup_timeout_s", ATP_OPT_DURATION, "300", NULL,
+     "budget of the warm-up command"},
     {NULL, 0, NULL, NULL, NULL},
 };
 
@@ -405,8 +409,18 @@ int atp__config_check_backend(const atp_config *cfg,
                                   kv->key + 4);
             continue;
         }
-        if (find_opt(backend_core_keys, kv->key))
+        if (find_opt(backend_core_keys, kv->key)) {
+            const atp_option *o = find_opt(backend_core_keys, kv->key);
+            char why[256];
+
+            if (atp__check_value(o->type, o->choices, kv->value, why,
+                                 sizeof(why)) != 0)
+                return atp__error(ATP_E_CONFIG, "%s:%d: bad value '%s' for "
+                                  "%s in [%s]: %s", atp__config_name(cfg),
+                                  kv->line, kv->value, kv->key, sec->name,
+                                  why);
             continue;
+        }
         {
             struct atp__section one = *sec;
             int rc;

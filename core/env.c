@@ -64,11 +64,23 @@ int atp__env_merge(atp__env *e, const char *const *list)
         const char *eq = strchr(list[i], '=');
         int rc;
 
-        if (eq == NULL || !atp__env_name_ok(list[i], (size_t)(eq - list[i])))
-            return atp__error(ATP_E_INVAL, "'%.*s' is not KEY=VALUE with a "
-                              "valid variable name",
-                              (int)(eq ? eq - list[i] : (long)strlen(list[i])),
-                              list[i]);
+        if (eq == NULL || !atp__env_name_ok(list[i], (size_t)(eq - list[i]))) {
+            size_t n = eq ? (size_t)(eq - list[i]) : strlen(list[i]);
+
+            /* The part before '=' is a name, never a value: echo it; an
+             * entry without '=' only when it looks like a bare name. */
+            if (eq && n <= 64)
+                return atp__error(ATP_E_INVAL, "'%.*s' in '%.*s=...' is not "
+                                  "a valid variable name (letters, digits "
+                                  "and _, not starting with a digit)",
+                                  (int)n, list[i], (int)n, list[i]);
+            if (!eq && n > 0 && n <= 64 && atp__env_name_ok(list[i], n))
+                return atp__error(ATP_E_INVAL, "environment entry '%.*s' is "
+                                  "not KEY=VALUE", (int)n, list[i]);
+            return atp__error(ATP_E_INVAL, "environment entry %zu is not "
+                              "KEY=VALUE with a valid variable name",
+                              i + 1);
+        }
         rc = atp__env_set(e, list[i], (size_t)(eq - list[i]), eq + 1);
         if (rc)
             return atp__error(rc, "out of memory");

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "transfer.h"
 
 void atp__call_init(atp_call *call, struct atp__plugin *plugin,
                     struct atp_backend *backend, struct atp_session *session,
@@ -221,6 +222,54 @@ static void host_add_secret(atp_call *call, const char *value)
         atp__secrets_add(&call->backend->secrets, value);
 }
 
+/* Copy the thread's last error into the call for the plugin. */
+static int call_fail(atp_call *call, int rc)
+{
+    snprintf(call->err, sizeof(call->err), "%s", atp_last_error());
+    call->err_code = rc;
+    redact(call, call->err, sizeof(call->err));
+    return rc;
+}
+
+static int host_tar_create(atp_call *call, const char *dir,
+                           int (*write)(void *ctx, const void *buf,
+                                        size_t len),
+                           void *ctx)
+{
+    const struct atp__settings *set;
+    struct atp__manifest m = {0};
+    struct atp__tar_stats st;
+    int rc;
+
+    if (call == NULL || call->backend == NULL || dir == NULL || !write)
+        return ATP_E_INVAL;
+    set = &call->backend->cfg->set;
+    rc = atp__manifest_scan(&m, dir, set->excludes);
+    if (rc == 0)
+        rc = atp__tar_create(dir, &m, set->compression, write, ctx, NULL,
+                             NULL, &st);
+    atp__manifest_free(&m);
+    return rc ? call_fail(call, rc) : 0;
+}
+
+static int host_tar_extract(atp_call *call, const char *dir,
+                            long (*read)(void *ctx, void *buf, size_t len),
+                            void *ctx)
+{
+    const struct atp__settings *set;
+    struct atp__tar_limits lim;
+    struct atp__tar_stats st;
+    int rc;
+
+    if (call == NULL || call->backend == NULL || dir == NULL || !read)
+        return ATP_E_INVAL;
+    set = &call->backend->cfg->set;
+    lim.max_entries = set->transfer_max_entries;
+    lim.max_bytes = set->transfer_max_bytes;
+    rc = atp__tar_extract(dir, set->excludes, &lim, read, ctx, NULL, &st);
+    return rc ? call_fail(call, rc) : 0;
+}
+
 const atp_host_api atp__host_api = {
     sizeof(atp_host_api),
     ATP_PLUGIN_ABI_MAJOR,
@@ -241,4 +290,6 @@ const atp_host_api atp__host_api = {
     host_resource_created,
     host_resource_removed,
     host_add_secret,
+    host_tar_create,
+    host_tar_extract,
 };

@@ -314,6 +314,9 @@ struct atp__xfer_state;
  * ATP_E_CANCELLED or the backend's code on failure. */
 int atp__sync_push(struct atp_session *s);
 int atp__sync_pull(struct atp_session *s);
+/* Push host directory @host_dir (whole) to @dest in the sandbox. */
+int atp__sync_push_dir(struct atp_session *s, const char *host_dir,
+                       const char *dest);
 void atp__xfer_free(struct atp__xfer_state *x);
 
 /* ---- ledger.c --------------------------------------------------------- */

@@ -241,7 +241,8 @@ ATP_EXTERN int atp_session_create(atp_session **out, atp_backend *be,
         goto fail;
     if ((rc = parse_mounts(s, opts ? opts->mounts : NULL)) != 0)
         goto fail;
-    if (s->n_mounts && !(be->plugin->ops->caps & ATP_CAP_MOUNTS)) {
+    if (s->n_mounts && !(atp_backend_caps(be) & (ATP_CAP_MOUNTS |
+                                                 ATP_CAP_ISOLATED_FS))) {
         rc = atp__error(ATP_E_UNSUPPORTED, "backend '%s' (plugin %s) does "
                         "not support mounts; drop -m or use a backend that "
                         "has the mounts capability (atp-run plugins)",
@@ -296,6 +297,77 @@ static int64_t session_ttl(const struct atp_session *s, int one_shot)
     return s->timeout_ms > 0 && bound > set->ttl_ms ? bound : set->ttl_ms;
 }
 
+/* The last lines of the warm-up's output, for its error message. */
+struct tail {
+    char buf[1024];
+    size_t len;
+};
+
+static void keep_tail(int stream, const char *line, size_t len,
+                      unsigned flags, void *payload)
+{
+    struct tail *t = payload;
+    size_t room = sizeof(t->buf) - 1;
+
+    (void)stream;
+    (void)flags;
+    if (len + 1 > room) {
+        line += len + 1 - room;
+        len = room - 1;
+    }
+    if (t->len + len + 1 > room) {
+        size_t drop = t->len + len + 1 - room;
+
+        memmove(t->buf, t->buf + drop, t->len - drop);
+        t->len -= drop;
+    }
+    memcpy(t->buf + t->len, line, len);
+    t->len += len;
+    t->buf[t->len++] = '\n';
+    t->buf[t->len] = '\0';
+}
+
+/*
+ * Run the backend's `warmup` command, if configured, under its own
+ * budget; a failure is a provision_error carrying the output's tail.
+ */
+static int warm_up(struct atp_session *s)
+{
+    const struct atp__kv *cmd = atp__section_get(s->be->sec, "warmup");
+    const struct atp__kv *budget = atp__section_get(s->be->sec,
+                                                    "warmup_timeout_s");
+    atp_exec_opts eo = ATP_EXEC_OPTS_INIT;
+    atp_result r = ATP_RESULT_INIT;
+    struct tail t;
+    atp_field f[3];
+    int64_t ms = 300000;
+    int rc;
+
+    if (cmd == NULL || cmd->value[0] == '\0')
+        return 0;
+    if (budget)
+        atp__parse_duration_ms(budget->value, &ms);
+    memset(&t, 0, sizeof(t));
+    eo.timeout_s = (double)ms / 1000.0;
+    eo.on_line = keep_tail;
+    eo.line_payload = &t;
+    rc = atp_session_exec(s, cmd->value, &eo, &r);
+    f[0] = fstr("command", cmd->value);
+    f[1] = (atp_field){"exit_code", ATP_FIELD_INT, NULL, r.exit_code, 0.0};
+    f[2] = fdbl("seconds", r.duration_s);
+    atp__session_event(s, "warmed_up", f, 3);
+    if (rc)
+        return atp__error(rc, "warm-up failed: %s", r.message);
+    if (r.status == ATP_STATUS_TIMEOUT)
+        return atp__error(ATP_E_PROVISION, "warm-up `%s` ran out of its %lld s "
+                          "budget (warmup_timeout_s); last output:\n%s",
+                          cmd->value, (long long)(ms / 1000), t.buf);
+    if (r.status != ATP_STATUS_OK)
+        return atp__error(ATP_E_PROVISION, "warm-up `%s` exited %d; last "
+                          "output:\n%s", cmd->value, r.exit_code, t.buf);
+    return 0;
+}
+
 static int start(struct atp_session *s, atp_result *res, int one_shot)
 {
     const struct atp__settings *set = &s->be->cfg->set;
@@ -318,7 +390,8 @@ static int start(struct atp_session *s, atp_result *res, int one_shot)
     f[2] = fstr("run_id", s->run_id);
     f[3] = fstr("workdir", s->workdir);
     atp__session_event(s, "starting", f, 4);
-    if ((p->ops->caps & ATP_CAP_GC) && (rc = atp__lease_open(s)) != 0)
+    if ((atp_backend_caps(s->be) & ATP_CAP_GC) &&
+        (rc = atp__lease_open(s)) != 0)
         return fail(s, res, rc, "%s", atp_last_error());
 
     memset(&spec, 0, sizeof(spec));
@@ -332,6 +405,7 @@ static int start(struct atp_session *s, atp_result *res, int one_shot)
     spec.n_mounts = s->n_mounts;
     spec.timeout_ms = s->timeout_ms;
     spec.ttl_ms = session_ttl(s, one_shot);
+    spec.flags = one_shot ? ATP_SESSION_ONE_SHOT : 0;
 
     atp__call_init(&call, p, s->be, s, set->provision_timeout_ms);
     rc = p->ops->session_open(&call, s->be->handle, &spec, &s->handle);
@@ -352,6 +426,35 @@ static int start(struct atp_session *s, atp_result *res, int one_shot)
     f[0] = fstr("run_id", s->run_id);
     f[1] = fdbl("seconds", since_s(t0));
     atp__session_event(s, "provisioned", f, 2);
+    if (atp_backend_caps(s->be) & ATP_CAP_ISOLATED_FS) {
+        size_t i;
+
+        /* The sandbox cannot see the host: push the mounts, then the
+         * workdir. */
+        for (i = 0, rc = 0; rc == 0 && i < s->n_mounts; i++)
+            rc = atp__sync_push_dir(s, s->mounts[i].host, s->mounts[i].dest);
+        if (rc == 0)
+            rc = atp__sync_push(s);
+        if (rc) {
+            char msg[1024];
+
+            snprintf(msg, sizeof(msg), "%s", atp_last_error());
+            atp_session_close(s, NULL);
+            if (res)
+                res->duration_s = since_s(t0);
+            return fail(s, res, s->cancelled ? ATP_E_CANCELLED : rc, "%s",
+                        msg);
+        }
+    }
+    if ((rc = warm_up(s)) != 0) {
+        char msg[1024];
+
+        snprintf(msg, sizeof(msg), "%s", atp_last_error());
+        atp_session_close(s, NULL);
+        if (res)
+            res->duration_s = since_s(t0);
+        return fail(s, res, s->cancelled ? ATP_E_CANCELLED : rc, "%s", msg);
+    }
     if (res)
         res->duration_s = since_s(t0);
     return 0;
@@ -482,7 +585,7 @@ ATP_EXTERN int atp_session_exec(atp_session *s, const char *command,
 {
     const struct atp__settings *set = &s->be->cfg->set;
     struct atp__plugin *p = s->be->plugin;
-    int kills_tree = (p->ops->caps & ATP_CAP_KILLS_TREE) != 0;
+    int kills_tree = (atp_backend_caps(s->be) & ATP_CAP_KILLS_TREE) != 0;
     struct atp__wrapped w;
     struct exec_ctx x;
     atp_exec_spec spec;
@@ -504,9 +607,12 @@ ATP_EXTERN int atp_session_exec(atp_session *s, const char *command,
     if (s->cancelled)
         return fail(s, res, ATP_E_CANCELLED, "session %s was cancelled",
                     s->run_id);
-    if (stdin_fd >= 0 && !(p->ops->caps & ATP_CAP_STDIN))
+    if (stdin_fd >= 0 && !(atp_backend_caps(s->be) & ATP_CAP_STDIN))
         return fail(s, res, ATP_E_UNSUPPORTED, "backend '%s' cannot feed "
                     "stdin to a command", s->be->name);
+    if (stdin_fd >= 0 && fcntl(stdin_fd, F_GETFD) < 0)
+        return fail(s, res, ATP_E_INVAL, "stdin_fd %d is not an open "
+                    "descriptor", stdin_fd);
     if (opts && (rc = atp__env_merge(&env, opts->env)) != 0) {
         atp__env_free(&env);
         return fail(s, res, rc, "%s", atp_last_error());
@@ -611,30 +717,38 @@ ATP_EXTERN int atp_session_exec(atp_session *s, const char *command,
     return 0;
 }
 
-ATP_EXTERN int atp_session_sync_in(atp_session *s, atp_result *res)
+/* Push (in) or pull (out) the workdir of an isolated session. */
+static int sync_dir(atp_session *s, atp_result *res, int in)
 {
+    int64_t t0 = atp__now_ns();
+    int rc;
+
     result_reset(res);
     if (s->state != ATP__OPEN)
         return fail(s, res, ATP_E_INVAL, "session %s is not open",
                     s->run_id);
-    if (s->be->plugin->ops->caps & ATP_CAP_ISOLATED_FS)
-        return fail(s, res, ATP_E_UNSUPPORTED, "backend '%s': workdir "
-                    "transfer is not available in this build",
-                    s->be->name);
-    return 0; /* shared filesystem: nothing to do */
+    if (s->cancelled)
+        return fail(s, res, ATP_E_CANCELLED, "session %s was cancelled",
+                    s->run_id);
+    if (!(atp_backend_caps(s->be) & ATP_CAP_ISOLATED_FS))
+        return 0; /* shared filesystem: nothing to do */
+    rc = in ? atp__sync_push(s) : atp__sync_pull(s);
+    if (res)
+        res->duration_s = since_s(t0);
+    if (rc)
+        return fail(s, res, s->cancelled ? ATP_E_CANCELLED : rc, "%s",
+                    atp_last_error());
+    return 0;
+}
+
+ATP_EXTERN int atp_session_sync_in(atp_session *s, atp_result *res)
+{
+    return sync_dir(s, res, 1);
 }
 
 ATP_EXTERN int atp_session_sync_out(atp_session *s, atp_result *res)
 {
-    result_reset(res);
-    if (s->state != ATP__OPEN)
-        return fail(s, res, ATP_E_INVAL, "session %s is not open",
-                    s->run_id);
-    if (s->be->plugin->ops->caps & ATP_CAP_ISOLATED_FS)
-        return fail(s, res, ATP_E_UNSUPPORTED, "backend '%s': workdir "
-                    "transfer is not available in this build",
-                    s->be->name);
-    return 0;
+    return sync_dir(s, res, 0);
 }
 
 ATP_EXTERN int atp_session_close(atp_session *s, atp_result *res)
@@ -689,6 +803,7 @@ ATP_EXTERN void atp_session_free(atp_session *s)
         close(s->cancel_pipe[0]);
     if (s->cancel_pipe[1] >= 0)
         close(s->cancel_pipe[1]);
+    atp__xfer_free(s->xfer);
     atp__env_free(&s->env);
     atp__secrets_free(&s->secrets);
     free(s->mounts);
@@ -709,7 +824,7 @@ ATP_EXTERN int atp_session_run(atp_session *s, const char *command,
     if (rc)
         return rc;
     rc = atp_session_exec(s, command, eopts, res);
-    if (rc == 0 && pull && (s->be->plugin->ops->caps & ATP_CAP_ISOLATED_FS) &&
+    if (rc == 0 && pull && (atp_backend_caps(s->be) & ATP_CAP_ISOLATED_FS) &&
         !s->cancelled) {
         atp_result pres = ATP_RESULT_INIT;
 

@@ -55,6 +55,7 @@ void atp__xfer_free(struct atp__xfer_state *x)
 struct raw {
     int (*out)(void *ctx, const void *buf, size_t len); /* stdout bytes */
     void *out_ctx;
+    const char *dest;  /* push_archive's destination (NULL: workdir) */
     char err[512];    /* the first stderr bytes, for messages */
     size_t err_len;
     uint64_t out_bytes;
@@ -81,7 +82,8 @@ static int raw_output(void *ctx, int stream, const void *buf, size_t len)
 /*
  * Run the shell script @script in the sandbox's workdir, with stdin from
  * @stdin_fd (-1: none) and stdout to r->out.  Returns the plugin's code;
- * on 0, @code is the script's exit code (-1 for a signal).
+ * on 0, @code is the script's exit code (-1 for a signal).  With @script
+ * NULL the plugin's push_archive (stdin given) or pull_archive runs.
  */
 static int run_script(struct atp_session *s, const char *script,
                       int stdin_fd, struct raw *r, int *code)
@@ -110,6 +112,20 @@ static int run_script(struct atp_session *s, const char *script,
     atp__call_init(&call, p, s->be, s,
                    set->transfer_timeout_ms + set->exec_margin_ms);
     call.sink = &sink;
+    if (script == NULL) {
+        /* The plugin's own archive transport instead of tar(1). */
+        rc = stdin_fd >= 0 ? p->ops->push_archive(&call, s->handle,
+                                                  r->dest)
+                           : p->ops->pull_archive(&call, s->handle);
+        if (rc == 0) {
+            *code = 0;
+            return 0;
+        }
+        if (rc == ATP_E_CANCELLED || s->cancelled)
+            return atp__error(ATP_E_CANCELLED, "cancelled during the "
+                              "transfer");
+        return atp__error(rc, "%s", atp__call_message(&call, rc));
+    }
     rc = p->ops->exec(&call, s->handle, &spec, &out);
     if (rc) {
         if (rc == ATP_E_CANCELLED || s->cancelled)
@@ -704,7 +720,10 @@ int atp__sync_push(struct atp_session *s)
             goto out;
         }
         memset(&r, 0, sizeof(r));
-        rc = run_script(s, "exec tar -x -f -", p[0], &r, &code);
+        rc = run_script(s, ATP__OPS_HAS(s->be->plugin, push_archive)
+                               ? NULL
+                               : "exec tar -x -f -",
+                        p[0], &r, &code);
         close(p[0]); /* a producer still writing gets EPIPE */
         p[0] = -1;
         pthread_join(pr.thread, NULL);
@@ -867,10 +886,13 @@ int atp__sync_pull(struct atp_session *s)
         memset(&r, 0, sizeof(r));
         r.out = pull_write;
         r.out_ctx = &io;
-        rc = run_script(s, full ? "exec tar -c -f - ."
-                                : "exec tar -c -f - --no-recursion --null "
-                                  "-T -",
-                        full ? -1 : n[0], &r, &code);
+        if (full && ATP__OPS_HAS(s->be->plugin, pull_archive))
+            rc = run_script(s, NULL, -1, &r, &code);
+        else
+            rc = run_script(s, full ? "exec tar -c -f - ."
+                                    : "exec tar -c -f - --no-recursion "
+                                      "--null -T -",
+                            full ? -1 : n[0], &r, &code);
         close(q[1]);
         q[1] = -1;
         if (n[0] >= 0) {
@@ -945,5 +967,74 @@ out:
     free(del.buf);
     free(conf.buf);
     free(want.buf);
+    return rc;
+}
+
+int atp__sync_push_dir(struct atp_session *s, const char *host_dir,
+                       const char *dest)
+{
+    const struct atp__settings *set = &s->be->cfg->set;
+    struct atp__manifest all = {0};
+    struct producer pr;
+    struct raw r;
+    char *script = NULL;
+    size_t len = 0, cap = 0;
+    int rc, code = 0, p[2] = {-1, -1};
+    int archive = ATP__OPS_HAS(s->be->plugin, push_archive);
+
+    memset(&pr, 0, sizeof(pr));
+    memset(&r, 0, sizeof(r));
+    if ((rc = atp__manifest_scan(&all, host_dir, set->excludes)) != 0)
+        return rc;
+    if (!archive &&
+        (append_str(&script, &len, &cap, "mkdir -p -- ") ||
+         atp__sh_quote_append(&script, &len, &cap, dest) ||
+         append_str(&script, &len, &cap, " && cd -- ") ||
+         atp__sh_quote_append(&script, &len, &cap, dest) ||
+         append_str(&script, &len, &cap, " && exec tar -x -f -"))) {
+        rc = atp__error(ATP_E_NOMEM, "out of memory");
+        goto out;
+    }
+    if (pipe2(p, O_CLOEXEC) != 0) {
+        rc = atp__error(ATP_E_IO, "pipe: %s", strerror(errno));
+        goto out;
+    }
+    pr.fd = p[1];
+    p[1] = -1;
+    pr.root = host_dir;
+    pr.list = &all;
+    pr.compression = set->compression;
+    pr.s = s;
+    if ((rc = start_thread(&pr.thread, produce, &pr)) != 0) {
+        close(pr.fd);
+        goto out;
+    }
+    r.dest = dest;
+    rc = run_script(s, archive ? NULL : script, p[0], &r, &code);
+    close(p[0]);
+    p[0] = -1;
+    pthread_join(pr.thread, NULL);
+    if (rc == 0 && pr.rc && pr.rc != ATP_E_CANCELLED)
+        rc = atp__error(pr.rc, "%s", pr.err);
+    else if (rc == 0 && code != 0)
+        rc = atp__error(ATP_E_TRANSFER, "pushing %s to %s failed (exit %d): "
+                        "%s", host_dir, dest, code, first_line(r.err));
+    if (rc == 0) {
+        atp_field f[4] = {
+            {"path", ATP_FIELD_STR, host_dir, 0, 0.0},
+            {"dest", ATP_FIELD_STR, dest, 0, 0.0},
+            {"files", ATP_FIELD_INT, NULL, (int64_t)pr.st.files, 0.0},
+            {"bytes", ATP_FIELD_INT, NULL, (int64_t)pr.st.bytes, 0.0},
+        };
+
+        atp__session_event(s, "mount_pushed", f, 4);
+    }
+out:
+    if (p[0] >= 0)
+        close(p[0]);
+    if (p[1] >= 0)
+        close(p[1]);
+    free(script);
+    atp__manifest_free(&all);
     return rc;
 }

@@ -109,24 +109,22 @@ static void session_free(void *session)
     free(session);
 }
 
+/* Designated initialisers: fields added by later ABI minors stay zero. */
 static const atp_plugin_ops ops = {
-    sizeof(atp_plugin_ops),
-    ATP_PLUGIN_ABI_MAJOR,
-    ATP_PLUGIN_ABI_MINOR,
-    "hello",
-    "1.0",
-    "greets every command instead of running it",
-    ATP_CAP_SESSIONS | ATP_CAP_STREAMING,
-    options,
-    backend_open,
-    backend_free,
-    session_open,
-    exec,
-    session_close,
-    session_free,
-    NULL, /* check */
-    NULL, /* reap */
-    NULL, /* fini */
+    .struct_size = sizeof(atp_plugin_ops),
+    .abi_major = ATP_PLUGIN_ABI_MAJOR,
+    .abi_minor = ATP_PLUGIN_ABI_MINOR,
+    .name = "hello",
+    .version = "1.0",
+    .description = "greets every command instead of running it",
+    .caps = ATP_CAP_SESSIONS | ATP_CAP_STREAMING,
+    .options = options,
+    .backend_open = backend_open,
+    .backend_free = backend_free,
+    .session_open = session_open,
+    .exec = exec,
+    .session_close = session_close,
+    .session_free = session_free,
 };
 
 ATP_PLUGIN_EXPORT int atp_plugin_entry_v1(const atp_host_api *api,

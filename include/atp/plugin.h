@@ -55,7 +55,7 @@ extern "C" {
 /** ABI major version; part of the entry symbol's name. */
 #define ATP_PLUGIN_ABI_MAJOR 1
 /** ABI minor version this header describes. */
-#define ATP_PLUGIN_ABI_MINOR 0
+#define ATP_PLUGIN_ABI_MINOR 1
 /** Oldest plugin minor the core still loads. */
 #define ATP_PLUGIN_ABI_MINOR_FLOOR 0
 
@@ -181,9 +181,15 @@ typedef struct atp_mount {
 /**
  * What session_open() must create.  Passed by the core, borrowed.
  */
+/** Flags of atp_session_spec (ABI 1.1; older cores pass 0). */
+#define ATP_SESSION_ONE_SHOT 0x1u /**< exactly one exec follows, then close:
+                                     a backend may fold sandbox creation
+                                     into that exec */
+
 typedef struct atp_session_spec {
     uint32_t struct_size;
-    uint32_t flags;              /**< reserved, 0 */
+    uint32_t flags;              /**< ATP_SESSION_*; unknown bits are hints
+                                    a plugin may ignore */
     const char *run_id;          /**< label every resource with it */
     const char *workdir;         /**< absolute host path of the workdir */
     const char *sandbox_workdir; /**< where an isolated sandbox keeps it,
@@ -328,6 +334,31 @@ typedef struct atp_host_api {
 
     /** Mark @p value as secret so that logs and errors redact it. */
     void (*add_secret)(atp_call *call, const char *value);
+
+    /* ---- ABI 1.1 ---------------------------------------------------- */
+
+    /**
+     * Write a tar stream of host directory @p dir (names relative to it;
+     * [atp] transfer_exclude applied; modes, symlinks, empty directories
+     * and mtimes kept) to @p write, as it is produced.  @p write returns 0,
+     * or non-zero to stop.  Returns 0, or ATP_E_TRANSFER /
+     * ATP_E_CANCELLED with set_error() done.
+     */
+    int (*tar_create)(atp_call *call, const char *dir,
+                      int (*write)(void *ctx, const void *buf, size_t len),
+                      void *ctx);
+
+    /**
+     * Read a tar stream from @p read (which returns a byte count, 0 at
+     * the end, negative on failure) and extract it safely under host
+     * directory @p dir: no absolute names, no "..", nothing written
+     * through a symlink, no link leading outside, no devices or fifos,
+     * set-id bits dropped, size and entry limits enforced.  A hostile
+     * stream fails with ATP_E_TRANSFER naming the entry.
+     */
+    int (*tar_extract)(atp_call *call, const char *dir,
+                       long (*read)(void *ctx, void *buf, size_t len),
+                       void *ctx);
 } atp_host_api;
 
 /**
@@ -370,7 +401,9 @@ typedef struct atp_plugin_ops {
      * empty otherwise.  Returns 0 with @p out filled when the command ran
      * to an end (including being killed on timeout_ms or on cancel, with
      * the matching outcome flag), or a negative code when the backend
-     * failed.  On any return no process of the command is left running.
+     * failed.  When the command was killed (timeout, cancel, deadline) no
+     * process of it is left running on return; descendants that outlive a
+     * normal exit by more than drain_ms should be killed too.
      */
     int (*exec)(atp_call *call, void *session, const atp_exec_spec *spec,
                 atp_exec_outcome *out);
@@ -400,6 +433,31 @@ typedef struct atp_plugin_ops {
 
     /** Optional.  Called once before the process exits. */
     void (*fini)(void);
+
+    /* ---- ABI 1.1 ---------------------------------------------------- */
+
+    /**
+     * Optional.  The capabilities of this backend instance when they
+     * depend on its configuration (a local backend in copy mode is
+     * isolated); when absent, caps above apply.
+     */
+    uint64_t (*backend_caps)(void *backend);
+
+    /**
+     * Optional, isolated backends.  Store the tar stream read from
+     * host->input() at @p dest in the sandbox (an absolute path, or NULL
+     * for the session's workdir), creating it if needed.  When present the
+     * core pushes with it instead of running `tar -x` in the sandbox.
+     */
+    int (*push_archive)(atp_call *call, void *session, const char *dest);
+
+    /**
+     * Optional, isolated backends.  Write a tar stream of the session's
+     * whole workdir, names relative to it, to host->output(ATP_STDOUT).
+     * When present the core uses it for full pulls instead of running
+     * `tar -c` in the sandbox.
+     */
+    int (*pull_archive)(atp_call *call, void *session);
 } atp_plugin_ops;
 
 /**
@@ -421,6 +479,10 @@ typedef struct atp_plugin_ops {
 #define ATP_OPTION_SIZE_V1_0 40u
 #define ATP_FIELD_SIZE_V1_0 40u
 #define ATP_MOUNT_SIZE_V1_0 24u
+
+/** Sizes of the tables that grew in ABI 1.1. */
+#define ATP_HOST_API_SIZE_V1_1 152u
+#define ATP_PLUGIN_OPS_SIZE_V1_1 144u
 
 /**
  * The entry point every plugin exports.  Called once, right after the

@@ -28,6 +28,7 @@
 #include <sys/pidfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <ftw.h>
 #include <unistd.h>
 
 #include <atp/plugin.h>
@@ -35,15 +36,18 @@
 extern char **environ;
 
 #define READ_CHUNK 65536
+#define SWEEP_CHUNKS 64 /* 4 MiB: more than a pipe holds by default */
 
 static const atp_host_api *host;
 
 struct local_backend {
     int inherit_env;
+    int copy;         /* workdir_mode = copy */
 };
 
 struct local_session {
-    char *workdir;
+    char *workdir;    /* where commands run: the workdir or the scratch */
+    char *scratch;    /* private copy (workdir_mode = copy), or NULL */
     char **env;       /* "KEY=VALUE" copies */
     int inherit_env;
     int closed;
@@ -52,8 +56,15 @@ struct local_session {
 static const atp_option options[] = {
     {"inherit_env", ATP_OPT_BOOL, "true", NULL,
      "pass atp-run's own environment to commands (under the configured env)"},
+    {"workdir_mode", ATP_OPT_CHOICE, "inplace", "inplace|copy",
+     "inplace: run in the workdir; copy: run in a private scratch copy that "
+     "only a pull brings back"},
     {NULL, 0, NULL, NULL, NULL},
 };
+
+#define LOCAL_CAPS                                                         \
+    (ATP_CAP_SHARED_FS | ATP_CAP_STREAMING | ATP_CAP_STDIN |                \
+     ATP_CAP_SESSIONS | ATP_CAP_KILLS_TREE)
 
 static void free_strv(char **v)
 {
@@ -93,8 +104,32 @@ static int local_backend_open(atp_call *call, void **out)
         return host->set_error(call, ATP_E_NOMEM, "out of memory");
     host->config_int(call, "inherit_env", &v);
     b->inherit_env = (int)v;
+    b->copy = strcmp(host->config_string(call, "workdir_mode"), "copy") == 0;
     *out = b;
     return 0;
+}
+
+/* In copy mode the workdir is isolated: the core pushes and pulls it. */
+static uint64_t local_backend_caps(void *backend)
+{
+    const struct local_backend *b = backend;
+
+    return b->copy ? (LOCAL_CAPS & ~ATP_CAP_SHARED_FS) | ATP_CAP_ISOLATED_FS
+                   : LOCAL_CAPS;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag,
+                    struct FTW *ftw)
+{
+    (void)sb;
+    (void)ftw;
+    return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+/* Remove the scratch copy; never follows a symlink out of it. */
+static int remove_tree(const char *dir)
+{
+    return nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 static void local_backend_free(void *backend)
@@ -127,10 +162,32 @@ static int local_session_open(atp_call *call, void *backend,
     s = calloc(1, sizeof(*s));
     if (s == NULL)
         return host->set_error(call, ATP_E_NOMEM, "out of memory");
-    s->workdir = strdup(spec->workdir);
+    if (b->copy) {
+        const char *tmp = getenv("TMPDIR");
+        char templ[4096];
+
+        snprintf(templ, sizeof(templ), "%s/%s-XXXXXX",
+                 tmp && *tmp ? tmp : "/tmp", host->run_id(call));
+        if (mkdtemp(templ) == NULL) {
+            free(s);
+            return host->set_error(call, ATP_E_PROVISION, "cannot create a "
+                                   "scratch directory %s: %s; set TMPDIR",
+                                   templ, strerror(errno));
+        }
+        s->scratch = strdup(templ);
+        if (s->scratch == NULL) {
+            rmdir(templ);
+            free(s);
+            return host->set_error(call, ATP_E_NOMEM, "out of memory");
+        }
+    }
+    s->workdir = strdup(s->scratch ? s->scratch : spec->workdir);
     s->env = dup_strv(spec->env);
     s->inherit_env = b->inherit_env;
     if (s->workdir == NULL || s->env == NULL) {
+        if (s->scratch)
+            rmdir(s->scratch);
+        free(s->scratch);
         free(s->workdir);
         free_strv(s->env);
         free(s);
@@ -144,8 +201,15 @@ static int local_session_close(atp_call *call, void *session)
 {
     struct local_session *s = session;
 
-    (void)call;
     s->closed = 1; /* every command's processes are gone already */
+    if (s->scratch) {
+        if (remove_tree(s->scratch) != 0 && errno != ENOENT)
+            return host->set_error(call, ATP_E_BACKEND, "cannot remove the "
+                                   "scratch copy %s: %s", s->scratch,
+                                   strerror(errno));
+        free(s->scratch);
+        s->scratch = NULL;
+    }
     return 0;
 }
 
@@ -153,6 +217,9 @@ static void local_session_free(void *session)
 {
     struct local_session *s = session;
 
+    if (s->scratch)
+        remove_tree(s->scratch);
+    free(s->scratch);
     free(s->workdir);
     free_strv(s->env);
     free(s);
@@ -306,20 +373,21 @@ static void terminate(struct run *r, int64_t now, int64_t grace_ms)
     r->kill_at = now + (grace_ms > 0 ? grace_ms : 1) * 1000000;
 }
 
-/* Read what a pipe has; returns 0, or ATP_E_CANCELLED from the host. */
+/*
+ * Read one chunk of what a pipe has; returns 0, or ATP_E_CANCELLED from
+ * the host.  One chunk only: a command that refills the pipe faster than
+ * the host takes its output must not keep the loop from its deadlines.
+ */
 static int pump(atp_call *call, struct run *r, int *fd, int stream)
 {
     for (;;) {
         ssize_t n = read(*fd, r->buf, READ_CHUNK);
 
-        if (n > 0) {
-            if (host->output(call, stream, r->buf, (size_t)n) ==
-                ATP_E_CANCELLED)
-                return ATP_E_CANCELLED;
-            if (n < READ_CHUNK)
-                return 0;
-            continue;
-        }
+        if (n > 0)
+            return host->output(call, stream, r->buf, (size_t)n) ==
+                           ATP_E_CANCELLED
+                       ? ATP_E_CANCELLED
+                       : 0;
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && errno == EAGAIN)
@@ -329,11 +397,34 @@ static int pump(atp_call *call, struct run *r, int *fd, int stream)
     }
 }
 
+/*
+ * After the group is killed: deliver what is still buffered in a pipe,
+ * up to the most a pipe can hold, so that output written before the end
+ * is not lost.  Bounded, because a writer that escaped the group could
+ * keep it full.
+ */
+static void sweep(atp_call *call, struct run *r, int *fd, int stream)
+{
+    int i;
+
+    for (i = 0; *fd >= 0 && i < SWEEP_CHUNKS; i++) {
+        ssize_t n = read(*fd, r->buf, READ_CHUNK);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        if (host->output(call, stream, r->buf, (size_t)n) == ATP_E_CANCELLED)
+            break;
+    }
+}
+
 static void feed_stdin(atp_call *call, struct run *r, short in_rev,
                        short input_rev)
 {
     if (r->in_len == r->in_off && !r->input_eof &&
-        (r->input_fd < 0 || (input_rev & (POLLIN | POLLHUP | POLLERR)))) {
+        (r->input_fd < 0 ||
+         (input_rev & (POLLIN | POLLHUP | POLLERR | POLLNVAL)))) {
         long n = host->input(call, r->in_buf, sizeof(r->in_buf));
 
         if (n <= 0) {
@@ -359,6 +450,19 @@ static void feed_stdin(atp_call *call, struct run *r, short in_rev,
         close_fd(&r->in_w);
 }
 
+/*
+ * True when children are reaped automatically (SIGCHLD ignored, or
+ * SA_NOCLDWAIT): waitpid() could not give a command's exit status.
+ */
+static int sigchld_ignored(void)
+{
+    struct sigaction sa;
+
+    if (sigaction(SIGCHLD, NULL, &sa) != 0)
+        return 0;
+    return sa.sa_handler == SIG_IGN || (sa.sa_flags & SA_NOCLDWAIT);
+}
+
 static int local_exec(atp_call *call, void *session,
                       const atp_exec_spec *spec, atp_exec_outcome *out)
 {
@@ -368,6 +472,7 @@ static int local_exec(atp_call *call, void *session,
     int want_stdin = (spec->flags & ATP_EXEC_STDIN) != 0;
     struct run r;
     int status = 0, rc;
+    pid_t w;
 
     memset(&r, 0, sizeof(r));
     r.out_r = r.err_r = r.in_w = r.pidfd = r.input_fd = -1;
@@ -375,6 +480,11 @@ static int local_exec(atp_call *call, void *session,
         return host->set_error(call, ATP_E_INVAL, "session is closed");
     if (spec->argv == NULL || spec->argv[0] == NULL)
         return host->set_error(call, ATP_E_INVAL, "empty argv");
+    if (sigchld_ignored())
+        return host->set_error(call, ATP_E_BACKEND, "SIGCHLD is ignored in "
+                               "this process, so the exit status of a "
+                               "command would be lost: restore its default "
+                               "disposition (SIG_DFL, no SA_NOCLDWAIT)");
     envp = build_envp(s, spec->env);
     r.buf = malloc(READ_CHUNK);
     if (envp == NULL || r.buf == NULL) {
@@ -468,9 +578,11 @@ static int local_exec(atp_call *call, void *session,
             pfd[n].fd = r.input_fd;
             pfd[n++].events = POLLIN;
         }
+        /* The SIGKILL is due for descendants too once the leader is gone:
+         * they must not outlive the grace just because drain_ms is longer. */
+        take_min(&wait, ms_until(now, r.kill_at));
         if (!r.exited) {
             take_min(&wait, ms_until(now, r.timed_out ? 0 : r.term_at));
-            take_min(&wait, ms_until(now, r.kill_at));
             if (r.pidfd < 0)
                 take_min(&wait, 20); /* no pidfd: poll for the exit */
         } else {
@@ -531,8 +643,15 @@ static int local_exec(atp_call *call, void *session,
     /* Nothing of the command outlives it; the zombie leader still holds
      * the group id, so this cannot hit a stranger. */
     kill(-r.pid, SIGKILL);
-    while (waitpid(r.pid, &status, 0) < 0 && errno == EINTR)
+    if (rc == 0) {
+        sweep(call, &r, &r.out_r, ATP_STDOUT);
+        sweep(call, &r, &r.err_r, ATP_STDERR);
+    }
+    while ((w = waitpid(r.pid, &status, 0)) < 0 && errno == EINTR)
         ;
+    if (w < 0 && rc == 0) /* reaped behind our back: no status to give */
+        rc = host->set_error(call, ATP_E_BACKEND, "the exit status of the "
+                             "command is lost: %s", strerror(errno));
     r.pid = 0;
     if (rc == 0) {
         out->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -563,8 +682,7 @@ static const atp_plugin_ops local_ops = {
     "local",
     PACKAGE_VERSION,
     "runs commands as host processes in the workdir itself",
-    ATP_CAP_SHARED_FS | ATP_CAP_STREAMING | ATP_CAP_STDIN |
-        ATP_CAP_SESSIONS | ATP_CAP_KILLS_TREE,
+    LOCAL_CAPS,
     options,
     local_backend_open,
     local_backend_free,
@@ -575,6 +693,9 @@ static const atp_plugin_ops local_ops = {
     local_check,
     NULL, /* reap: nothing outlives a command */
     NULL, /* fini */
+    local_backend_caps,
+    NULL, /* push_archive */
+    NULL, /* pull_archive */
 };
 
 ATP_PLUGIN_EXPORT int atp_plugin_entry_v1(const atp_host_api *api,

@@ -59,11 +59,23 @@ static const atp_option options[] = {
     {NULL, 0, NULL, NULL, NULL},
 };
 
+/* Designated initialisers, as plugin-guide.md recommends: fields of
+ * later minors stay zero. */
 static const atp_plugin_ops ops = {
-    sizeof(atp_plugin_ops), ATP_PLUGIN_ABI_MAJOR, ATP_PLUGIN_ABI_MINOR,
-    "c99", "0", "a C99 plugin", ATP_CAP_SHARED_FS | ATP_CAP_STREAMING,
-    options, be_open, be_free, s_open, s_exec, s_close, s_free,
-    NULL, NULL, NULL,
+    .struct_size = sizeof(atp_plugin_ops),
+    .abi_major = ATP_PLUGIN_ABI_MAJOR,
+    .abi_minor = ATP_PLUGIN_ABI_MINOR,
+    .name = "c99",
+    .version = "0",
+    .description = "a C99 plugin",
+    .caps = ATP_CAP_SHARED_FS | ATP_CAP_STREAMING,
+    .options = options,
+    .backend_open = be_open,
+    .backend_free = be_free,
+    .session_open = s_open,
+    .exec = s_exec,
+    .session_close = s_close,
+    .session_free = s_free,
 };
 
 ATP_PLUGIN_EXPORT int atp_plugin_entry_v1(const atp_host_api *api,

@@ -1,5 +1,5 @@
 /*
- * Frozen sizes of the plugin ABI 1.0 structs.
+ * Frozen sizes of the plugin ABI 1.x structs.
  *
  * The checks are compile-time: a layout change to a struct that crosses
  * the plugin boundary breaks the build of this test, and so `make check`.
@@ -16,8 +16,8 @@
 #define FROZEN(T, size) \
     _Static_assert(sizeof(T) == (size), #T " changed size: ABI break")
 
-FROZEN(atp_host_api, ATP_HOST_API_SIZE_V1_0);
-FROZEN(atp_plugin_ops, ATP_PLUGIN_OPS_SIZE_V1_0);
+FROZEN(atp_host_api, ATP_HOST_API_SIZE_V1_1);
+FROZEN(atp_plugin_ops, ATP_PLUGIN_OPS_SIZE_V1_1);
 FROZEN(atp_session_spec, ATP_SESSION_SPEC_SIZE_V1_0);
 FROZEN(atp_exec_spec, ATP_EXEC_SPEC_SIZE_V1_0);
 FROZEN(atp_exec_outcome, ATP_EXEC_OUTCOME_SIZE_V1_0);
@@ -52,6 +52,13 @@ AT(atp_plugin_ops, session_free, 88);
 AT(atp_plugin_ops, check, 96);
 AT(atp_plugin_ops, fini, 112);
 
+/* The 1.1 tables are the 1.0 tables with fields appended. */
+AT(atp_host_api, tar_create, ATP_HOST_API_SIZE_V1_0);
+AT(atp_host_api, tar_extract, ATP_HOST_API_SIZE_V1_0 + 8);
+AT(atp_plugin_ops, backend_caps, ATP_PLUGIN_OPS_SIZE_V1_0);
+AT(atp_plugin_ops, push_archive, ATP_PLUGIN_OPS_SIZE_V1_0 + 8);
+AT(atp_plugin_ops, pull_archive, ATP_PLUGIN_OPS_SIZE_V1_0 + 16);
+
 /* Fields of requests and of the outcome. */
 AT(atp_session_spec, env, 40);
 AT(atp_session_spec, n_mounts, 56);
@@ -72,7 +79,7 @@ AT(atp_mount, writable, 16);
 int main(void)
 {
     puts("1..1");
-    puts("ok 1 - plugin ABI 1.0 struct sizes and offsets are frozen");
+    puts("ok 1 - plugin ABI 1.0 and 1.1 struct sizes and offsets are frozen");
     return 0;
 }
 

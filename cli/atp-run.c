@@ -61,6 +61,17 @@ static void on_signal(int sig)
         atp_session_cancel(s);
 }
 
+/* Catch @sig, unless it was ignored when we started (nohup, or a
+ * background job of a script): that choice stays. */
+static void catch_signal(int sig, const struct sigaction *sa)
+{
+    struct sigaction old;
+
+    if (sigaction(sig, NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+        return;
+    sigaction(sig, sa, NULL);
+}
+
 static void install_signals(void)
 {
     struct sigaction sa;
@@ -68,12 +79,19 @@ static void install_signals(void)
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
+    catch_signal(SIGINT, &sa);
+    catch_signal(SIGTERM, &sa);
+    catch_signal(SIGHUP, &sa);
+    /* Ctrl-\ too: the command is in a process group of its own and would
+     * outlive us. */
+    catch_signal(SIGQUIT, &sa);
     /* A closed stdout must not kill us before the sandbox is torn down. */
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
+    /* An ignored SIGCHLD (inherited across exec) would let the kernel reap
+     * our commands before we read their exit status. */
+    sa.sa_handler = SIG_DFL;
+    sigaction(SIGCHLD, &sa, NULL);
 }
 
 static void usage(FILE *f)
@@ -88,7 +106,9 @@ static void usage(FILE *f)
         "Runs COMMAND over a working directory in a sandbox of the configured\n"
         "backend (local by default), streaming its output as it happens.\n"
         "COMMAND and its ARGs run exactly as given (quoted for /bin/sh); use\n"
-        "sh -c '...' for shell syntax.\n"
+        "sh -c '...' for shell syntax.  Options may also come before\n"
+        "session, plugins, check and gc; put -- before a COMMAND of one of\n"
+        "those names.\n"
         "\n"
         "options:\n"
         "  -c, --config FILE     configuration file (default: $ATP_CONFIG,\n"
@@ -119,13 +139,18 @@ static void usage(FILE *f)
         f);
 }
 
+/* Longest budget accepted: far beyond any run, and safe in milliseconds
+ * and nanoseconds as 64-bit integers. */
+#define MAX_SECONDS 1e9
+
 static int parse_seconds(const char *s, double *out)
 {
     char *end;
     double v = strtod(s, &end);
     double mult = 1;
 
-    if (end == s || v < 0)
+    /* Also refuses nan and inf, which strtod accepts. */
+    if (end == s || !(v >= 0 && v <= MAX_SECONDS))
         return -1;
     if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
         mult = 1;
@@ -136,6 +161,8 @@ static int parse_seconds(const char *s, double *out)
     else if (strcmp(end, "h") == 0)
         mult = 3600;
     else
+        return -1;
+    if (v * mult > MAX_SECONDS)
         return -1;
     *out = v * mult;
     return 0;
@@ -153,6 +180,20 @@ static int add_str(const char ***v, size_t *n, const char *s)
     return 0;
 }
 
+/* A variable name: [A-Za-z_][A-Za-z0-9_]*. */
+static int env_name_ok(const char *s)
+{
+    const char *p;
+
+    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '_'))
+        return 0;
+    for (p = s + 1; *p; p++)
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+              (*p >= '0' && *p <= '9') || *p == '_'))
+            return 0;
+    return 1;
+}
+
 /* -e KEY=VALUE, or -e KEY taking KEY's value from our environment. */
 static int add_env(struct opts *o, const char *arg)
 {
@@ -162,6 +203,11 @@ static int add_env(struct opts *o, const char *arg)
 
     if (strchr(arg, '='))
         return add_str(&o->env, &o->n_env, arg);
+    if (!env_name_ok(arg)) {
+        fprintf(stderr, "atp-run: -e '%s': expected KEY=VALUE, or KEY "
+                        "naming a variable of atp-run's environment\n", arg);
+        return -1;
+    }
     val = getenv(arg);
     if (val == NULL) {
         fprintf(stderr, "atp-run: -e %s: %s is not set in atp-run's "
@@ -208,6 +254,11 @@ static int parse_opts(int argc, char **argv, struct opts *o, int for_gc)
     optind = 1;
     while ((c = getopt_long(argc, argv, "+:c:b:w:e:m:t:ihV", longs, NULL)) !=
            -1) {
+        if ((c == 'c' || c == 'b' || c == 'w') && optarg[0] == '\0') {
+            fprintf(stderr, "atp-run: option -%c needs a non-empty value\n",
+                    c);
+            return -1;
+        }
         switch (c) {
         case 'c': o->config = optarg; break;
         case 'b': o->backend = optarg; break;
@@ -261,6 +312,12 @@ static int parse_opts(int argc, char **argv, struct opts *o, int for_gc)
         }
     }
     return optind;
+}
+
+static void start_output(struct out *out, int json)
+{
+    out_init(out, json);
+    out->stop = &g_signal;
 }
 
 /* ---- results and exit status ----------------------------------------- */
@@ -325,12 +382,53 @@ static void emit_result(struct out *out, const atp_result *r,
         json_object_put(o);
         out_flush(out);
     }
+    if (r->status == ATP_STATUS_CANCELLED && (g_signal || out->broken))
+        return; /* said once, by report_stop() */
     if (r->status != ATP_STATUS_OK && r->status != ATP_STATUS_EXIT &&
         r->message[0]) {
         out_flush(out);
         fprintf(stderr, "atp-run: %s: %s\n", atp_status_name(r->status),
                 r->message);
     }
+    if (!out->json && (r->stdout_truncated || r->stderr_truncated)) {
+        out_flush(out);
+        if (r->stdout_truncated)
+            fprintf(stderr, "atp-run: stdout truncated: the command wrote "
+                            "%llu bytes, more than [atp] stdout_limit\n",
+                    (unsigned long long)r->stdout_bytes);
+        if (r->stderr_truncated)
+            fprintf(stderr, "atp-run: stderr truncated: the command wrote "
+                            "%llu bytes, more than [atp] stderr_limit\n",
+                    (unsigned long long)r->stderr_bytes);
+    }
+}
+
+static const char *signal_name(int sig)
+{
+    switch (sig) {
+    case SIGINT: return "SIGINT";
+    case SIGTERM: return "SIGTERM";
+    case SIGHUP: return "SIGHUP";
+    case SIGQUIT: return "SIGQUIT";
+    default: return "a signal";
+    }
+}
+
+/*
+ * The exit status when atp-run was stopped from outside: 128+N after
+ * signal N (saying so on stderr), 128+SIGPIPE, quietly, when nobody reads
+ * its stdout any more; else @status.
+ */
+static int report_stop(struct out *out, int status)
+{
+    if (out->broken)
+        return 128 + SIGPIPE;
+    if (g_signal == 0)
+        return status;
+    out_flush(out);
+    fprintf(stderr, "atp-run: interrupted by %s; the command was stopped "
+                    "and the sandbox torn down\n", signal_name(g_signal));
+    return 128 + g_signal;
 }
 
 /* A failure before any command ran (config, plugin, workdir). */
@@ -399,7 +497,7 @@ static int cmd_run(const struct opts *o, char **argv)
     char *command;
     int rc, status;
 
-    out_init(&out, o->json);
+    start_output(&out, o->json);
     command = atp_shell_join((const char *const *)argv);
     if (command == NULL) {
         fprintf(stderr, "atp-run: out of memory\n");
@@ -424,7 +522,7 @@ static int cmd_run(const struct opts *o, char **argv)
     atp_session_run(s, command, &eo, !o->no_pull, &r);
     g_session = NULL;
     emit_result(&out, &r, atp_backend_name(be), atp_session_run_id(s));
-    status = out.broken ? 128 + SIGPIPE : exit_status(&r);
+    status = report_stop(&out, exit_status(&r));
     atp_session_free(s);
 done:
     out_flush(&out);
@@ -451,6 +549,18 @@ static char *read_line(FILE *f)
     return line;
 }
 
+/* Is @cmd the directive @name, maybe followed by blanks? */
+static int is_directive(const char *cmd, const char *name)
+{
+    size_t n = strlen(name);
+
+    if (strncmp(cmd, name, n) != 0)
+        return 0;
+    for (cmd += n; *cmd == ' ' || *cmd == '\t'; cmd++)
+        ;
+    return *cmd == '\0';
+}
+
 static int blank(const char *s)
 {
     while (*s == ' ' || *s == '\t')
@@ -474,7 +584,7 @@ static int cmd_session(const struct opts *o)
                         "-i cannot forward it\n");
         return EXIT_USAGE;
     }
-    out_init(&out, o->json);
+    start_output(&out, o->json);
     status = open_all(o, &out, &cfg, &be);
     if (status)
         return status;
@@ -497,6 +607,7 @@ static int cmd_session(const struct opts *o)
     while (!g_signal && !out.broken && (line = read_line(stdin)) != NULL) {
         atp_exec_opts eo = ATP_EXEC_OPTS_INIT;
         const char *cmd = line;
+        int directive = 0;
 
         while (*cmd == ' ' || *cmd == '\t')
             cmd++;
@@ -504,33 +615,46 @@ static int cmd_session(const struct opts *o)
             free(line);
             continue;
         }
-        if (strcmp(cmd, ":sync-in") == 0) {
+        if (is_directive(cmd, ":sync-in")) {
+            directive = 1;
             rc = atp_session_sync_in(s, &r);
-        } else if (strcmp(cmd, ":sync-out") == 0) {
+        } else if (is_directive(cmd, ":sync-out")) {
+            directive = 1;
             rc = atp_session_sync_out(s, &r);
         } else if (cmd[0] == ':') {
-            fprintf(stderr, "atp-run: unknown session directive %s; use "
-                            ":sync-in or :sync-out\n", cmd);
-            free(line);
-            status = EXIT_USAGE;
-            continue;
+            /* A result too, so that a reader counting results keeps up. */
+            directive = 1;
+            rc = ATP_E_CONFIG;
+            memset(&r, 0, sizeof(r));
+            r.struct_size = sizeof(r);
+            r.status = ATP_STATUS_CONFIG_ERROR;
+            r.exit_code = -1;
+            snprintf(r.message, sizeof(r.message), "unknown session "
+                     "directive %.900s; use :sync-in or :sync-out", cmd);
         } else {
             fill_exec_opts(&out, &eo, -1);
             rc = atp_session_exec(s, cmd, &eo, &r);
         }
         free(line);
         emit_result(&out, &r, atp_backend_name(be), atp_session_run_id(s));
-        if (!out.json && r.status != ATP_STATUS_OK)
-            fprintf(stderr, "atp-run: [%s] exit_code=%d status=%s "
-                            "(%.3f s)\n", atp_session_run_id(s), r.exit_code,
-                    atp_status_name(r.status), r.duration_s);
-        status = exit_status(&r);
+        if (!out.json && !directive && r.status != ATP_STATUS_OK) {
+            char how[32];
+
+            if (r.signal > 0)
+                snprintf(how, sizeof(how), "signal=%d", r.signal);
+            else
+                snprintf(how, sizeof(how), "exit_code=%d", r.exit_code);
+            fprintf(stderr, "atp-run: [%s] %s status=%s (%.3f s)\n",
+                    atp_session_run_id(s), how, atp_status_name(r.status),
+                    r.duration_s);
+        }
+        /* A directive that worked leaves the last command's status. */
+        if (!directive || r.status != ATP_STATUS_OK)
+            status = exit_status(&r);
         if (rc && r.status != ATP_STATUS_CONFIG_ERROR &&
             r.status != ATP_STATUS_UNSUPPORTED)
             break; /* the sandbox is unusable, or we were cancelled */
     }
-    if (g_signal && status == 0)
-        status = 128 + g_signal;
 close:
     rc = atp_session_close(s, &r);
     if (rc) {
@@ -540,8 +664,7 @@ close:
     }
     g_session = NULL;
     atp_session_free(s);
-    if (out.broken)
-        status = 128 + SIGPIPE;
+    status = report_stop(&out, status);
 done:
     out_flush(&out);
     atp_backend_free(be);
@@ -557,16 +680,20 @@ static int cmd_plugins(const struct opts *o)
     atp_config *cfg;
     int rc;
 
-    out_init(&out, o->json);
+    start_output(&out, o->json);
     rc = atp_config_load(&cfg, o->config);
     if (rc)
         return early_failure(&out, rc, NULL);
-    if (!o->json)
-        printf("search path: %s\n", atp_plugin_search_path(cfg));
+    if (!o->json) {
+        out_text(&out, "search path: ");
+        out_text(&out, atp_plugin_search_path(cfg));
+        out_text(&out, "\n");
+    }
     out.count = 0;
     atp_plugins_scan(cfg, out_plugin, &out);
     if (!o->json && out.count == 0)
-        printf("no plugins found; set ATP_PLUGIN_PATH or [atp] plugin_path\n");
+        out_text(&out, "no plugins found; set ATP_PLUGIN_PATH or [atp] "
+                       "plugin_path\n");
     out_flush(&out);
     atp_config_free(cfg);
     return 0;
@@ -580,7 +707,7 @@ static int cmd_check(const struct opts *o)
     atp_backend *be;
     int status;
 
-    out_init(&out, o->json);
+    start_output(&out, o->json);
     status = open_all(o, &out, &cfg, &be);
     if (status)
         return status;
@@ -599,7 +726,7 @@ static int cmd_gc(const struct opts *o)
     atp_config *cfg;
     int rc;
 
-    out_init(&out, o->json);
+    start_output(&out, o->json);
     rc = atp_config_load(&cfg, o->config);
     if (rc)
         return early_failure(&out, rc, NULL);
@@ -608,10 +735,16 @@ static int cmd_gc(const struct opts *o)
     if (rc)
         fprintf(stderr, "atp-run: gc: %s\n", atp_last_error());
     else if (!o->json && out.count == 0)
-        printf("nothing to reap\n");
+        out_text(&out, "nothing to reap\n");
     out_flush(&out);
     atp_config_free(cfg);
     return rc ? EXIT_BACKEND : out.failed ? EXIT_BACKEND : 0;
+}
+
+static int is_subcommand(const char *word)
+{
+    return strcmp(word, "session") == 0 || strcmp(word, "plugins") == 0 ||
+           strcmp(word, "check") == 0 || strcmp(word, "gc") == 0;
 }
 
 int main(int argc, char **argv)
@@ -622,15 +755,23 @@ int main(int argc, char **argv)
 
     memset(&o, 0, sizeof(o));
     install_signals();
-    if (argc > 1 && (strcmp(argv[1], "session") == 0 ||
-                     strcmp(argv[1], "plugins") == 0 ||
-                     strcmp(argv[1], "check") == 0 ||
-                     strcmp(argv[1], "gc") == 0)) {
+    if (argc > 1 && is_subcommand(argv[1])) {
         sub = argv[1];
         argv++;
         argc--;
+        first = parse_opts(argc, argv, &o, strcmp(sub, "gc") == 0);
+    } else {
+        first = parse_opts(argc, argv, &o, 0);
+        /* Options may come first: atp-run -c FILE gc.  After "--" the
+         * word is a command to run: atp-run -- gc. */
+        if (first > 0 && first < argc && is_subcommand(argv[first]) &&
+            strcmp(argv[first - 1], "--") != 0) {
+            sub = argv[first];
+            argv += first;
+            argc -= first;
+            first = parse_opts(argc, argv, &o, strcmp(sub, "gc") == 0);
+        }
     }
-    first = parse_opts(argc, argv, &o, sub && strcmp(sub, "gc") == 0);
     if (first < 0)
         return EXIT_USAGE;
     if (sub && first < argc) {

@@ -6,6 +6,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,24 +21,69 @@ void out_init(struct out *o, int json)
     o->json = json;
 }
 
+/*
+ * Once atp-run is interrupted, how long a reader that does not take our
+ * output may hold up the teardown (per write).
+ */
+#define STALL_MS_AFTER_STOP 2000
+
+/* Wait until @fd takes more output; 0 when it did not in @ms (-1: ever). */
+static int wait_writable(int fd, int ms)
+{
+    struct pollfd pfd;
+
+    pfd.fd = fd;
+    pfd.events = POLLOUT;
+    pfd.revents = 0;
+    return poll(&pfd, 1, ms) > 0;
+}
+
+/*
+ * Write it all, to a non-blocking descriptor too.  A reader that went
+ * away breaks stdout, which stops the command.  After a signal a reader
+ * that does not keep up is not waited for: the rest is dropped.
+ */
 static void write_all(struct out *o, int fd, const char *p, size_t len)
 {
-    while (len > 0 && !(fd == STDOUT_FILENO && o->broken)) {
-        ssize_t w = write(fd, p, len);
+    int i = fd == STDERR_FILENO;
 
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            if (fd == STDOUT_FILENO) {
-                /* Nobody reads us any more: stop the command. */
-                o->broken = 1;
-                if (o->session)
-                    atp_session_cancel(o->session);
+    while (len > 0 && !o->dropped[i] && !(i == 0 && o->broken)) {
+        int stopping = o->stop && *o->stop;
+        size_t n = len;
+        ssize_t w;
+
+        if (stopping) {
+            /* At most PIPE_BUF once writable, so the write cannot block. */
+            if (!wait_writable(fd, STALL_MS_AFTER_STOP)) {
+                o->dropped[i] = 1;
+                return;
             }
-            return;
+            if (n > PIPE_BUF)
+                n = PIPE_BUF;
         }
-        p += w;
-        len -= (size_t)w;
+        w = write(fd, p, n);
+        if (w > 0) {
+            p += w;
+            len -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue; /* the signal is seen at the top */
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            /* A non-blocking descriptor: wait, as a blocking one would. */
+            if (!stopping)
+                wait_writable(fd, -1);
+            continue;
+        }
+        if (i == 0) {
+            /* Nobody reads us any more: stop the command. */
+            o->broken = 1;
+            if (o->session)
+                atp_session_cancel(o->session);
+        } else {
+            o->dropped[i] = 1;
+        }
+        return;
     }
 }
 
@@ -67,6 +114,11 @@ static void put(struct out *o, int err, const char *p, size_t len)
     }
     memcpy(buf + *used, p, len);
     *used += len;
+}
+
+void out_text(struct out *o, const char *text)
+{
+    put(o, 0, text, strlen(text));
 }
 
 void out_json(struct out *o, json_object *obj)

@@ -5,6 +5,7 @@
 #define ATP_CLI_OUTPUT_H
 
 #include <json.h>
+#include <signal.h>
 #include <stddef.h>
 
 #include <atp/atp.h>
@@ -13,6 +14,8 @@ struct out {
     int json;
     atp_session *session; /* cancelled when stdout breaks */
     int broken;           /* stdout was closed under us */
+    int dropped[2];       /* stdout, stderr: given up on their reader */
+    volatile sig_atomic_t *stop; /* nonzero once atp-run was interrupted */
     int count;            /* items printed (plugins, gc) */
     int failed;           /* items that failed (gc) */
     char buf[1 << 16];    /* stdout */
@@ -24,6 +27,8 @@ struct out {
 void out_init(struct out *o, int json);
 void out_flush(struct out *o);
 void out_json(struct out *o, json_object *obj);
+/* Plain text for stdout, in order with everything else printed. */
+void out_text(struct out *o, const char *text);
 
 /* Callbacks for libatp. */
 void out_line(int stream, const char *line, size_t len, unsigned flags,

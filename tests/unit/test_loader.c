@@ -27,7 +27,7 @@
 
 #include <atp/atp.h>
 
-#define N_FIXTURES 8
+#define N_FIXTURES 9
 
 /* What each fixture must come to, as a scan reports it. */
 static const struct fixture {
@@ -42,6 +42,7 @@ static const struct fixture {
     {"fx_future", 1, "1.99-future", 1, 99, NULL},
     {"fx_initfail", 0, NULL, 0, 0,
      "fx_initfail: libfake could not start (code 7)"},
+    {"fx_leaky", 1, "1.1-leaky", 1, ATP_PLUGIN_ABI_MINOR, NULL},
     {"fx_major2", 0, NULL, 2, 0, "built for plugin ABI 2 "},
     {"fx_marker", 1, "1.0-marker", 1, ATP_PLUGIN_ABI_MINOR, NULL},
     {"fx_noentry", 0, NULL, 0, 0, "no entry point atp_plugin_entry_v1"},

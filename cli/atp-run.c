@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <atp/atp.h>
@@ -88,6 +89,10 @@ static void install_signals(void)
     /* A closed stdout must not kill us before the sandbox is torn down. */
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
+    /* Descendants that leave the command's process group (setsid) are
+     * reparented to us rather than to init, so the local backend can find
+     * and kill them when the command ends. */
+    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     /* An ignored SIGCHLD (inherited across exec) would let the kernel reap
      * our commands before we read their exit status. */
     sa.sa_handler = SIG_DFL;

@@ -581,7 +581,8 @@ static int parse_text(atp_config *cfg, const char *text, size_t size)
     st.text = text;
     st.size = size;
     rc = ini_parse_stream(reader, &st, handler, &st);
-    if (st.err_line)
+    /* Report whichever error comes first in the file. */
+    if (st.err_line && !(rc > 0 && rc < st.err_line))
         return atp__error(ATP_E_CONFIG, "%s:%d: %s", st.name, st.err_line,
                           st.err);
     if (rc > 0)

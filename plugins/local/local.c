@@ -28,7 +28,9 @@
 #include <sys/pidfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <dirent.h>
 #include <ftw.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <atp/plugin.h>
@@ -51,6 +53,7 @@ struct local_session {
     char **env;       /* "KEY=VALUE" copies */
     int inherit_env;
     int closed;
+    unsigned n_exec;  /* numbers the ATP_EXEC_ID markers */
 };
 
 static const atp_option options[] = {
@@ -242,9 +245,10 @@ static void env_put(const char **envp, size_t *n, const char *kv)
 
 /* The environment of a command: host (optional) < session < call. */
 static const char **build_envp(const struct local_session *s,
-                               const char *const *call_env)
+                               const char *const *call_env,
+                               const char *marker)
 {
-    size_t cap = 1, n = 0, i;
+    size_t cap = 2, n = 0, i;
     const char **envp;
 
     for (i = 0; s->inherit_env && environ[i]; i++)
@@ -262,8 +266,90 @@ static const char **build_envp(const struct local_session *s,
         env_put(envp, &n, s->env[i]);
     for (i = 0; call_env && call_env[i]; i++)
         env_put(envp, &n, call_env[i]);
+    env_put(envp, &n, marker);
     envp[n] = NULL;
     return envp;
+}
+
+/* Does process @pid carry the environment entry @marker? */
+static int carries(pid_t pid, const char *marker)
+{
+    char path[64], buf[65536];
+    size_t mlen = strlen(marker), off = 0;
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    while (off < (size_t)n) {
+        size_t len = strlen(buf + off);
+
+        if (len == mlen && memcmp(buf + off, marker, mlen) == 0)
+            return 1;
+        off += len + 1;
+    }
+    return 0;
+}
+
+/*
+ * Kill what left the command's process group (setsid, double forks) and
+ * was reparented to this process, when it is a child subreaper (atp-run
+ * makes itself one): the children of ours that carry this exec's marker.
+ * Killing one may reparent its own children to us: repeat until none.
+ */
+static void reap_escaped(const char *marker)
+{
+    int subreaper = 0, round, found = 1;
+
+    if (prctl(PR_GET_CHILD_SUBREAPER, &subreaper, 0, 0, 0) != 0 ||
+        !subreaper)
+        return;
+    for (round = 0; found && round < 64; round++) {
+        DIR *tasks = opendir("/proc/self/task");
+        struct dirent *t;
+
+        found = 0;
+        while (tasks && (t = readdir(tasks)) != NULL) {
+            char path[300], list[8192], *p, *end;
+            ssize_t n;
+            int fd;
+
+            if (t->d_name[0] == '.')
+                continue;
+            snprintf(path, sizeof(path), "/proc/self/task/%s/children",
+                     t->d_name);
+            fd = open(path, O_RDONLY | O_CLOEXEC);
+            if (fd < 0)
+                continue;
+            n = read(fd, list, sizeof(list) - 1);
+            close(fd);
+            if (n <= 0)
+                continue;
+            list[n] = '\0';
+            for (p = list; *p; p = end) {
+                long pid = strtol(p, &end, 10);
+
+                if (end == p)
+                    break;
+                if (pid > 0 && carries((pid_t)pid, marker)) {
+                    kill((pid_t)pid, SIGKILL);
+                    while (waitpid((pid_t)pid, NULL, 0) < 0 &&
+                           errno == EINTR)
+                        ;
+                    found = 1;
+                }
+            }
+        }
+        if (tasks)
+            closedir(tasks);
+    }
 }
 
 static int spawn(atp_call *call, const struct local_session *s,
@@ -471,6 +557,7 @@ static int local_exec(atp_call *call, void *session,
     int out_p[2] = {-1, -1}, err_p[2] = {-1, -1}, in_p[2] = {-1, -1};
     int want_stdin = (spec->flags & ATP_EXEC_STDIN) != 0;
     struct run r;
+    char marker[96];
     int status = 0, rc;
     pid_t w;
 
@@ -485,7 +572,9 @@ static int local_exec(atp_call *call, void *session,
                                "this process, so the exit status of a "
                                "command would be lost: restore its default "
                                "disposition (SIG_DFL, no SA_NOCLDWAIT)");
-    envp = build_envp(s, spec->env);
+    snprintf(marker, sizeof(marker), "ATP_EXEC_ID=%s.%u", host->run_id(call),
+             ++s->n_exec);
+    envp = build_envp(s, spec->env, marker);
     r.buf = malloc(READ_CHUNK);
     if (envp == NULL || r.buf == NULL) {
         rc = host->set_error(call, ATP_E_NOMEM, "out of memory");
@@ -653,6 +742,7 @@ static int local_exec(atp_call *call, void *session,
         rc = host->set_error(call, ATP_E_BACKEND, "the exit status of the "
                              "command is lost: %s", strerror(errno));
     r.pid = 0;
+    reap_escaped(marker);
     if (rc == 0) {
         out->exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
         out->signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;

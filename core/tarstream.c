@@ -1,6 +1,8 @@
 /*
  * core/tarstream.c - tar streams in and out with libarchive.
  *
+ * Built as the module atp-transfer.so, loaded by libatp on first use.
+ *
  * Out: the entries of a manifest are written as a pax tar stream through
  * a callback, so that a backend pipes it straight into its transport;
  * nothing is buffered beyond libarchive's block.  In: a stream read from a
@@ -13,7 +15,6 @@
 
 #include <archive.h>
 #include <archive_entry.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -147,7 +148,7 @@ fail:
     return -1;
 }
 
-int atp__tar_create(const char *root, struct atp__manifest *list,
+int atp__x_tar_create(const char *root, struct atp__manifest *list,
                     int compression, atp__write_fn write, void *ctx,
                     atp__warn_fn warn, void *warn_ctx,
                     struct atp__tar_stats *st)
@@ -429,7 +430,7 @@ static int bad_entry(const char *name, const char *why)
                       name, why);
 }
 
-int atp__tar_extract(const char *root, const char *const *excludes,
+int atp__x_tar_extract(const char *root, const char *const *excludes,
                      const struct atp__tar_limits *lim, atp__read_fn read,
                      void *ctx, struct atp__manifest *got,
                      struct atp__tar_stats *st)
@@ -655,81 +656,122 @@ out:
     return rc;
 }
 
-/* ---- removal ----------------------------------------------------------- */
+/* ---- walking ------------------------------------------------------- */
 
-/* Empty directory @fd (not following symlinks) recursively. */
-static int empty_dir(int fd)
+static char type_of(mode_t mode)
 {
-    DIR *d = fdopendir(fd);
-    struct dirent *de;
-    int rc = 0;
+    if (S_ISREG(mode))
+        return ATP__T_FILE;
+    if (S_ISDIR(mode))
+        return ATP__T_DIR;
+    if (S_ISLNK(mode))
+        return ATP__T_LINK;
+    return 0;
+}
 
-    if (d == NULL) {
-        close(fd);
-        return -1;
+int atp__x_manifest_scan(struct atp__manifest *m, const char *root,
+                       const char *const *excludes)
+{
+    struct archive *d = archive_read_disk_new();
+    struct archive_entry *e = archive_entry_new();
+    size_t rootlen = strlen(root);
+    int r, rc = 0;
+
+    if (d == NULL || e == NULL) {
+        rc = atp__error(ATP_E_NOMEM, "out of memory");
+        goto out;
     }
-    while ((de = readdir(d)) != NULL) {
-        struct stat sb;
+    while (rootlen > 1 && root[rootlen - 1] == '/')
+        rootlen--;
+    archive_read_disk_set_symlink_physical(d);
+    archive_read_disk_set_behavior(d, ARCHIVE_READDISK_NO_XATTR |
+                                          ARCHIVE_READDISK_NO_ACL |
+                                          ARCHIVE_READDISK_NO_FFLAGS |
+                                          ARCHIVE_READDISK_NO_SPARSE);
+    if (archive_read_disk_open(d, root) != ARCHIVE_OK) {
+        rc = atp__error(ATP_E_TRANSFER, "cannot read %s: %s", root,
+                        archive_error_string(d));
+        goto out;
+    }
+    for (;;) {
+        struct atp__ment me;
+        const char *path, *rel;
+        char type;
 
-        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+        r = archive_read_next_header2(d, e);
+        if (r == ARCHIVE_EOF)
+            break;
+        if (r == ARCHIVE_FATAL) {
+            rc = atp__error(ATP_E_TRANSFER, "cannot walk %s: %s", root,
+                            archive_error_string(d));
+            goto out;
+        }
+        if (r < ARCHIVE_WARN)
+            continue; /* vanished under us: the next sync sees it */
+        path = archive_entry_pathname(e);
+        if (path == NULL || strncmp(path, root, rootlen) != 0)
             continue;
-        if (fstatat(dirfd(d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW) != 0)
+        rel = path + rootlen;
+        while (*rel == '/')
+            rel++;
+        if (*rel == '\0') {
+            archive_read_disk_descend(d); /* the root itself */
             continue;
-        if (S_ISDIR(sb.st_mode)) {
-            int sub = openat(dirfd(d), de->d_name,
-                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-
-            if (sub < 0 || empty_dir(sub) != 0 ||
-                unlinkat(dirfd(d), de->d_name, AT_REMOVEDIR) != 0)
-                rc = -1;
-        } else if (unlinkat(dirfd(d), de->d_name, 0) != 0) {
-            rc = -1;
+        }
+        if (atp__excluded(rel, excludes) || !atp__path_ok(rel))
+            continue; /* not descended into either */
+        type = type_of(archive_entry_filetype(e) == AE_IFDIR   ? S_IFDIR
+                       : archive_entry_filetype(e) == AE_IFLNK ? S_IFLNK
+                       : archive_entry_filetype(e) == AE_IFREG ? S_IFREG
+                                                               : 0);
+        if (type == ATP__T_DIR)
+            archive_read_disk_descend(d);
+        if (type == 0)
+            continue; /* fifos, devices, sockets do not travel */
+        memset(&me, 0, sizeof(me));
+        me.path = (char *)rel;
+        me.target = type == ATP__T_LINK ? (char *)archive_entry_symlink(e)
+                                        : NULL;
+        if (type == ATP__T_LINK && me.target == NULL)
+            me.target = (char *)"";
+        me.type = type;
+        me.size = type == ATP__T_FILE ? archive_entry_size(e) : 0;
+        me.mtime_ns = (int64_t)archive_entry_mtime(e) * 1000000000 +
+                      archive_entry_mtime_nsec(e);
+        me.mode = archive_entry_perm(e) & 07777;
+        if (atp__manifest_add(m, &me) != 0) {
+            rc = atp__error(ATP_E_NOMEM, "out of memory");
+            goto out;
         }
     }
-    closedir(d);
+    atp__manifest_sort(m);
+out:
+    if (d) {
+        archive_read_close(d);
+        archive_read_free(d);
+    }
+    archive_entry_free(e);
     return rc;
 }
 
-int atp__remove_under(const char *root, const char *path)
+/* ---- the module's entry point ----------------------------------------- */
+
+/*
+ * libatp loads this file on first use of a transfer (core/xfer_load.c),
+ * so that programs that never transfer do not pay for libarchive and its
+ * dependencies at startup.  Errors are read back with last_error().
+ */
+__attribute__((visibility("default"))) int
+atp_transfer_module_v1(struct atp__xfer_module *m);
+
+__attribute__((visibility("default"))) int
+atp_transfer_module_v1(struct atp__xfer_module *m)
 {
-    char buf[PATH_MAX], *p, *slash;
-    struct stat sb;
-    int fd, rc = 0;
-
-    if (!atp__path_ok(path) || strlen(path) >= sizeof(buf))
-        return atp__error(ATP_E_TRANSFER, "refused to remove '%s'", path);
-    memcpy(buf, path, strlen(path) + 1);
-    fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return atp__error(ATP_E_TRANSFER, "cannot open %s: %s", root,
-                          strerror(errno));
-    /* Walk the parents without following a symlink anywhere. */
-    for (p = buf; (slash = strchr(p, '/')) != NULL; p = slash + 1) {
-        int next;
-
-        *slash = '\0';
-        next = openat(fd, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        close(fd);
-        if (next < 0)
-            return 0; /* a parent is gone or not a directory: done */
-        fd = next;
-    }
-    if (fstatat(fd, p, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
-        close(fd);
-        return 0;
-    }
-    if (S_ISDIR(sb.st_mode)) {
-        int sub = openat(fd, p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
-                                    O_CLOEXEC);
-
-        if (sub < 0 || empty_dir(sub) != 0 ||
-            unlinkat(fd, p, AT_REMOVEDIR) != 0)
-            rc = atp__error(ATP_E_TRANSFER, "cannot remove %s/%s: %s", root,
-                            path, strerror(errno));
-    } else if (unlinkat(fd, p, 0) != 0 && errno != ENOENT) {
-        rc = atp__error(ATP_E_TRANSFER, "cannot remove %s/%s: %s", root,
-                        path, strerror(errno));
-    }
-    close(fd);
-    return rc;
+    if (m == NULL || m->struct_size < sizeof(*m))
+        return ATP_E_ABI;
+    m->manifest_scan = atp__x_manifest_scan;
+    m->tar_create = atp__x_tar_create;
+    m->tar_extract = atp__x_tar_extract;
+    m->last_error = atp_last_error;
+    return 0;
 }

@@ -56,6 +56,8 @@ int atp__excluded(const char *path, const char *const *excludes);
 int atp__path_ok(const char *path);
 
 /*
+ * (These three load the transfer module on first use.)
+ *
  * Walk @root with libarchive's disk reader and list every entry (files,
  * directories, symlinks; excluded subtrees pruned).  Other types (fifos,
  * devices, sockets) are skipped.  Fails with ATP_E_TRANSFER.
@@ -123,5 +125,34 @@ int atp__tar_extract(const char *root, const char *const *excludes,
  * following any symlink.  A missing path is not an error.
  */
 int atp__remove_under(const char *root, const char *path);
+
+/* ---- the transfer module (tarstream.c, loaded by xfer_load.c) ---------- */
+
+struct atp__xfer_module {
+    size_t struct_size;
+    int (*manifest_scan)(struct atp__manifest *m, const char *root,
+                         const char *const *excludes);
+    int (*tar_create)(const char *root, struct atp__manifest *list,
+                      int compression, atp__write_fn write, void *ctx,
+                      atp__warn_fn warn, void *warn_ctx,
+                      struct atp__tar_stats *st);
+    int (*tar_extract)(const char *root, const char *const *excludes,
+                       const struct atp__tar_limits *lim, atp__read_fn read,
+                       void *ctx, struct atp__manifest *got,
+                       struct atp__tar_stats *st);
+    const char *(*last_error)(void);
+};
+
+/* The implementations inside the module. */
+int atp__x_manifest_scan(struct atp__manifest *m, const char *root,
+                         const char *const *excludes);
+int atp__x_tar_create(const char *root, struct atp__manifest *list,
+                      int compression, atp__write_fn write, void *ctx,
+                      atp__warn_fn warn, void *warn_ctx,
+                      struct atp__tar_stats *st);
+int atp__x_tar_extract(const char *root, const char *const *excludes,
+                       const struct atp__tar_limits *lim, atp__read_fn read,
+                       void *ctx, struct atp__manifest *got,
+                       struct atp__tar_stats *st);
 
 #endif /* ATP_TRANSFER_H */

@@ -5,7 +5,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,7 +97,7 @@ int atp__parse_duration_ms(const char *s, int64_t *out)
             v *= units[i].ms;
             if (v > 1e15)
                 return ATP_E_INVAL;
-            *out = (int64_t)llround(v);
+            *out = (int64_t)(v + 0.5); /* v >= 0: rounds to nearest */
             return 0;
         }
     }
@@ -127,7 +126,7 @@ int atp__parse_size(const char *s, int64_t *out)
     for (i = 0; i < ATP__ARRAY_SIZE(units); i++) {
         if (strcmp(end, units[i].unit) == 0) {
             v *= units[i].mult;
-            if (v > 9e18 || v != floor(v))
+            if (v > 9e18 || v != (double)(int64_t)v)
                 return ATP_E_INVAL;
             *out = (int64_t)v;
             return 0;

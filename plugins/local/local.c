@@ -37,8 +37,9 @@
 
 extern char **environ;
 
-#define READ_CHUNK 65536
-#define SWEEP_CHUNKS 64 /* 4 MiB: more than a pipe holds by default */
+#define READ_CHUNK (256 * 1024)
+#define PIPE_SIZE (256 * 1024) /* fewer wakeups when output floods */
+#define SWEEP_CHUNKS 16 /* 4 MiB: more than a pipe holds */
 
 static const atp_host_api *host;
 
@@ -599,6 +600,8 @@ static int local_exec(atp_call *call, void *session,
     out_p[0] = err_p[0] = in_p[1] = -1;
     fcntl(r.out_r, F_SETFL, O_NONBLOCK);
     fcntl(r.err_r, F_SETFL, O_NONBLOCK);
+    fcntl(r.out_r, F_SETPIPE_SZ, PIPE_SIZE); /* best effort */
+    fcntl(r.err_r, F_SETPIPE_SZ, PIPE_SIZE);
     if (r.in_w >= 0) {
         fcntl(r.in_w, F_SETFL, O_NONBLOCK);
         r.input_fd = host->input_fd(call);

@@ -405,7 +405,10 @@ static int start(struct atp_session *s, atp_result *res, int one_shot)
     spec.n_mounts = s->n_mounts;
     spec.timeout_ms = s->timeout_ms;
     spec.ttl_ms = session_ttl(s, one_shot);
-    spec.flags = one_shot ? ATP_SESSION_ONE_SHOT : 0;
+    /* A warm-up is an exec of its own: then more than one follows. */
+    spec.flags = one_shot && !atp__section_get(s->be->sec, "warmup")
+                     ? ATP_SESSION_ONE_SHOT
+                     : 0;
 
     atp__call_init(&call, p, s->be, s, set->provision_timeout_ms);
     rc = p->ops->session_open(&call, s->be->handle, &spec, &s->handle);

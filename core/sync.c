@@ -547,7 +547,10 @@ static int delete_in_sandbox(struct atp_session *s, const struct names *nm)
         struct raw r;
         int rc = append_str(&script, &len, &cap, "exec rm -rf --"), code = 0;
 
-        while (rc == 0 && off < nm->len && len < 65536) {
+        /* Batches stay under 60 KiB of argv: some providers refuse more
+         * than 64 KiB per command. */
+        while (rc == 0 && off < nm->len &&
+               len + 4 * strlen(nm->buf + off) + 3 < 60000) {
             rc = append_str(&script, &len, &cap, " ");
             if (rc == 0)
                 rc = atp__sh_quote_append(&script, &len, &cap, nm->buf + off);
@@ -930,9 +933,20 @@ int atp__sync_pull(struct atp_session *s)
     }
     atp__manifest_sort(&gone);
     if (full) {
-        /* Everything the sandbox has is now the agreed state. */
+        /* Everything the sandbox has is now the agreed state, and what
+         * was agreed on but did not come back was deleted there. */
         struct atp__manifest empty = {0};
 
+        for (i = 0; i < x->base.n; i++) {
+            const char *path = x->base.e[i].path;
+
+            if (atp__manifest_find(&c.got, path))
+                continue;
+            if ((rc = atp__remove_under(s->workdir, path)) != 0)
+                goto out;
+            if (names_add_nul(&del, path))
+                goto nomem;
+        }
         rc = rebase(&empty, NULL, &c.got, &nb);
     } else {
         rc = rebase(&x->base, &gone, &c.got, &nb);

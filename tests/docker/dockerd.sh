@@ -3,7 +3,8 @@
 #
 #   dockerd_start DIR     starts dockerd with everything under DIR, waits
 #                         until it answers, exports DOCKER_SOCK; returns
-#                         non-zero (with the reason on stderr) when it can't
+#                         non-zero (with the reason on stderr) when it can't;
+#                         with DOCKERD_TCP=HOST:PORT set it listens there too
 #   dockerd_image NAME    imports a busybox rootfs as image NAME
 #   dockerd_stop          stops it (and its containerd)
 #
@@ -24,7 +25,9 @@ dockerd_start() {
     DOCKER_SOCK=$DOCKERD_DIR/docker.sock
     export DOCKER_SOCK
     # Keep the paths short: unix socket paths are limited to 108 bytes.
-    dockerd --host "unix://$DOCKER_SOCK" --data-root "$DOCKERD_DIR/root" \
+    dockerd --host "unix://$DOCKER_SOCK" \
+        ${DOCKERD_TCP:+--host "tcp://$DOCKERD_TCP"} \
+        --data-root "$DOCKERD_DIR/root" \
         --exec-root "$DOCKERD_DIR/exec" --pidfile "$DOCKERD_DIR/docker.pid" \
         --iptables=false --ip6tables=false --bridge=none \
         --storage-driver=vfs >"$DOCKERD_DIR/dockerd.log" 2>&1 &

@@ -1,0 +1,729 @@
+/*
+ * plugins/docker/api.c - the Engine API endpoints the backend uses, with
+ * their JSON bodies built and read by json-c.
+ *
+ * Each function makes one request (two for a retried removal), judges the
+ * status the way Docker and Podman's compat API answer it (docker-api.md
+ * sections 4 and 10), and turns a failure into an ATP_E_* code with the
+ * daemon's own message.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "dk.h"
+
+#define PULL_EVENT_NS 500000000 /* at most two pull events a second */
+
+void dk_strv_free(char **v)
+{
+    size_t i;
+
+    for (i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+static json_object *parse_body(const struct dk_resp *rs)
+{
+    json_tokener *tok;
+    json_object *obj;
+
+    if (rs->body == NULL || rs->len == 0)
+        return NULL;
+    tok = json_tokener_new_ex(64);
+    if (tok == NULL)
+        return NULL;
+    obj = json_tokener_parse_ex(tok, rs->body, (int)rs->len);
+    json_tokener_free(tok);
+    return obj;
+}
+
+static const char *get_str(json_object *obj, const char *key)
+{
+    json_object *v;
+
+    if (obj && json_object_object_get_ex(obj, key, &v) &&
+        json_object_is_type(v, json_type_string))
+        return json_object_get_string(v);
+    return NULL;
+}
+
+/* Copy the "Id" of a 201 answer into @out (65 bytes). */
+static int take_id(atp_call *call, const struct dk_resp *rs, char *out,
+                   const char *what)
+{
+    json_object *obj = parse_body(rs);
+    const char *id = get_str(obj, "Id");
+    int rc = 0;
+
+    if (id == NULL || strlen(id) == 0 || strlen(id) > 64)
+        rc = dk_host->set_error(call, ATP_E_BACKEND, "cannot %s: the docker "
+                                "daemon's answer has no id", what);
+    else
+        snprintf(out, 65, "%s", id);
+    json_object_put(obj);
+    return rc;
+}
+
+/* ---- versions ----------------------------------------------------------- */
+
+struct ping {
+    char api[16];
+    int podman;
+};
+
+static void trim_value(const char *line, size_t len, size_t skip, char *out,
+                       size_t outlen)
+{
+    size_t n;
+
+    while (skip < len && (line[skip] == ' ' || line[skip] == '\t'))
+        skip++;
+    n = len - skip;
+    while (n > 0 && (line[skip + n - 1] == '\r' || line[skip + n - 1] == '\n' ||
+                     line[skip + n - 1] == ' '))
+        n--;
+    if (n >= outlen)
+        n = outlen - 1;
+    memcpy(out, line + skip, n);
+    out[n] = '\0';
+}
+
+static void on_ping_header(void *ctx, const char *line, size_t len)
+{
+    struct ping *p = ctx;
+    char v[64];
+
+    if (len > 12 && strncasecmp(line, "Api-Version:", 12) == 0)
+        trim_value(line, len, 12, p->api, sizeof(p->api));
+    else if (len > 19 && strncasecmp(line, "Libpod-Api-Version:", 19) == 0)
+        p->podman = 1;
+    else if (len > 7 && strncasecmp(line, "Server:", 7) == 0) {
+        trim_value(line, len, 7, v, sizeof(v));
+        if (strncmp(v, "Libpod", 6) == 0)
+            p->podman = 1;
+    }
+}
+
+/* "1.41" -> 141; 0 when malformed. */
+static int version_num(const char *v)
+{
+    unsigned major, minor;
+
+    if (sscanf(v, "%u.%u", &major, &minor) != 2 || minor > 99)
+        return 0;
+    return (int)(major * 100 + minor);
+}
+
+int dk_api_negotiate(struct dk_http *h, atp_call *call)
+{
+    struct dk_daemon *d = h->daemon;
+    struct dk_req rq = {0};
+    struct dk_resp rs;
+    struct ping p;
+    int rc = 0, v;
+
+    pthread_mutex_lock(&d->lock);
+    if (d->negotiated)
+        goto out;
+    memset(&p, 0, sizeof(p));
+    rq.method = "GET";
+    rq.path = "/_ping";
+    rq.unversioned = 1;
+    rq.header = on_ping_header;
+    rq.header_ctx = &p;
+    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
+        goto out;
+    dk_resp_free(&rs);
+    if (p.api[0] == '\0') {
+        /* Old or odd daemons: GET /version has ApiVersion. */
+        json_object *obj;
+        const char *api;
+
+        memset(&rq, 0, sizeof(rq));
+        rq.method = "GET";
+        rq.path = "/version";
+        rq.unversioned = 1;
+        if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
+            goto out;
+        obj = parse_body(&rs);
+        api = get_str(obj, "ApiVersion");
+        if (rs.status == 200 && api)
+            snprintf(p.api, sizeof(p.api), "%s", api);
+        json_object_put(obj);
+        dk_resp_free(&rs);
+    }
+    v = version_num(p.api);
+    if (v == 0) {
+        rc = dk_host->set_error(call, ATP_E_BACKEND, "the daemon at %s does "
+                                "not say which API version it speaks: is it "
+                                "a docker daemon?", h->ep->display);
+        goto out;
+    }
+    if (v < version_num(DK_API_FLOOR) && !p.podman) {
+        rc = dk_host->set_error(call, ATP_E_BACKEND, "the docker daemon at "
+                                "%s speaks API %s, older than %s (Docker "
+                                "19.03): upgrade it", h->ep->display, p.api,
+                                DK_API_FLOOR);
+        goto out;
+    }
+    if (v > version_num(DK_API_MAX) || (p.podman && v < version_num(
+                                                        DK_API_FLOOR)))
+        snprintf(d->version, sizeof(d->version), "%s",
+                 v > version_num(DK_API_MAX) ? DK_API_MAX : DK_API_FLOOR);
+    else
+        snprintf(d->version, sizeof(d->version), "%u.%u", v / 100, v % 100);
+    d->podman = p.podman;
+    d->negotiated = 1;
+    dk_host->log(call, ATP_LOG_DEBUG, "%s: api %s (daemon %s%s)",
+                 h->ep->display, d->version, p.api,
+                 p.podman ? ", podman" : "");
+out:
+    pthread_mutex_unlock(&d->lock);
+    return rc;
+}
+
+/* ---- images ------------------------------------------------------------- */
+
+int dk_api_image_exists(struct dk_http *h, atp_call *call, const char *image)
+{
+    struct dk_req rq = {0};
+    struct dk_resp rs;
+    char path[1024];
+    int rc;
+
+    snprintf(path, sizeof(path), "/images/%s/json", image);
+    rq.method = "GET";
+    rq.path = path;
+    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
+        return rc;
+    if (rs.status == 200)
+        rc = 0;
+    else if (rs.status == 404)
+        rc = ATP_E_NOTFOUND;
+    else
+        rc = dk_http_fail(call, ATP_E_BACKEND, &rs, "inspect the image",
+                          NULL);
+    dk_resp_free(&rs);
+    return rc;
+}
+
+struct pull {
+    atp_call *call;
+    const char *image;
+    json_tokener *tok;
+    char error[512];
+    char last_status[128];
+    int64_t last_event;
+    int mid; /* inside an object that began in an earlier chunk */
+};
+
+static void pull_object(struct pull *p, json_object *obj)
+{
+    json_object *detail, *v;
+    const char *status = get_str(obj, "status");
+    const char *err = get_str(obj, "error");
+    int64_t now = dk_host->now_ns();
+    atp_field f[5];
+    size_t n = 0;
+
+    if (json_object_object_get_ex(obj, "errorDetail", &detail) &&
+        get_str(detail, "message"))
+        err = get_str(detail, "message");
+    if (err) {
+        if (p->error[0] == '\0')
+            snprintf(p->error, sizeof(p->error), "%s", err);
+        return;
+    }
+    if (status == NULL)
+        return;
+    /* A new kind of status always; progress at most every 0.5 s. */
+    if (strcmp(status, p->last_status) == 0 &&
+        now - p->last_event < PULL_EVENT_NS)
+        return;
+    snprintf(p->last_status, sizeof(p->last_status), "%s", status);
+    p->last_event = now;
+    f[n++] = (atp_field){"image", ATP_FIELD_STR, p->image, 0, 0.0};
+    f[n++] = (atp_field){"status", ATP_FIELD_STR, status, 0, 0.0};
+    if (get_str(obj, "id"))
+        f[n++] = (atp_field){"layer", ATP_FIELD_STR, get_str(obj, "id"), 0,
+                             0.0};
+    if (json_object_object_get_ex(obj, "progressDetail", &detail)) {
+        if (json_object_object_get_ex(detail, "current", &v))
+            f[n++] = (atp_field){"current", ATP_FIELD_INT, NULL,
+                                 json_object_get_int64(v), 0.0};
+        if (json_object_object_get_ex(detail, "total", &v))
+            f[n++] = (atp_field){"total", ATP_FIELD_INT, NULL,
+                                 json_object_get_int64(v), 0.0};
+    }
+    dk_host->event(p->call, "image_pull", f, n);
+}
+
+/* The pull's progress stream: JSON objects one after another. */
+static int pull_chunk(void *ctx, const void *buf, size_t len)
+{
+    struct pull *p = ctx;
+    const char *s = buf;
+
+    while (len > 0) {
+        json_object *obj;
+        size_t used;
+
+        if (!p->mid && (*s == '\r' || *s == '\n' || *s == ' ')) {
+            s++;
+            len--;
+            continue;
+        }
+        obj = json_tokener_parse_ex(p->tok, s,
+                                    (int)(len > 1 << 20 ? 1 << 20 : len));
+        used = json_tokener_get_parse_end(p->tok);
+        if (obj == NULL && json_tokener_get_error(p->tok) ==
+                               json_tokener_continue) {
+            p->mid = 1;
+            s += used;
+            len -= used;
+            continue; /* the object goes on in the next chunk */
+        }
+        p->mid = 0;
+        json_tokener_reset(p->tok);
+        if (obj == NULL)
+            return dk_host->set_error(p->call, ATP_E_IMAGE, "pulling %s: "
+                                      "the docker daemon sent progress that "
+                                      "is not JSON", p->image);
+        pull_object(p, obj);
+        json_object_put(obj);
+        if (used == 0)
+            used = 1;
+        s += used;
+        len -= used;
+    }
+    return 0;
+}
+
+int dk_api_image_pull(struct dk_http *h, atp_call *call, const char *image)
+{
+    struct dk_req rq = {0};
+    struct dk_resp rs;
+    struct pull p;
+    char name[512], tag[256], path[1200];
+    const char *at = strchr(image, '@');
+    const char *slash = strrchr(image, '/');
+    const char *colon = strrchr(image, ':');
+    char *ename, *etag;
+    size_t nlen;
+    int rc;
+
+    /* name[:tag] or name@digest; always a tag, or every tag is pulled. */
+    if (at) {
+        nlen = (size_t)(at - image);
+        snprintf(tag, sizeof(tag), "%s", at + 1);
+    } else if (colon && (slash == NULL || colon > slash)) {
+        nlen = (size_t)(colon - image);
+        snprintf(tag, sizeof(tag), "%s", colon + 1);
+    } else {
+        nlen = strlen(image);
+        snprintf(tag, sizeof(tag), "latest");
+    }
+    if (nlen >= sizeof(name))
+        return dk_host->set_error(call, ATP_E_CONFIG, "image name too long");
+    memcpy(name, image, nlen);
+    name[nlen] = '\0';
+    ename = curl_easy_escape(h->easy, name, 0);
+    etag = curl_easy_escape(h->easy, tag, 0);
+    if (ename == NULL || etag == NULL) {
+        curl_free(ename);
+        curl_free(etag);
+        return dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
+    }
+    snprintf(path, sizeof(path), "/images/create?fromImage=%s&tag=%s", ename,
+             etag);
+    curl_free(ename);
+    curl_free(etag);
+    memset(&p, 0, sizeof(p));
+    p.call = call;
+    p.image = image;
+    p.tok = json_tokener_new();
+    if (p.tok == NULL)
+        return dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
+    dk_host->event(call, "image_pull",
+                   (atp_field[]){{"image", ATP_FIELD_STR, image, 0, 0.0},
+                                 {"status", ATP_FIELD_STR, "pulling", 0,
+                                  0.0}},
+                   2);
+    rq.method = "POST";
+    rq.path = path;
+    rq.streaming = 1;
+    rq.download = pull_chunk;
+    rq.download_ctx = &p;
+    rc = dk_http_do(h, call, &rq, &rs);
+    json_tokener_free(p.tok);
+    if (rc)
+        return rc;
+    if (rs.status != 200)
+        rc = dk_host->set_error(call, ATP_E_IMAGE, "cannot pull image %s: "
+                                "the docker daemon answered %ld: %s",
+                                image, rs.status,
+                                rs.msg[0] ? rs.msg : "(no message)");
+    else if (p.error[0])
+        rc = dk_host->set_error(call, ATP_E_IMAGE, "cannot pull image %s: "
+                                "%s", image, p.error);
+    dk_resp_free(&rs);
+    return rc;
+}
+
+/* ---- networks ----------------------------------------------------------- */
+
+int dk_api_network_exists(struct dk_http *h, atp_call *call,
+                          const char *name)
+{
+    struct dk_req rq = {0};
+    struct dk_resp rs;
+    char path[256];
+    int rc;
+
+    snprintf(path, sizeof(path), "/networks/%s", name);
+    rq.method = "GET";
+    rq.path = path;
+    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
+        return rc;
+    rc = rs.status == 200 ? 0 : rs.status == 404 ? ATP_E_NOTFOUND
+                              : dk_http_fail(call, ATP_E_BACKEND, &rs,
+                                             "inspect a network", NULL);
+    dk_resp_free(&rs);
+    return rc;
+}
+
+/* ---- containers --------------------------------------------------------- */
+
+int dk_api_create(struct dk_http *h, atp_call *call, const char *name,
+                  const char *body, char *id_out)
+{
+    struct dk_req rq = {0};
+    struct dk_resp rs;
+    char path[256];
+    int rc;
+
+    snprintf(path, sizeof(path), "/containers/create?name=%s", name);
+    rq.method = "POST";
+    rq.path = path;
+    rq.body = body;
+    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
+        return rc;
+    if (rs.status == 201)
+        rc = take_id(call, &rs, id_out, "create the container");
+    else if (rs.status == 404)
+        rc = dk_host->set_error(call, ATP_E_NOTFOUND, "%s", rs.msg);
+    else
+        rc = dk_http_fail(call, ATP_E_PROVISION, &rs, "create the container",
+                          rs.status == 400 ? "check cpus, memory_mib, "
+                                             "network and the mounts of "
+                                             "[backend.docker]"
+                                           : NULL);
+    dk_resp_free(&rs);
+    return rc;
+}
+
+/* A hint for a start failure, from the daemon's message. */
+static const char *start_hint(const char *msg)
+{
+    if (strstr(msg, "init binary") || strstr(msg, "catatonit"))
+        return "the daemon has no init binary: set [backend.docker] init = "
+               "false, or install catatonit for podman";
+    if (strstr(msg, "unable to find user") || strstr(msg, "no matching "
+                                                          "entries in passwd"))
+        return "set [backend.docker] user to a numeric uid:gid or a user of "
+               "the image";
+    if (strstr(msg, "executable file not found") ||
+        strstr(msg, "no such file or directory"))
+        return "the image needs /bin/sh and sleep";
+    return NULL;
+}
+
+int dk_api_start(struct dk_http *h, atp_call *call, const char *id,
+                 char *why, size_t whylen)
+{
+    struct dk_req rq = {0};
+    struct dk_resp rs;
+    char path[128];
+    int rc;
+
+    snprintf(path, sizeof(path), "/containers/%s/start", id);
+    rq.method = "POST";
+    rq.path = path;
+    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
+        return rc;
+    if (rs.status != 204 && rs.status != 304) {
+        const char *hint = start_hint(rs.msg);
+
+        rc = dk_http_fail(call, ATP_E_PROVISION, &rs, "start the container",
+                          hint);
+        if (why)
+            snprintf(why, whylen, "cannot start the container: the docker "
+                     "daemon answered %ld: %s%s%s", rs.status, rs.msg,
+                     hint ? "; " : "", hint ? hint : "");
+    }
+    dk_resp_free(&rs);
+    return rc;
+}
+
+int dk_api_remove(struct dk_http *h, atp_call *call, const char *id)
+{
+    struct dk_req rq = {0};
+    struct dk_resp rs;
+    char path[128];
+    int rc, tries;
+
+    snprintf(path, sizeof(path), "/containers/%s?force=1&v=1", id);
+    rq.method = "DELETE";
+    rq.path = path;
+    rq.uncancellable = 1;
+    for (tries = 0;; tries++) {
+        if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
+            return rc;
+        if (rs.status == 204 || rs.status == 200 || rs.status == 404) {
+            dk_resp_free(&rs);
+            return 0;
+        }
+        /* 409 "removal already in progress", or a passing 5xx: the
+         * daemon finishes on its own; ask again until it is gone. */
+        if ((rs.status == 409 || rs.status >= 500) && tries < 50 &&
+            dk_ms_left(dk_host->deadline_ns(call)) != 0) {
+            struct timespec ts = {0, 100000000};
+
+            dk_resp_free(&rs);
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        rc = dk_http_fail(call, ATP_E_BACKEND, &rs, "remove the container",
+                          NULL);
+        dk_resp_free(&rs);
+        return rc;
+    }
+}
+
+int dk_api_kill(struct dk_http *h, atp_call *call, const char *id,
+                const char *sig)
+{
+    struct dk_req rq = {0};
+    struct dk_resp rs;
+    char path[160];
+    int rc;
+
+    snprintf(path, sizeof(path), "/containers/%s/kill?signal=%s", id, sig);
+    rq.method = "POST";
+    rq.path = path;
+    rq.uncancellable = 1;
+    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
+        return rc;
+    if (rs.status != 204 && rs.status != 404 && rs.status != 409 &&
+        !(rs.status == 500 && strstr(rs.msg, "not running")))
+        rc = dk_http_fail(call, ATP_E_BACKEND, &rs, "kill the container",
+                          NULL);
+    dk_resp_free(&rs);
+    return rc;
+}
+
+int dk_api_container_state(struct dk_http *h, atp_call *call,
+                           const char *id, int *running, int *code)
+{
+    struct dk_req rq = {0};
+    struct dk_resp rs;
+    json_object *obj, *state, *v;
+    char path[128];
+    int rc;
+
+    snprintf(path, sizeof(path), "/containers/%s/json", id);
+    rq.method = "GET";
+    rq.path = path;
+    rq.uncancellable = 1;
+    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
+        return rc;
+    obj = parse_body(&rs);
+    if (rs.status == 200 && json_object_object_get_ex(obj, "State", &state) &&
+        json_object_object_get_ex(state, "Running", &v)) {
+        *running = json_object_get_boolean(v);
+        *code = json_object_object_get_ex(state, "ExitCode", &v)
+                    ? json_object_get_int(v)
+                    : -1;
+    } else if (rs.status == 404) {
+        rc = dk_host->set_error(call, ATP_E_SANDBOX_DEAD, "the container "
+                                "%.12s is gone: its exit status is lost", id);
+    } else {
+        rc = dk_http_fail(call, ATP_E_BACKEND, &rs, "inspect the container",
+                          NULL);
+    }
+    json_object_put(obj);
+    dk_resp_free(&rs);
+    return rc;
+}
+
+int dk_api_list(struct dk_http *h, atp_call *call, const char *filters,
+                char ***ids)
+{
+    struct dk_req rq = {0};
+    struct dk_resp rs;
+    json_object *arr;
+    char path[1024], *ef;
+    size_t i, n;
+    int rc;
+
+    *ids = NULL;
+    ef = curl_easy_escape(h->easy, filters, 0);
+    if (ef == NULL)
+        return dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
+    snprintf(path, sizeof(path), "/containers/json?all=1&filters=%s", ef);
+    curl_free(ef);
+    rq.method = "GET";
+    rq.path = path;
+    rq.uncancellable = 1;
+    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
+        return rc;
+    arr = parse_body(&rs);
+    if (rs.status != 200 || !json_object_is_type(arr, json_type_array)) {
+        rc = dk_http_fail(call, ATP_E_BACKEND, &rs, "list containers", NULL);
+        goto out;
+    }
+    n = json_object_array_length(arr);
+    *ids = calloc(n + 1, sizeof(**ids));
+    if (*ids == NULL) {
+        rc = dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        const char *id = get_str(json_object_array_get_idx(arr, i), "Id");
+
+        if (id && ((*ids)[i] = strdup(id)) == NULL) {
+            dk_strv_free(*ids);
+            *ids = NULL;
+            rc = dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
+            goto out;
+        }
+    }
+out:
+    json_object_put(arr);
+    dk_resp_free(&rs);
+    return rc;
+}
+
+/* ---- exec --------------------------------------------------------------- */
+
+static json_object *strv_json(const char *const *v)
+{
+    json_object *arr = json_object_new_array();
+    size_t i;
+
+    for (i = 0; arr && v && v[i]; i++)
+        json_object_array_add(arr, json_object_new_string(v[i]));
+    return arr;
+}
+
+int dk_api_exec_create(struct dk_http *h, atp_call *call, const char *cid,
+                       const char *const *argv, const char *const *env,
+                       const char *cwd, const char *user, int with_stdin,
+                       int uncancellable, char *id_out)
+{
+    struct dk_req rq = {0};
+    struct dk_resp rs;
+    json_object *o = json_object_new_object();
+    char path[128];
+    int rc;
+
+    if (o == NULL)
+        return dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
+    json_object_object_add(o, "Cmd", strv_json(argv));
+    json_object_object_add(o, "AttachStdin",
+                           json_object_new_boolean(with_stdin));
+    json_object_object_add(o, "AttachStdout", json_object_new_boolean(1));
+    json_object_object_add(o, "AttachStderr", json_object_new_boolean(1));
+    json_object_object_add(o, "Tty", json_object_new_boolean(0));
+    if (env && env[0])
+        json_object_object_add(o, "Env", strv_json(env));
+    if (cwd)
+        json_object_object_add(o, "WorkingDir", json_object_new_string(cwd));
+    if (user)
+        json_object_object_add(o, "User", json_object_new_string(user));
+    snprintf(path, sizeof(path), "/containers/%s/exec", cid);
+    rq.method = "POST";
+    rq.path = path;
+    rq.body = json_object_to_json_string_ext(
+        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    rq.uncancellable = uncancellable;
+    rc = dk_http_do(h, call, &rq, &rs);
+    json_object_put(o);
+    if (rc)
+        return rc;
+    if (rs.status == 201)
+        rc = take_id(call, &rs, id_out, "create an exec");
+    else if (rs.status == 404 || rs.status == 409 ||
+             (rs.status == 500 && strstr(rs.msg, "running")))
+        rc = dk_host->set_error(call, ATP_E_SANDBOX_DEAD, "the container "
+                                "%.12s is not running any more (its ttl ran "
+                                "out, or it was stopped or removed): %s", cid,
+                                rs.msg);
+    else
+        rc = dk_http_fail(call, ATP_E_BACKEND, &rs, "create an exec", NULL);
+    dk_resp_free(&rs);
+    return rc;
+}
+
+int dk_api_exec_start_detached(struct dk_http *h, atp_call *call,
+                               const char *eid)
+{
+    struct dk_req rq = {0};
+    struct dk_resp rs;
+    char path[128];
+    int rc;
+
+    snprintf(path, sizeof(path), "/exec/%s/start", eid);
+    rq.method = "POST";
+    rq.path = path;
+    rq.body = "{\"Detach\":true,\"Tty\":false}";
+    rq.uncancellable = 1;
+    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
+        return rc;
+    if (rs.status != 200 && rs.status != 204)
+        rc = dk_http_fail(call, rs.status == 404 || rs.status == 409
+                                    ? ATP_E_SANDBOX_DEAD
+                                    : ATP_E_BACKEND,
+                          &rs, "start an exec", NULL);
+    dk_resp_free(&rs);
+    return rc;
+}
+
+int dk_api_exec_inspect(struct dk_http *h, atp_call *call, const char *eid,
+                        int *running, int *code)
+{
+    struct dk_req rq = {0};
+    struct dk_resp rs;
+    json_object *obj, *v;
+    char path[128];
+    int rc;
+
+    snprintf(path, sizeof(path), "/exec/%s/json", eid);
+    rq.method = "GET";
+    rq.path = path;
+    rq.uncancellable = 1;
+    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
+        return rc;
+    obj = parse_body(&rs);
+    if (rs.status == 200 && json_object_object_get_ex(obj, "Running", &v)) {
+        *running = json_object_get_boolean(v);
+        *code = -1;
+        if (json_object_object_get_ex(obj, "ExitCode", &v) && v != NULL)
+            *code = json_object_get_int(v);
+    } else if (rs.status == 404) {
+        rc = dk_host->set_error(call, ATP_E_SANDBOX_DEAD, "the command's "
+                                "exec record is gone: the container stopped "
+                                "or was removed while it ran");
+    } else {
+        rc = dk_http_fail(call, ATP_E_BACKEND, &rs, "inspect the exec", NULL);
+    }
+    json_object_put(obj);
+    dk_resp_free(&rs);
+    return rc;
+}

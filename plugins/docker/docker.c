@@ -1,0 +1,724 @@
+/*
+ * plugins/docker/docker.c - the docker backend: options, backends,
+ * sessions (one container each), teardown and gc.
+ *
+ * A session's container is labelled with the run id, the owner's pid, its
+ * creation time and its deadline, named after the run, and recorded in
+ * the core's ledger the moment create returns.  Its workdir is the host
+ * workdir bind-mounted at [image] workdir (transfer = bind), or a copy
+ * pushed and pulled through the archive endpoints (transfer = copy, for a
+ * daemon on another machine).  A session container idles in `sleep TTL`
+ * with AutoRemove, so it goes away on its own should atp die; commands run
+ * in it through exec.  A one-shot session creates nothing until its
+ * command: the command becomes the container's own process (exec.c).
+ * Closing removes the container with DELETE ?force=1&v=1 on every path.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dk.h"
+
+const atp_host_api *dk_host;
+
+#define DEFAULT_SOCKET "unix:///var/run/docker.sock"
+#define DEFAULT_TTL_S 3600
+
+static const atp_option options[] = {
+    {"image", ATP_OPT_STRING, NULL, NULL,
+     "image to run, any with /bin/sh (default: [image] name)"},
+    {"socket", ATP_OPT_STRING, NULL, NULL,
+     "daemon address: unix:///PATH, /PATH or tcp://HOST:PORT (default: "
+     "$DOCKER_HOST, else /var/run/docker.sock)"},
+    {"cpus", ATP_OPT_NUMBER, NULL, NULL,
+     "cpu limit, e.g. 2 or 0.5 (default: none)"},
+    {"memory_mib", ATP_OPT_INT, NULL, NULL,
+     "memory limit in MiB, swap included (default: none)"},
+    {"pids_limit", ATP_OPT_INT, NULL, NULL,
+     "most processes in the container (default: none)"},
+    {"network", ATP_OPT_CHOICE, "none", "none|bridge|host",
+     "network of the container"},
+    {"pull", ATP_OPT_CHOICE, "missing", "never|missing|always",
+     "when to pull the image from its registry"},
+    {"user", ATP_OPT_STRING, NULL, NULL,
+     "uid:gid (or a user of the image) to run as (default: the workdir "
+     "owner's uid:gid)"},
+    {"transfer", ATP_OPT_CHOICE, "auto", "auto|bind|copy",
+     "workdir bind-mounted, or copied in and out through the daemon "
+     "(auto: copy for tcp://)"},
+    {"init", ATP_OPT_BOOL, "true", NULL,
+     "run an init as pid 1 that reaps zombies and forwards signals"},
+    {"one_shot", ATP_OPT_CHOICE, "run", "run|exec",
+     "a one-shot command runs as the container's own process (run, the "
+     "fastest) or through exec in an idle container (exec)"},
+    {"api_timeout_s", ATP_OPT_DURATION, "60", NULL,
+     "longest wait for an answer of the daemon (pulls, copies and "
+     "commands excepted)"},
+    {NULL, 0, NULL, NULL, NULL},
+};
+
+/* ---- backends ----------------------------------------------------------- */
+
+static int dup_opt(atp_call *call, const char *key, char **out)
+{
+    const char *v = dk_host->config_string(call, key);
+
+    *out = NULL;
+    if (v == NULL || v[0] == '\0')
+        return 0;
+    *out = strdup(v);
+    return *out ? 0 : dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
+}
+
+static int choice(atp_call *call, const char *key, const char *const *words)
+{
+    const char *v = dk_host->config_string(call, key);
+    int i;
+
+    for (i = 0; v && words[i]; i++)
+        if (strcmp(v, words[i]) == 0)
+            return i;
+    return 0;
+}
+
+/* Image references are plain: no characters that would need escaping. */
+static int image_ok(const char *s)
+{
+    if (s == NULL || s[0] == '\0' || strlen(s) > 255)
+        return 0;
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+              (*s >= '0' && *s <= '9') || strchr("._/:@-", *s)))
+            return 0;
+    return 1;
+}
+
+static void backend_free(void *backend)
+{
+    struct dk_backend *b = backend;
+
+    if (b == NULL)
+        return;
+    dk_http_free(&b->ctl);
+    dk_endpoint_free(&b->ep);
+    pthread_mutex_destroy(&b->daemon.lock);
+    pthread_mutex_destroy(&b->ctl_lock);
+    free(b->image);
+    free(b->user);
+    free(b);
+}
+
+static int read_limits(atp_call *call, struct dk_backend *b)
+{
+    const char *cpus = dk_host->config_string(call, "cpus");
+    int64_t v;
+
+    if (cpus && cpus[0]) {
+        char *end;
+        double c = strtod(cpus, &end);
+
+        if (*end != '\0' || !(c > 0) || c > 1e6)
+            return dk_host->set_error(call, ATP_E_CONFIG, "cpus = %s: give "
+                                      "a positive number such as 2 or 0.5",
+                                      cpus);
+        b->nano_cpus = (int64_t)llround(c * 1e9);
+    }
+    if (dk_host->config_int(call, "memory_mib", &v) == 0) {
+        if (v < 6 || v > INT64_MAX / 1048576)
+            return dk_host->set_error(call, ATP_E_CONFIG, "memory_mib = %lld:"
+                                      " docker needs at least 6 MiB",
+                                      (long long)v);
+        b->memory = v * 1048576;
+    }
+    if (dk_host->config_int(call, "pids_limit", &v) == 0) {
+        if (v < 1)
+            return dk_host->set_error(call, ATP_E_CONFIG, "pids_limit = %lld:"
+                                      " give a positive count",
+                                      (long long)v);
+        b->pids_limit = v;
+    }
+    return 0;
+}
+
+static int backend_open(atp_call *call, void **out)
+{
+    static const char *const nets[] = {"none", "bridge", "host", NULL};
+    static const char *const pulls[] = {"never", "missing", "always", NULL};
+    static const char *const transfers[] = {"auto", "bind", "copy", NULL};
+    static const char *const one_shots[] = {"run", "exec", NULL};
+    struct dk_backend *b = calloc(1, sizeof(*b));
+    const char *sock;
+    char err[512];
+    int64_t v = 1;
+    int rc, transfer;
+
+    *out = NULL;
+    if (b == NULL)
+        return dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
+    pthread_mutex_init(&b->daemon.lock, NULL);
+    pthread_mutex_init(&b->ctl_lock, NULL);
+    sock = dk_host->config_string(call, "socket");
+    if (sock == NULL || sock[0] == '\0')
+        sock = getenv("DOCKER_HOST");
+    if (sock == NULL || sock[0] == '\0')
+        sock = DEFAULT_SOCKET;
+    if ((rc = dk_endpoint_parse(&b->ep, sock, err, sizeof(err))) != 0) {
+        dk_host->set_error(call, rc, "%s", err);
+        goto fail;
+    }
+    if ((rc = dup_opt(call, "image", &b->image)) != 0 ||
+        (rc = dup_opt(call, "user", &b->user)) != 0 ||
+        (rc = read_limits(call, b)) != 0)
+        goto fail;
+    if (b->image && !image_ok(b->image)) {
+        rc = dk_host->set_error(call, ATP_E_CONFIG, "image = %s is not an "
+                                "image reference", b->image);
+        goto fail;
+    }
+    b->network = choice(call, "network", nets);
+    b->pull = choice(call, "pull", pulls);
+    transfer = choice(call, "transfer", transfers);
+    b->copy = transfer == 2 || (transfer == 0 && b->ep.remote);
+    b->one_shot_exec = choice(call, "one_shot", one_shots) == 1;
+    dk_host->config_int(call, "init", &v);
+    b->init = (int)v;
+    b->api_timeout_ms = 60000;
+    if (dk_host->config_int(call, "api_timeout_s", &v) == 0 && v > 0)
+        b->api_timeout_ms = v;
+    if (dk_http_init(&b->ctl, &b->ep, &b->daemon, b->api_timeout_ms) != 0) {
+        rc = dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    *out = b;
+    return 0;
+fail:
+    backend_free(b);
+    return rc;
+}
+
+static uint64_t backend_caps(void *backend)
+{
+    const struct dk_backend *b = backend;
+    uint64_t caps = ATP_CAP_STREAMING | ATP_CAP_STDIN | ATP_CAP_SESSIONS |
+                    ATP_CAP_CPU_LIMIT | ATP_CAP_MEMORY_LIMIT |
+                    ATP_CAP_NETWORK_POLICY | ATP_CAP_GC | ATP_CAP_KILLS_TREE;
+
+    if (b && b->copy)
+        return caps | ATP_CAP_ISOLATED_FS;
+    return caps | ATP_CAP_SHARED_FS | ATP_CAP_MOUNTS;
+}
+
+static int check(atp_call *call, void *backend)
+{
+    struct dk_backend *b = backend;
+    int rc;
+
+    pthread_mutex_lock(&b->ctl_lock);
+    rc = dk_api_negotiate(&b->ctl, call);
+    if (rc == 0 && b->image) {
+        rc = dk_api_image_exists(&b->ctl, call, b->image);
+        if (rc == ATP_E_NOTFOUND && b->pull == 0)
+            rc = dk_host->set_error(call, ATP_E_IMAGE, "image %s is not on "
+                                    "the docker daemon at %s and pull = "
+                                    "never: run `docker pull %s`", b->image,
+                                    b->ep.display, b->image);
+        else if (rc == ATP_E_NOTFOUND)
+            rc = 0; /* pulled at the first session */
+    }
+    pthread_mutex_unlock(&b->ctl_lock);
+    return rc;
+}
+
+/* ---- containers --------------------------------------------------------- */
+
+static void session_free(void *session);
+
+/* "KEY=VALUE" of @extra over those of @base, as a new JSON array. */
+static json_object *env_merge(json_object *base, const char *const *extra)
+{
+    json_object *arr = json_object_new_array();
+    size_t i, j, n = json_object_array_length(base);
+
+    for (i = 0; arr && i < n; i++) {
+        const char *kv = json_object_get_string(
+            json_object_array_get_idx(base, i));
+        size_t klen = strcspn(kv, "=");
+        int over = 0;
+
+        for (j = 0; extra && extra[j] && !over; j++)
+            over = strncmp(extra[j], kv, klen) == 0 && extra[j][klen] == '=';
+        if (!over)
+            json_object_array_add(arr, json_object_new_string(kv));
+    }
+    for (j = 0; arr && extra && extra[j]; j++)
+        json_object_array_add(arr, json_object_new_string(extra[j]));
+    return arr;
+}
+
+static json_object *strv_json(const char *const *v)
+{
+    json_object *arr = json_object_new_array();
+    size_t i;
+
+    for (i = 0; arr && v && v[i]; i++)
+        json_object_array_add(arr, json_object_new_string(v[i]));
+    return arr;
+}
+
+static void add_str(json_object *o, const char *k, const char *v)
+{
+    json_object_object_add(o, k, json_object_new_string(v));
+}
+
+static void add_label_int(json_object *labels, const char *k, long long v)
+{
+    char text[32];
+
+    snprintf(text, sizeof(text), "%lld", v);
+    add_str(labels, k, text);
+}
+
+/* The body of POST /containers/create; NULL when out of memory. */
+static json_object *create_body(struct dk_session *s, const char *const *cmd,
+                                const char *const *exec_env, const char *cwd,
+                                int with_stdin)
+{
+    struct dk_backend *b = s->be;
+    json_object *o = json_object_new_object();
+    json_object *hc = json_object_new_object();
+    json_object *labels = json_object_new_object();
+    json_object *log = json_object_new_object();
+    long long now = (long long)time(NULL);
+    char ttl[32];
+
+    if (o == NULL || hc == NULL || labels == NULL || log == NULL) {
+        json_object_put(o);
+        json_object_put(hc);
+        json_object_put(labels);
+        json_object_put(log);
+        return NULL;
+    }
+    add_str(o, "Image", s->image);
+    if (cmd) {
+        json_object_object_add(o, "Entrypoint", strv_json(cmd));
+    } else {
+        const char *idle[] = {"sleep", ttl, NULL};
+
+        snprintf(ttl, sizeof(ttl), "%lld", s->ttl_s);
+        json_object_object_add(o, "Entrypoint", strv_json(idle));
+    }
+    json_object_object_add(o, "Cmd", json_object_new_array());
+    json_object_object_add(o, "Env", exec_env ? env_merge(s->env, exec_env)
+                                              : json_object_get(s->env));
+    add_str(o, "WorkingDir", cwd ? cwd : s->sb_workdir);
+    add_str(o, "User", s->user);
+    json_object_object_add(o, "Tty", json_object_new_boolean(0));
+    json_object_object_add(o, "OpenStdin",
+                           json_object_new_boolean(with_stdin));
+    json_object_object_add(o, "StdinOnce",
+                           json_object_new_boolean(with_stdin));
+    json_object_object_add(o, "AttachStdin",
+                           json_object_new_boolean(with_stdin));
+    json_object_object_add(o, "AttachStdout", json_object_new_boolean(1));
+    json_object_object_add(o, "AttachStderr", json_object_new_boolean(1));
+    add_str(labels, DK_LABEL_OWNER, "atp");
+    add_str(labels, DK_LABEL_RUN, s->run_id);
+    add_label_int(labels, DK_LABEL_PID, (long long)getpid());
+    add_label_int(labels, DK_LABEL_CREATED, now);
+    if (s->ttl_s > 0)
+        add_label_int(labels, DK_LABEL_DEADLINE, now + s->ttl_s);
+    json_object_object_add(o, "Labels", labels);
+    if (s->binds)
+        json_object_object_add(hc, "Binds", json_object_get(s->binds));
+    if (b->nano_cpus)
+        json_object_object_add(hc, "NanoCpus",
+                               json_object_new_int64(b->nano_cpus));
+    if (b->memory) {
+        json_object_object_add(hc, "Memory", json_object_new_int64(b->memory));
+        json_object_object_add(hc, "MemorySwap",
+                               json_object_new_int64(b->memory));
+    }
+    if (b->pids_limit)
+        json_object_object_add(hc, "PidsLimit",
+                               json_object_new_int64(b->pids_limit));
+    add_str(hc, "NetworkMode", s->net_mode);
+    json_object_object_add(hc, "Init", json_object_new_boolean(b->init));
+    /* An idle container removes itself when its TTL ends; a one-shot one
+     * is kept until its exit code has been read. */
+    json_object_object_add(hc, "AutoRemove", json_object_new_boolean(!cmd));
+    add_str(log, "Type", "none"); /* output is read live, never logged */
+    json_object_object_add(hc, "LogConfig", log);
+    json_object_object_add(o, "HostConfig", hc);
+    return o;
+}
+
+/* After a create that may or may not have happened: remove by name. */
+static void remove_by_name(atp_call *call, struct dk_session *s,
+                           const char *name)
+{
+    json_object *f = json_object_new_object(), *names;
+    char **ids = NULL;
+    size_t i;
+
+    if (f == NULL || (names = json_object_new_array()) == NULL) {
+        json_object_put(f);
+        return;
+    }
+    json_object_array_add(names, json_object_new_string(name));
+    json_object_object_add(f, "name", names);
+    if (dk_api_list(&s->http, call,
+                    json_object_to_json_string_ext(f, JSON_C_TO_STRING_PLAIN),
+                    &ids) == 0)
+        for (i = 0; ids && ids[i]; i++)
+            dk_api_remove(&s->http, call, ids[i]);
+    dk_strv_free(ids);
+    json_object_put(f);
+}
+
+int dk_container_create(atp_call *call, struct dk_session *s,
+                        const char *const *cmd, const char *const *exec_env,
+                        const char *cwd, int with_stdin)
+{
+    json_object *body = create_body(s, cmd, exec_env, cwd, with_stdin);
+    char name[96], id[72], why[1024];
+    int rc;
+
+    if (body == NULL)
+        return dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
+    if (s->n_created++ == 0)
+        snprintf(name, sizeof(name), "%s", s->run_id);
+    else
+        snprintf(name, sizeof(name), "%s-%d", s->run_id, s->n_created);
+    rc = dk_api_create(&s->http, call, name,
+                       json_object_to_json_string_ext(
+                           body, JSON_C_TO_STRING_PLAIN |
+                                     JSON_C_TO_STRING_NOSLASHESCAPE),
+                       id);
+    json_object_put(body);
+    if (rc == ATP_E_NOTFOUND)
+        return dk_host->set_error(call, ATP_E_IMAGE, "image %s is not on the "
+                                  "docker daemon at %s: run `docker pull "
+                                  "%s`, or set pull = missing", s->image,
+                                  s->be->ep.display, s->image);
+    if (rc == ATP_E_BACKEND || rc == ATP_E_TIMEOUT || rc == ATP_E_CANCELLED) {
+        /* The daemon may have made it before the answer was lost. */
+        remove_by_name(call, s, name);
+        return rc;
+    }
+    if (rc)
+        return rc;
+    snprintf(s->id, sizeof(s->id), "%s", id);
+    dk_host->resource_created(call, "container", s->id);
+    if (cmd)
+        return 0; /* the run path attaches before it starts */
+    rc = dk_api_start(&s->http, call, s->id, why, sizeof(why));
+    if (rc) {
+        if (dk_container_remove(call, s) == 0 && why[0])
+            dk_host->set_error(call, rc, "%s", why);
+        return rc;
+    }
+    return 0;
+}
+
+int dk_container_remove(atp_call *call, struct dk_session *s)
+{
+    int rc;
+
+    if (s->id[0] == '\0')
+        return 0;
+    rc = dk_api_remove(&s->http, call, s->id);
+    if (rc)
+        return rc;
+    dk_host->resource_removed(call, s->id);
+    s->id[0] = '\0';
+    return 0;
+}
+
+/* ---- sessions ----------------------------------------------------------- */
+
+/* "HOST:DEST:MODE" for Binds; paths with ':' cannot be said that way. */
+static int add_bind(atp_call *call, json_object *binds, const char *host,
+                    const char *dest, int writable)
+{
+    char text[8200];
+
+    if (strchr(host, ':') || strchr(dest, ':'))
+        return dk_host->set_error(call, ATP_E_UNSUPPORTED, "cannot bind-mount"
+                                  " %s at %s: docker's bind syntax cannot "
+                                  "hold a ':' in a path; rename it",
+                                  host, dest);
+    if (snprintf(text, sizeof(text), "%s:%s:%s", host, dest,
+                 writable ? "rw" : "ro") >= (int)sizeof(text))
+        return dk_host->set_error(call, ATP_E_CONFIG, "mount path too long");
+    json_object_array_add(binds, json_object_new_string(text));
+    return 0;
+}
+
+static int session_fill(atp_call *call, struct dk_session *s,
+                        const atp_session_spec *spec)
+{
+    struct dk_backend *b = s->be;
+    const char *image = b->image ? b->image : spec->image;
+    const char *sbwd = spec->sandbox_workdir ? spec->sandbox_workdir
+                                             : "/workspace/wd";
+    char user[64];
+    struct stat st;
+    size_t i;
+    int rc;
+
+    if (image == NULL || image[0] == '\0')
+        return dk_host->set_error(call, ATP_E_CONFIG, "no image to run: set "
+                                  "[backend.docker] image or [image] name");
+    if (!image_ok(image))
+        return dk_host->set_error(call, ATP_E_CONFIG, "image %s is not an "
+                                  "image reference", image);
+    if (stat(spec->workdir, &st) != 0 || !S_ISDIR(st.st_mode))
+        return dk_host->set_error(call, ATP_E_PROVISION, "workdir %s is not "
+                                  "a directory", spec->workdir);
+    snprintf(user, sizeof(user), "%lu:%lu", (unsigned long)st.st_uid,
+             (unsigned long)st.st_gid);
+    s->run_id = strdup(spec->run_id ? spec->run_id : dk_host->run_id(call));
+    s->image = strdup(image);
+    s->workdir = strdup(spec->workdir);
+    s->sb_workdir = strdup(sbwd);
+    s->user = strdup(b->user ? b->user : user);
+    s->env = strv_json(spec->env);
+    if (!s->run_id || !s->image || !s->workdir || !s->sb_workdir ||
+        !s->user || !s->env)
+        return dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
+    if (sbwd[0] != '/')
+        return dk_host->set_error(call, ATP_E_CONFIG, "[image] workdir %s "
+                                  "must be an absolute path", sbwd);
+    if (!b->copy) {
+        if ((s->binds = json_object_new_array()) == NULL)
+            return dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
+        if ((rc = add_bind(call, s->binds, s->workdir, sbwd, 1)) != 0)
+            return rc;
+        for (i = 0; i < spec->n_mounts; i++)
+            if ((rc = add_bind(call, s->binds, spec->mounts[i].host,
+                               spec->mounts[i].dest,
+                               spec->mounts[i].writable)) != 0)
+                return rc;
+    }
+    s->ttl_s = spec->ttl_ms > 0 ? (spec->ttl_ms + 999) / 1000 : DEFAULT_TTL_S;
+    s->one_shot = ATP_HAS_FIELD(spec, atp_session_spec, flags) &&
+                  (spec->flags & ATP_SESSION_ONE_SHOT) && !b->copy &&
+                  !b->one_shot_exec;
+    return 0;
+}
+
+/* Pull as the policy says; ATP_E_IMAGE when the image cannot be had. */
+static int preflight_image(atp_call *call, struct dk_session *s)
+{
+    struct dk_backend *b = s->be;
+    int rc;
+
+    if (b->pull == 2)
+        return dk_api_image_pull(&s->http, call, s->image);
+    rc = dk_api_image_exists(&s->http, call, s->image);
+    if (rc != ATP_E_NOTFOUND)
+        return rc;
+    if (b->pull == 0)
+        return dk_host->set_error(call, ATP_E_IMAGE, "image %s is not on the "
+                                  "docker daemon at %s and pull = never: run "
+                                  "`docker pull %s`, or set pull = missing",
+                                  s->image, b->ep.display, s->image);
+    return dk_api_image_pull(&s->http, call, s->image);
+}
+
+/*
+ * The NetworkMode for the session.  network = none is "none", except on a
+ * docker daemon that has no "bridge" network (dockerd --bridge=none, as
+ * in CI): there "default" gives the container the very same isolation -
+ * a network namespace of its own with only the loopback interface, since
+ * no user may create a network called "bridge" - without the "none"
+ * network's endpoint, which the daemon creates, persists and deletes for
+ * every container (a third of a container's start here).  Podman's
+ * default is a real network: never there.
+ */
+static int choose_network(atp_call *call, struct dk_session *s)
+{
+    static const char *const nets[] = {"none", "bridge", "host"};
+    struct dk_backend *b = s->be;
+    int rc;
+
+    s->net_mode = nets[b->network];
+    if (b->network != DK_NET_NONE || b->daemon.podman)
+        return 0;
+    rc = dk_api_network_exists(&s->http, call, "bridge");
+    if (rc == ATP_E_NOTFOUND)
+        s->net_mode = "default";
+    return rc == ATP_E_NOTFOUND ? 0 : rc;
+}
+
+/* Copy mode: the workdir exists in the container and belongs to the user. */
+static int prepare_copy_workdir(atp_call *call, struct dk_session *s)
+{
+    const char *argv[] = {"/bin/sh", "-c",
+                          "mkdir -p -- \"$0\" && chown -- \"$1\" \"$0\"",
+                          s->sb_workdir, s->user, NULL};
+    int code = -1, rc = dk_exec_root(call, s, argv, &code);
+
+    if (rc == 0 && code != 0)
+        rc = dk_host->set_error(call, ATP_E_PROVISION, "cannot prepare %s "
+                                "for user %s in the container (exit %d)",
+                                s->sb_workdir, s->user, code);
+    return rc;
+}
+
+static int session_open(atp_call *call, void *backend,
+                        const atp_session_spec *spec, void **out)
+{
+    struct dk_backend *b = backend;
+    struct dk_session *s = calloc(1, sizeof(*s));
+    int rc;
+
+    *out = NULL;
+    if (s == NULL)
+        return dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
+    s->be = b;
+    if ((rc = session_fill(call, s, spec)) != 0)
+        goto fail;
+    if (dk_http_init(&s->http, &b->ep, &b->daemon, b->api_timeout_ms) != 0) {
+        rc = dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    if ((rc = dk_api_negotiate(&s->http, call)) != 0 ||
+        (rc = preflight_image(call, s)) != 0 ||
+        (rc = choose_network(call, s)) != 0)
+        goto fail;
+    if (!s->one_shot) {
+        if ((rc = dk_container_create(call, s, NULL, NULL, NULL, 0)) != 0)
+            goto fail;
+        if (b->copy && (rc = prepare_copy_workdir(call, s)) != 0)
+            goto fail;
+    }
+    *out = s;
+    return 0;
+fail:
+    dk_container_remove(call, s);
+    session_free(s);
+    return rc;
+}
+
+static int session_close(atp_call *call, void *session)
+{
+    struct dk_session *s = session;
+    int rc;
+
+    if (s->closed)
+        return 0;
+    rc = dk_container_remove(call, s);
+    if (rc == 0)
+        s->closed = 1;
+    return rc;
+}
+
+static void session_free(void *session)
+{
+    struct dk_session *s = session;
+
+    if (s == NULL)
+        return;
+    dk_http_free(&s->http);
+    json_object_put(s->env);
+    json_object_put(s->binds);
+    free(s->run_id);
+    free(s->image);
+    free(s->workdir);
+    free(s->sb_workdir);
+    free(s->user);
+    free(s);
+}
+
+/* ---- gc ----------------------------------------------------------------- */
+
+static int reap(atp_call *call, void *backend, const char *kind,
+                const char *id)
+{
+    struct dk_backend *b = backend;
+    char **ids = NULL;
+    size_t i;
+    int rc;
+
+    pthread_mutex_lock(&b->ctl_lock);
+    rc = dk_api_negotiate(&b->ctl, call);
+    if (rc)
+        goto out;
+    if (strcmp(kind, "container") == 0) {
+        rc = dk_api_remove(&b->ctl, call, id);
+    } else if (strcmp(kind, "run") == 0) {
+        char filter[256];
+
+        snprintf(filter, sizeof(filter), "{\"label\":[\"" DK_LABEL_RUN
+                 "=%s\"]}", id);
+        if (strchr(id, '"') || strchr(id, '\\'))
+            rc = dk_host->set_error(call, ATP_E_INVAL, "bad run id");
+        else
+            rc = dk_api_list(&b->ctl, call, filter, &ids);
+        for (i = 0; rc == 0 && ids && ids[i]; i++)
+            rc = dk_api_remove(&b->ctl, call, ids[i]);
+    } else {
+        rc = dk_host->set_error(call, ATP_E_NOTFOUND, "the docker backend "
+                                "makes no resource of kind '%s'", kind);
+    }
+out:
+    pthread_mutex_unlock(&b->ctl_lock);
+    dk_strv_free(ids);
+    return rc;
+}
+
+/* ---- entry -------------------------------------------------------------- */
+
+static void fini(void)
+{
+    curl_global_cleanup();
+}
+
+static const atp_plugin_ops docker_ops = {
+    sizeof(atp_plugin_ops),
+    ATP_PLUGIN_ABI_MAJOR,
+    ATP_PLUGIN_ABI_MINOR,
+    "docker",
+    PACKAGE_VERSION,
+    "runs commands in docker containers through the engine API, with the "
+    "workdir bind-mounted (or copied, for a remote daemon)",
+    ATP_CAP_SHARED_FS | ATP_CAP_STREAMING | ATP_CAP_STDIN |
+        ATP_CAP_SESSIONS | ATP_CAP_MOUNTS | ATP_CAP_CPU_LIMIT |
+        ATP_CAP_MEMORY_LIMIT | ATP_CAP_NETWORK_POLICY | ATP_CAP_GC |
+        ATP_CAP_KILLS_TREE,
+    options,
+    backend_open,
+    backend_free,
+    session_open,
+    dk_exec,
+    session_close,
+    session_free,
+    check,
+    reap,
+    fini,
+    backend_caps,
+    dk_push_archive,
+    dk_pull_archive,
+};
+
+ATP_PLUGIN_EXPORT int atp_plugin_entry_v1(const atp_host_api *api,
+                                          atp_call *call,
+                                          const atp_plugin_ops **ops_out)
+{
+    if (api == NULL || api->abi_major != ATP_PLUGIN_ABI_MAJOR)
+        return ATP_E_ABI;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        return api->set_error(call, ATP_E_BACKEND, "libcurl failed to "
+                              "initialise");
+    dk_host = api;
+    *ops_out = &docker_ops;
+    return 0;
+}

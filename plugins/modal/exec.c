@@ -1,0 +1,689 @@
+/*
+ * plugins/modal/exec.c - one command through the sandbox's
+ * TaskCommandRouter (modal-protocol.md §3.1).
+ *
+ * TaskExecStart with an exec id of our choosing (the start is idempotent
+ * under retries), stdout and stderr piped.  Then, side by side on one
+ * connection: a TaskExecStdioRead stream per descriptor, its bytes handed
+ * to host->output() as they arrive and, when a stream drops, re-opened at
+ * the byte offset already received, so nothing is lost or repeated;
+ * TaskExecWait for the exit code or signal; and stdin written with
+ * TaskExecStdinWrite in bounded chunks as host->input() delivers it, then
+ * EOF (a command without stdin gets EOF at once, so it never waits on an
+ * open pipe).
+ *
+ * The core wraps the command in timeout(1); the call's deadline is the
+ * backstop (without one, the sandbox's TTL).  A router that stops
+ * answering, or a sandbox that died (SandboxWait says it finished), ends
+ * the exec with ATP_E_TIMEOUT or ATP_E_SANDBOX_DEAD; cancellation and
+ * the backstop terminate the sandbox, so that nothing of the command
+ * keeps running.
+ */
+#include "config.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "modal.h"
+
+typedef Modal__TaskCommandRouter__TaskExecStartRequest start_req;
+typedef Modal__TaskCommandRouter__TaskExecStartRequest__EnvEntry env_entry;
+typedef Modal__TaskCommandRouter__TaskExecStdioReadRequest read_req;
+typedef Modal__TaskCommandRouter__TaskExecStdioReadResponse read_resp;
+typedef Modal__TaskCommandRouter__TaskExecWaitRequest wait_req;
+typedef Modal__TaskCommandRouter__TaskExecWaitResponse wait_resp;
+typedef Modal__TaskCommandRouter__TaskExecStdinWriteRequest stdin_req;
+
+#define WAIT_CODE MODAL_TCR(TASK_EXEC_WAIT_RESPONSE__EXIT_STATUS_CODE)
+#define WAIT_SIGNAL MODAL_TCR(TASK_EXEC_WAIT_RESPONSE__EXIT_STATUS_SIGNAL)
+
+#define ROUTER "/modal.task_command_router.TaskCommandRouter/"
+#define STDIN_CHUNK (1024 * 1024) /* bytes per TaskExecStdinWrite */
+#define STREAM_RETRIES 10         /* consecutive, reset by data */
+#define WAIT_CALL_MS 60000        /* one TaskExecWait long-poll */
+#define WAIT_RETRY_MS 1000
+#define CHECK_MS 10000            /* a liveness check */
+#define TTL_SLACK_MS 30000        /* past the TTL, the sandbox is gone */
+
+struct exec;
+
+struct stream {
+    struct exec *x;
+    int fd;          /* the router's descriptor: 0 stdout, 1 stderr */
+    int out;         /* ATP_STDOUT, ATP_STDERR */
+    uint64_t offset; /* bytes received */
+    int eof;
+    int failures;    /* consecutive failed attempts */
+    int refreshed;   /* JWT renewed since the last data */
+    int64_t retry_at;
+    modal__rpc *k;
+};
+
+struct exec {
+    atp_call *call;
+    struct modal_session *s;
+    const atp_exec_spec *spec;
+    modal__ctl ctl;
+    char exec_id[37];
+    struct stream io[2];
+    /* TaskExecWait */
+    modal__rpc *wk;
+    unsigned char *wmsg;
+    size_t wlen;
+    int wn, exited, code, sig, wait_refreshed;
+    int64_t wait_at;
+    /* stdin */
+    int input_fd;
+    unsigned char *in;
+    size_t in_len;
+    uint64_t in_off;
+    int in_eof, in_done, in_failures, in_refreshed, in_sent_eof;
+    int64_t in_at;
+    modal__rpc *ik;
+    /* how it is going */
+    int64_t checked_at; /* the last liveness check */
+    int cancelled, timed_out, failed;
+    char fail_what[64];
+    modal__status fail_st;
+    int64_t last_progress;
+};
+
+static void fail_with(struct exec *x, const char *what,
+                      const modal__status *st)
+{
+    if (x->failed)
+        return;
+    x->failed = 1;
+    modal__copy(x->fail_what, sizeof(x->fail_what), what);
+    x->fail_st = *st;
+}
+
+/*
+ * Is the sandbox still there?  (At most one SandboxWait a second; a
+ * failed check counts as alive.)  The alive() hook of the exec's calls.
+ */
+static int still_alive(void *ctx)
+{
+    struct exec *x = ctx;
+    modal__ctl ctl = modal__ctl_within(&x->ctl, CHECK_MS, 1);
+    int64_t now = modal__host->now_ns();
+    char why[256];
+
+    if (x->checked_at && now - x->checked_at < 1000000000LL)
+        return 1;
+    x->checked_at = now;
+    return modal__sandbox_finished(x->s, &ctl, why, sizeof(why)) != 1;
+}
+
+/* Is the sandbox gone?  Then fail the exec; 1 when it is. */
+static int gone(struct exec *x, const char *what, const modal__status *st)
+{
+    if (still_alive(x))
+        return 0;
+    fail_with(x, what, st);
+    return 1;
+}
+
+/* ---- the output streams ------------------------------------------------ */
+
+static int on_chunk(void *ctx, const uint8_t *buf, size_t len)
+{
+    struct stream *sr = ctx;
+    struct exec *x = sr->x;
+    read_resp *r =
+        modal__task_command_router__task_exec_stdio_read_response__unpack(
+            NULL, len, buf);
+
+    if (r == NULL)
+        return ATP_E_BACKEND;
+    if (r->data.len > 0) {
+        if (modal__host->output(x->call, sr->out, r->data.data,
+                                r->data.len) == ATP_E_CANCELLED)
+            x->cancelled = 1;
+        sr->offset += r->data.len;
+        sr->failures = 0;
+        sr->refreshed = 0;
+        x->last_progress = modal__host->now_ns();
+    }
+    modal__task_command_router__task_exec_stdio_read_response__free_unpacked(
+        r, NULL);
+    return 0;
+}
+
+/* The grpc-timeout of a call that may last as long as the exec. */
+static int64_t left_ms(const struct exec *x)
+{
+    int64_t left;
+
+    if (x->ctl.deadline_ns == 0)
+        return 0;
+    left = (x->ctl.deadline_ns - modal__host->now_ns()) / 1000000;
+    return left > 0 ? left : 1;
+}
+
+static void router_req(struct exec *x, modal__rpc_req *r, const char *path,
+                       const char **md, const ProtobufCMessage *msg)
+{
+    md[0] = modal__router_auth(x->s);
+    md[1] = NULL;
+    memset(r, 0, sizeof(*r));
+    r->ep = &x->s->router;
+    r->path = path;
+    r->metadata = md;
+    r->msg = msg;
+}
+
+static void stream_open(struct exec *x, struct stream *sr)
+{
+    read_req req = MODAL_TCR(TASK_EXEC_STDIO_READ_REQUEST__INIT);
+    modal__rpc_req r;
+    const char *md[2];
+    modal__status st;
+
+    req.task_id = x->s->task_id;
+    req.exec_id = x->exec_id;
+    req.offset = sr->offset;
+    req.file_descriptor =
+        (Modal__TaskCommandRouter__TaskExecStdioFileDescriptor)sr->fd;
+    router_req(x, &r, ROUTER "TaskExecStdioRead", md, &req.base);
+    r.timeout_ms = left_ms(x);
+    r.on_msg = on_chunk;
+    r.ctx = sr;
+    if (modal__rpc_start(x->s->conn, &r, &sr->k) != 0) {
+        st.code = MODAL_INTERNAL;
+        snprintf(st.message, sizeof(st.message), "cannot start a call");
+        fail_with(x, "reading the output", &st);
+    }
+}
+
+/* Renew the router's JWT once per failure streak; 1 when renewed. */
+static int refresh_once(struct exec *x, int *flag, const modal__status *st)
+{
+    modal__status rst;
+
+    if (st->code != MODAL_UNAUTHENTICATED || *flag)
+        return 0;
+    *flag = 1;
+    if (modal__router_refresh(x->s, &x->ctl, &rst) != 0) {
+        fail_with(x, "renewing the router token", &rst);
+        return 0;
+    }
+    return 1;
+}
+
+static void stream_ended(struct exec *x, struct stream *sr, int64_t now)
+{
+    modal__status st = *modal__rpc_status(sr->k);
+
+    modal__rpc_free(sr->k);
+    sr->k = NULL;
+    if (st.code == MODAL_OK) {
+        sr->eof = 1;
+    } else if (refresh_once(x, &sr->refreshed, &st)) {
+        sr->retry_at = now;
+    } else if (modal__retryable(st.code) && sr->failures < STREAM_RETRIES &&
+               (sr->failures < 2 || !gone(x, "reading the output", &st))) {
+        /* Dropped: re-open where it stopped, 10 ms doubling. */
+        sr->retry_at = now + (10LL << sr->failures) * 1000000;
+        sr->failures++;
+        modal__host->log(x->call, ATP_LOG_DEBUG, "%s stream of exec %s "
+                         "dropped at byte %llu (%s: %s); resuming",
+                         sr->out == ATP_STDOUT ? "stdout" : "stderr",
+                         x->exec_id, (unsigned long long)sr->offset,
+                         modal__code_name(st.code), st.message);
+    } else {
+        fail_with(x, "reading the output", &st);
+    }
+}
+
+/* ---- the exit status ----------------------------------------------------- */
+
+static int on_wait(void *ctx, const uint8_t *buf, size_t len)
+{
+    struct exec *x = ctx;
+
+    if (x->wn++ > 0)
+        return ATP_E_BACKEND;
+    x->wmsg = malloc(len ? len : 1);
+    if (x->wmsg == NULL)
+        return ATP_E_NOMEM;
+    memcpy(x->wmsg, buf, len);
+    x->wlen = len;
+    return 0;
+}
+
+static void wait_open(struct exec *x)
+{
+    wait_req req = MODAL_TCR(TASK_EXEC_WAIT_REQUEST__INIT);
+    modal__rpc_req r;
+    const char *md[2];
+    modal__status st;
+    int64_t left = left_ms(x);
+
+    req.task_id = x->s->task_id;
+    req.exec_id = x->exec_id;
+    router_req(x, &r, ROUTER "TaskExecWait", md, &req.base);
+    r.timeout_ms = left && left < WAIT_CALL_MS ? left : WAIT_CALL_MS;
+    r.on_msg = on_wait;
+    r.ctx = x;
+    free(x->wmsg);
+    x->wmsg = NULL;
+    x->wn = 0;
+    if (modal__rpc_start(x->s->conn, &r, &x->wk) != 0) {
+        st.code = MODAL_INTERNAL;
+        snprintf(st.message, sizeof(st.message), "cannot start a call");
+        fail_with(x, "waiting for the command", &st);
+    }
+}
+
+static void wait_ended(struct exec *x, int64_t now)
+{
+    modal__status st = *modal__rpc_status(x->wk);
+    wait_resp *w;
+
+    modal__rpc_free(x->wk);
+    x->wk = NULL;
+    if (st.code == MODAL_OK) {
+        w = x->wn != 1 ? NULL
+                       : (wait_resp *)protobuf_c_message_unpack(
+                             MODAL_TCR_DESC(task_exec_wait_response), NULL,
+                             x->wlen, x->wmsg);
+        if (w && w->exit_status_case == WAIT_CODE) {
+            x->exited = 1;
+            x->code = w->code;
+        } else if (w && w->exit_status_case == WAIT_SIGNAL) {
+            x->exited = 1;
+            x->sig = w->signal;
+        } else {
+            st.code = MODAL_INTERNAL;
+            snprintf(st.message, sizeof(st.message),
+                     "the router sent no exit status");
+            fail_with(x, "waiting for the command", &st);
+        }
+        if (w)
+            protobuf_c_message_free_unpacked(&w->base, NULL);
+        x->last_progress = now;
+    } else if (st.code == MODAL_DEADLINE_EXCEEDED) {
+        x->wait_at = now; /* the long-poll ran out: ask again */
+    } else if (refresh_once(x, &x->wait_refreshed, &st)) {
+        x->wait_at = now;
+    } else if (modal__retryable(st.code)) {
+        if (!gone(x, "waiting for the command", &st))
+            x->wait_at = now + WAIT_RETRY_MS * 1000000LL;
+    } else {
+        fail_with(x, "waiting for the command", &st);
+    }
+}
+
+/* ---- stdin --------------------------------------------------------------- */
+
+/* Take what input is ready, up to a chunk, without blocking. */
+static void take_input(struct exec *x)
+{
+    while (x->in_len < STDIN_CHUNK && !x->in_eof) {
+        long n;
+
+        if (x->input_fd >= 0) {
+            struct pollfd p = {x->input_fd, POLLIN, 0};
+
+            if (poll(&p, 1, 0) <= 0)
+                return;
+        }
+        n = modal__host->input(x->call, x->in + x->in_len,
+                               STDIN_CHUNK - x->in_len);
+        if (n <= 0) {
+            x->in_eof = 1; /* end of input, or it failed: close stdin */
+            return;
+        }
+        x->in_len += (size_t)n;
+        if (x->input_fd < 0)
+            return; /* no descriptor to ask: one blocking read a turn */
+    }
+}
+
+static void stdin_send(struct exec *x)
+{
+    stdin_req req = MODAL_TCR(TASK_EXEC_STDIN_WRITE_REQUEST__INIT);
+    modal__rpc_req r;
+    const char *md[2];
+    modal__status st;
+
+    req.task_id = x->s->task_id;
+    req.exec_id = x->exec_id;
+    req.offset = x->in_off;
+    req.data.data = x->in;
+    req.data.len = x->in_len;
+    req.eof = x->in_eof;
+    router_req(x, &r, ROUTER "TaskExecStdinWrite", md, &req.base);
+    r.timeout_ms = x->s->be->call_timeout_ms;
+    x->in_sent_eof = x->in_eof;
+    if (modal__rpc_start(x->s->conn, &r, &x->ik) != 0) {
+        st.code = MODAL_INTERNAL;
+        snprintf(st.message, sizeof(st.message), "cannot start a call");
+        fail_with(x, "writing stdin", &st);
+    }
+}
+
+static void stdin_ended(struct exec *x, int64_t now)
+{
+    modal__status st = *modal__rpc_status(x->ik);
+
+    modal__rpc_free(x->ik);
+    x->ik = NULL;
+    if (st.code == MODAL_OK) {
+        x->in_off += x->in_len;
+        x->in_len = 0;
+        x->in_failures = 0;
+        x->in_refreshed = 0;
+        x->in_done = x->in_sent_eof;
+    } else if (refresh_once(x, &x->in_refreshed, &st)) {
+        x->in_at = now;
+    } else if (modal__retryable(st.code) && x->in_failures < STREAM_RETRIES &&
+               (x->in_failures < 2 || !gone(x, "writing stdin", &st))) {
+        x->in_at = now + (10LL << x->in_failures) * 1000000;
+        x->in_failures++;
+    } else if (st.code == MODAL_FAILED_PRECONDITION ||
+               st.code == MODAL_ABORTED) {
+        /* The command closed its stdin or exited: the rest is not
+         * wanted (as a pipe would say EPIPE). */
+        x->in_done = 1;
+        x->in_len = 0;
+    } else {
+        fail_with(x, "writing stdin", &st);
+    }
+}
+
+/* ---- starting ----------------------------------------------------------- */
+
+static int start_exec(struct exec *x, modal__status *st)
+{
+    const atp_exec_spec *spec = x->spec;
+    start_req req = MODAL_TCR(TASK_EXEC_START_REQUEST__INIT);
+    env_entry *e = NULL, **ep = NULL;
+    ProtobufCMessage *resp = NULL;
+    size_t n = 0, i;
+    int rc;
+
+    while (spec->argv[req.n_command_args])
+        req.n_command_args++;
+    for (i = 0; spec->env && spec->env[i]; i++)
+        n++;
+    e = calloc(n + 1, sizeof(*e));
+    ep = calloc(n + 1, sizeof(*ep));
+    if (e == NULL || ep == NULL) {
+        free(e);
+        free(ep);
+        return ATP_E_NOMEM;
+    }
+    for (i = 0; i < n; i++) {
+        const char *kv = spec->env[i], *eq = strchr(kv, '=');
+
+        modal__task_command_router__task_exec_start_request__env_entry__init(
+            &e[i]);
+        e[i].key = strndup(kv, eq ? (size_t)(eq - kv) : strlen(kv));
+        e[i].value = (char *)(eq ? eq + 1 : "");
+        ep[i] = &e[i];
+    }
+    req.task_id = x->s->task_id;
+    req.exec_id = x->exec_id;
+    req.command_args = (char **)spec->argv;
+    req.stdout_config =
+        MODAL_TCR(TASK_EXEC_STDOUT_CONFIG__TASK_EXEC_STDOUT_CONFIG_PIPE);
+    req.stderr_config =
+        MODAL_TCR(TASK_EXEC_STDERR_CONFIG__TASK_EXEC_STDERR_CONFIG_PIPE);
+    if (spec->timeout_ms > 0) {
+        /* The router's own kill, a backstop behind the core's timeout. */
+        req.opt_timeout_secs_case =
+            MODAL_TCR(TASK_EXEC_START_REQUEST__OPT_TIMEOUT_SECS_TIMEOUT_SECS);
+        req.timeout_secs = (uint32_t)((spec->timeout_ms + spec->grace_ms +
+                                       spec->drain_ms + 999) / 1000 + 5);
+    }
+    req.opt_workdir_case =
+        MODAL_TCR(TASK_EXEC_START_REQUEST__OPT_WORKDIR_WORKDIR);
+    req.workdir = (char *)(spec->cwd ? spec->cwd : x->s->workdir);
+    req.env = ep;
+    req.n_env = n;
+    rc = modal__router_call(
+        x->s, &x->ctl, "TaskExecStart", &req.base,
+        MODAL_TCR_DESC(task_exec_start_response),
+        &resp, st);
+    if (resp)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    for (i = 0; i < n; i++)
+        free(e[i].key);
+    free(e);
+    free(ep);
+    return rc;
+}
+
+/* ---- the loop ------------------------------------------------------------ */
+
+static int64_t soonest(int64_t a, int64_t b)
+{
+    return a == 0 ? b : b == 0 ? a : a < b ? a : b;
+}
+
+/*
+ * After the exit: are the streams still open only because something
+ * holds the pipes (connected, nothing coming), rather than re-opening
+ * after a drop (whose bytes must still be read)?
+ */
+static int streams_idle(const struct exec *x)
+{
+    int i;
+
+    for (i = 0; i < 2; i++)
+        if (!x->io[i].eof && (x->io[i].k == NULL || x->io[i].failures))
+            return 0;
+    return 1;
+}
+
+/* Move everything on until the command has ended, or it must stop. */
+static void run(struct exec *x)
+{
+    int64_t drain_ns = (x->spec->drain_ms > 0 ? x->spec->drain_ms : 2000) *
+                       1000000LL;
+    int cfd = modal__host->cancel_fd(x->call);
+    int i;
+
+    for (;;) {
+        int64_t now = modal__host->now_ns(), next = 0, wait_ms;
+        struct curl_waitfd fds[2];
+        unsigned nfds = 0;
+
+        if (!x->cancelled && modal__host->cancelled(x->call))
+            x->cancelled = 1;
+        if (x->cancelled || x->failed)
+            return;
+        if (x->ctl.deadline_ns && now >= x->ctl.deadline_ns) {
+            x->timed_out = 1;
+            return;
+        }
+        for (i = 0; i < 2; i++)
+            if (x->io[i].k && modal__rpc_done(x->io[i].k))
+                stream_ended(x, &x->io[i], now);
+        if (x->wk && modal__rpc_done(x->wk))
+            wait_ended(x, now);
+        if (x->ik && modal__rpc_done(x->ik))
+            stdin_ended(x, now);
+        if (x->failed || x->cancelled)
+            return;
+        if (x->exited && x->io[0].eof && x->io[1].eof)
+            return;
+        if (x->exited && now - x->last_progress >= drain_ns &&
+            streams_idle(x)) {
+            modal__host->log(x->call, ATP_LOG_DEBUG, "exec %s: output still "
+                             "open %lld ms after the exit; not waiting",
+                             x->exec_id, (long long)(drain_ns / 1000000));
+            return;
+        }
+        for (i = 0; i < 2; i++) {
+            struct stream *sr = &x->io[i];
+
+            if (!sr->eof && sr->k == NULL) {
+                if (sr->retry_at <= now)
+                    stream_open(x, sr);
+                else
+                    next = soonest(next, sr->retry_at);
+            }
+        }
+        if (!x->exited && x->wk == NULL) {
+            if (x->wait_at <= now)
+                wait_open(x);
+            else
+                next = soonest(next, x->wait_at);
+        }
+        if (!x->in_done && x->ik == NULL) {
+            if (x->in_len == 0 && !x->in_eof)
+                take_input(x);
+            if (x->in_len > 0 || x->in_eof) {
+                if (x->in_at <= now)
+                    stdin_send(x);
+                else
+                    next = soonest(next, x->in_at);
+            } else if (x->input_fd >= 0) {
+                fds[nfds].fd = x->input_fd;
+                fds[nfds].events = CURL_WAIT_POLLIN;
+                fds[nfds++].revents = 0;
+            }
+        }
+        if (x->exited)
+            next = soonest(next, x->last_progress + drain_ns);
+        next = soonest(next, x->ctl.deadline_ns);
+        wait_ms = next ? (next - now + 999999) / 1000000 : 1000;
+        if (wait_ms > 1000)
+            wait_ms = 1000;
+        if (cfd >= 0) {
+            fds[nfds].fd = cfd;
+            fds[nfds].events = CURL_WAIT_POLLIN;
+            fds[nfds++].revents = 0;
+        }
+        if (modal__conn_step(x->s->conn, fds, nfds, (int)wait_ms) != 0) {
+            modal__status st = {MODAL_INTERNAL, "curl failed", -1};
+
+            fail_with(x, "running the command", &st);
+        }
+    }
+}
+
+static void exec_release(struct exec *x)
+{
+    int i;
+
+    for (i = 0; i < 2; i++)
+        modal__rpc_free(x->io[i].k);
+    modal__rpc_free(x->wk);
+    modal__rpc_free(x->ik);
+    free(x->wmsg);
+    free(x->in);
+}
+
+/* The exec could not go on: a dead sandbox, or the router's failure. */
+static int report_failure(struct exec *x)
+{
+    modal__ctl ctl = modal__ctl_within(&x->ctl, CHECK_MS, 0);
+    const modal__status *st = &x->fail_st;
+    char why[256];
+    int fin;
+
+    if (ctl.deadline_ns <= modal__host->now_ns()) {
+        modal__ctl fresh = modal__ctl_of(x->call);
+
+        fresh.deadline_ns = 0; /* spent: give the check its own time */
+        ctl = modal__ctl_within(&fresh, CHECK_MS, 0);
+    }
+    fin = modal__sandbox_finished(x->s, &ctl, why, sizeof(why));
+    if (fin == 1) {
+        char msg[512];
+
+        snprintf(msg, sizeof(msg), "sandbox %s died while running the "
+                 "command: %s", x->s->sandbox_id, why);
+        x->s->dead = 1;
+        modal__copy(x->s->dead_why, sizeof(x->s->dead_why), msg);
+        return modal__error(x->call, ATP_E_SANDBOX_DEAD, "%s; the output "
+                            "up to then was delivered", msg);
+    }
+    return modal__error(x->call, ATP_E_BACKEND, "%s in sandbox %s failed: "
+                        "%s: %s", x->fail_what, x->s->sandbox_id,
+                        modal__code_name(st->code),
+                        st->message[0] ? st->message : "no message");
+}
+
+int modal__exec(atp_call *call, void *session, const atp_exec_spec *spec,
+                atp_exec_outcome *out)
+{
+    struct modal_session *s = session;
+    struct exec x;
+    modal__status st;
+    int rc;
+
+    if (s->dead)
+        return modal__error(call, ATP_E_SANDBOX_DEAD, "%s", s->dead_why);
+    if (spec->argv == NULL || spec->argv[0] == NULL)
+        return modal__error(call, ATP_E_INVAL, "empty argv");
+    memset(&x, 0, sizeof(x));
+    x.call = call;
+    x.s = s;
+    x.spec = spec;
+    x.ctl = modal__ctl_of(call);
+    if (x.ctl.deadline_ns == 0) /* no budget: the TTL bounds it */
+        x.ctl.deadline_ns = s->expires_ns + TTL_SLACK_MS * 1000000LL;
+    x.ctl.alive = still_alive;
+    x.ctl.alive_ctx = &x;
+    x.io[0].x = x.io[1].x = &x;
+    x.io[0].fd = 0;
+    x.io[0].out = ATP_STDOUT;
+    x.io[1].fd = 1;
+    x.io[1].out = ATP_STDERR;
+    x.input_fd = -1;
+    if (spec->flags & ATP_EXEC_STDIN) {
+        x.input_fd = modal__host->input_fd(call);
+        x.in = malloc(STDIN_CHUNK);
+        if (x.in == NULL)
+            return modal__error(call, ATP_E_NOMEM, "out of memory");
+    } else {
+        x.in_eof = 1; /* EOF at once: nothing waits on an open stdin */
+    }
+    modal__uuid4(x.exec_id);
+    x.last_progress = modal__host->now_ns();
+    rc = start_exec(&x, &st);
+    if (rc == ATP_E_CANCELLED) {
+        x.cancelled = 1;
+    } else if (rc == ATP_E_TIMEOUT) {
+        x.timed_out = 1;
+    } else if (rc == ATP_E_NOMEM) {
+        exec_release(&x);
+        return modal__error(call, rc, "out of memory");
+    } else if (rc) {
+        fail_with(&x, "starting the command", &st);
+    } else {
+        run(&x);
+    }
+    exec_release(&x);
+    if (x.cancelled) {
+        /* No per-command kill in Modal: the sandbox goes, and with it
+         * every process of the command. */
+        modal__session_terminate(call, s, "the run was cancelled");
+        out->flags = ATP_OUTCOME_CANCELLED;
+        out->exit_code = -1;
+        out->signal = SIGKILL;
+        return 0;
+    }
+    if (x.timed_out) {
+        modal__session_terminate(call, s, "the sandbox was terminated when "
+                                 "a command outlived its deadline");
+        return modal__error(call, ATP_E_TIMEOUT, "the command in sandbox %s "
+                            "did not end by its deadline (budget, grace and "
+                            "margin) and the router said nothing more; the "
+                            "sandbox was terminated", s->sandbox_id);
+    }
+    if (x.failed)
+        return report_failure(&x);
+    out->flags = 0;
+    out->exit_code = x.sig ? -1 : x.code;
+    out->signal = x.sig;
+    return 0;
+}

@@ -203,19 +203,40 @@ struct producer {
     int rc;
     char err[1024];
     unsigned warnings;
+    char warned[8][512]; /* "path: what", reported after the join */
 };
 
+#define MAX_WARNED (sizeof(((struct producer *)0)->warned) / \
+                    sizeof(((struct producer *)0)->warned[0]))
+
+/* Runs on the producer thread: keep the note for the caller's thread,
+ * which alone delivers events. */
 static void warn_entry(void *ctx, const char *path, const char *what)
 {
     struct producer *pr = ctx;
-    atp_field f[2] = {{"path", ATP_FIELD_STR, path, 0, 0.0},
-                      {"message", ATP_FIELD_STR, what, 0, 0.0}};
 
-    /* Events are delivered from the exec thread's side only: count here
-     * and let the first few through on stderr-like event later. */
+    if (pr->warnings < MAX_WARNED)
+        snprintf(pr->warned[pr->warnings], sizeof(pr->warned[0]), "%s: %s",
+                 path, what);
     pr->warnings++;
-    if (pr->warnings <= 20)
-        atp__session_event(pr->s, "transfer_warning", f, 2);
+}
+
+/* After the join: one event per note kept, and a count of the rest. */
+static void report_warnings(struct producer *pr)
+{
+    unsigned i;
+
+    for (i = 0; i < pr->warnings && i < MAX_WARNED; i++) {
+        atp_field f[1] = {{"message", ATP_FIELD_STR, pr->warned[i], 0, 0.0}};
+
+        atp__session_event(pr->s, "transfer_warning", f, 1);
+    }
+    if (pr->warnings > MAX_WARNED) {
+        atp_field f[1] = {{"more", ATP_FIELD_INT, NULL,
+                           (int64_t)(pr->warnings - MAX_WARNED), 0.0}};
+
+        atp__session_event(pr->s, "transfer_warning", f, 1);
+    }
 }
 
 static void block_sigpipe(void)
@@ -730,6 +751,7 @@ int atp__sync_push(struct atp_session *s)
         close(p[0]); /* a producer still writing gets EPIPE */
         p[0] = -1;
         pthread_join(pr.thread, NULL);
+        report_warnings(&pr);
         if (rc)
             goto out;
         if (pr.rc && pr.rc != ATP_E_CANCELLED) {
@@ -797,7 +819,7 @@ int atp__sync_pull(struct atp_session *s)
 {
     const struct atp__settings *set = &s->be->cfg->set;
     struct atp__xfer_state *x = xfer_state(s);
-    struct atp__manifest H = {0}, S = {0}, fetch = {0}, gone = {0},
+    struct atp__manifest H = {0}, S = {0}, gone = {0},
                          nb = {0};
     struct names del = {0}, conf = {0}, want = {0};
     struct consumer c;
@@ -845,8 +867,7 @@ int atp__sync_pull(struct atp_session *s)
             }
             if (h && h->type != sx->type && names_add_nul(&del, h->path))
                 goto nomem;
-            if (atp__manifest_add(&fetch, sx) ||
-                names_add_nul(&want, sx->path))
+            if (names_add_nul(&want, sx->path))
                 goto nomem;
         }
     }
@@ -974,7 +995,6 @@ out:
         close(rootfd);
     atp__manifest_free(&H);
     atp__manifest_free(&S);
-    atp__manifest_free(&fetch);
     atp__manifest_free(&gone);
     atp__manifest_free(&nb);
     atp__manifest_free(&c.got);
@@ -1028,6 +1048,7 @@ int atp__sync_push_dir(struct atp_session *s, const char *host_dir,
     close(p[0]);
     p[0] = -1;
     pthread_join(pr.thread, NULL);
+    report_warnings(&pr);
     if (rc == 0 && pr.rc && pr.rc != ATP_E_CANCELLED)
         rc = atp__error(pr.rc, "%s", pr.err);
     else if (rc == 0 && code != 0)

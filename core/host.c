@@ -4,6 +4,7 @@
  * Every function takes the atp_call the core passed into the plugin call,
  * and copies whatever it is given before it returns.
  */
+#define _GNU_SOURCE
 #include "config.h"
 
 #include <errno.h>
@@ -61,7 +62,7 @@ static int host_set_error(atp_call *call, int code, const char *fmt, ...)
 
 static int log_level(void)
 {
-    const char *e = getenv("ATP_LOG");
+    const char *e = secure_getenv("ATP_LOG");
 
     if (e == NULL || *e == '\0')
         return ATP_LOG_WARN;
@@ -154,12 +155,21 @@ static long host_input(atp_call *call, void *buf, size_t len)
 
     if (call == NULL || call->sink == NULL || call->sink->stdin_fd < 0)
         return 0;
-    do
+    for (;;) {
+        struct pollfd p = {call->sink->stdin_fd, POLLIN, 0};
+
         n = read(call->sink->stdin_fd, buf, len);
-    while (n < 0 && errno == EINTR);
-    if (n < 0)
-        return ATP_E_IO;
-    return (long)n;
+        if (n >= 0)
+            return (long)n;
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return ATP_E_IO;
+        /* A non-blocking stdin: wait for it (or for cancellation). */
+        if (call->cancellable && call->session && call->session->cancelled)
+            return ATP_E_CANCELLED;
+        poll(&p, 1, 100);
+    }
 }
 
 static int host_input_fd(atp_call *call)

@@ -220,6 +220,10 @@ ATP_EXTERN int atp_session_create(atp_session **out, atp_backend *be,
     int rc;
 
     *out = NULL;
+    if (opts && opts->struct_size < sizeof(atp_session_opts))
+        return atp__error(ATP_E_INVAL, "atp_session_opts.struct_size is %u: "
+                          "initialise it with ATP_SESSION_OPTS_INIT",
+                          (unsigned)opts->struct_size);
     if (realpath(wd, real) == NULL)
         return atp__error(ATP_E_CONFIG, "workdir %s: %s", wd,
                           errno == ENOENT ? "no such directory"
@@ -603,6 +607,10 @@ ATP_EXTERN int atp_session_exec(atp_session *s, const char *command,
     result_reset(res);
     if (command == NULL)
         return fail(s, res, ATP_E_INVAL, "no command given");
+    if (opts && opts->struct_size < sizeof(atp_exec_opts))
+        return fail(s, res, ATP_E_INVAL, "atp_exec_opts.struct_size is %u: "
+                    "initialise it with ATP_EXEC_OPTS_INIT",
+                    (unsigned)opts->struct_size);
     if (s->state != ATP__OPEN)
         return fail(s, res, ATP_E_INVAL, "session %s is %s", s->run_id,
                     s->state == ATP__CREATED ? "not started"

@@ -1424,6 +1424,30 @@ static void missing_workdir_is_a_config_error(void **state)
     assert_non_null(strstr(atp_last_error(), "not a directory"));
 }
 
+/* Options not initialised with their _INIT macro are refused, clearly. */
+static void uninitialised_options_are_refused(void **state)
+{
+    struct fx *f = *state;
+    atp_session_opts so = ATP_SESSION_OPTS_INIT;
+    atp_exec_opts eo = ATP_EXEC_OPTS_INIT;
+    atp_result res = ATP_RESULT_INIT;
+    atp_session *s;
+
+    so.workdir = f->dir;
+    so.struct_size = 0;
+    assert_int_equal(atp_session_create(&s, f->be, &so), ATP_E_INVAL);
+    assert_non_null(strstr(atp_last_error(), "ATP_SESSION_OPTS_INIT"));
+    so.struct_size = sizeof(so);
+    assert_int_equal(atp_session_create(&s, f->be, &so), 0);
+    assert_int_equal(atp_session_start(s, &res), 0);
+    eo.struct_size = 8;
+    assert_int_equal(atp_session_exec(s, "touch ran", &eo, &res),
+                     ATP_E_INVAL);
+    assert_non_null(strstr(res.message, "ATP_EXEC_OPTS_INIT"));
+    assert_int_not_equal(access(in_dir(f, "ran"), F_OK), 0);
+    atp_session_free(s);
+}
+
 /* A workdir removed between create and start fails the start, clearly. */
 static void workdir_gone_before_start(void **state)
 {
@@ -1801,6 +1825,7 @@ int main(void)
         T(malformed_environment_is_refused),
         T(secrets_never_on_a_command_line),
         T(runs_in_the_workdir),
+        T(uninitialised_options_are_refused),
         T(missing_workdir_is_a_config_error),
         T(workdir_gone_before_start),
         T(workdir_gone_before_exec),

@@ -231,14 +231,66 @@ void out_on_flush(void *payload)
     out_flush(payload);
 }
 
+/* A field of an event, or NULL. */
+static const atp_field *field(const atp_event *ev, const char *key)
+{
+    size_t i;
+
+    for (i = 0; i < ev->n_fields; i++)
+        if (ev->fields[i].key && strcmp(ev->fields[i].key, key) == 0)
+            return &ev->fields[i];
+    return NULL;
+}
+
+/*
+ * Plain mode on a terminal: a long transfer shows one progress line on
+ * stderr, redrawn in place and erased when the transfer ends.
+ */
+static void draw_progress(struct out *o, const atp_event *ev)
+{
+    const atp_field *dir = field(ev, "direction");
+    const atp_field *bytes = field(ev, "bytes");
+    const atp_field *secs = field(ev, "seconds");
+    char line[160];
+    double mib, rate;
+    int n;
+
+    if (strcmp(ev->type, "transfer_progress") != 0) {
+        if (o->progress_shown && (strcmp(ev->type, "pushed") == 0 ||
+                                  strcmp(ev->type, "pulled") == 0 ||
+                                  strcmp(ev->type, "closed") == 0)) {
+            out_flush(o);
+            write_all(o, STDERR_FILENO, "\r\033[K", 4);
+            o->progress_shown = 0;
+        }
+        return;
+    }
+    if (!isatty(STDERR_FILENO) || !dir || !bytes || !secs)
+        return;
+    mib = (double)bytes->i / 1048576.0;
+    rate = secs->d > 0 ? mib / secs->d : 0;
+    n = snprintf(line, sizeof(line), "\r\033[Katp-run: %s %.1f MiB, "
+                 "%.1f MiB/s, %.0f s", strcmp(dir->s, "pull") == 0
+                                          ? "pulling"
+                                          : "pushing",
+                 mib, rate, secs->d);
+    if (n > 0) {
+        out_flush(o);
+        write_all(o, STDERR_FILENO, line, (size_t)n);
+        o->progress_shown = 1;
+    }
+}
+
 void out_event(const atp_event *ev, void *payload)
 {
     struct out *o = payload;
     json_object *obj;
     size_t i;
 
-    if (!o->json)
+    if (!o->json) {
+        draw_progress(o, ev);
         return;
+    }
     obj = json_object_new_object();
     json_object_object_add(obj, "type", json_object_new_string(ev->type));
     for (i = 0; i < ev->n_fields; i++) {

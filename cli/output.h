@@ -18,6 +18,7 @@ struct out {
     volatile sig_atomic_t *stop; /* nonzero once atp-run was interrupted */
     int count;            /* items printed (plugins, gc) */
     int failed;           /* items that failed (gc) */
+    int progress_shown;   /* a transfer progress line is on stderr */
     char buf[1 << 16];    /* stdout */
     size_t len;
     char ebuf[1 << 14];   /* stderr (plain mode) */

@@ -159,6 +159,8 @@ static long host_input(atp_call *call, void *buf, size_t len)
         struct pollfd p = {call->sink->stdin_fd, POLLIN, 0};
 
         n = read(call->sink->stdin_fd, buf, len);
+        if (n > 0 && call->sink->progress)
+            call->sink->progress(call->sink->ctx, (size_t)n);
         if (n >= 0)
             return (long)n;
         if (errno == EINTR)

@@ -159,6 +159,8 @@ typedef struct atp__sink {
     int (*output)(void *ctx, int stream, const void *buf, size_t len);
     void *ctx;
     int stdin_fd;           /* -1: no stdin */
+    /* Told of every chunk of stdin handed to the plugin, or NULL. */
+    void (*progress)(void *ctx, size_t len);
 } atp__sink;
 
 struct atp_call {

@@ -666,6 +666,7 @@ ATP_EXTERN int atp_session_exec(atp_session *s, const char *command,
     sink.output = sink_output;
     sink.ctx = &x;
     sink.stdin_fd = stdin_fd;
+    sink.progress = NULL;
     /* The host backstop: budget, grace, drain and a margin. */
     backstop_ms = timeout_ms > 0 ? timeout_ms + set->grace_ms +
                                        set->drain_ms + set->exec_margin_ms

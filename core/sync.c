@@ -59,7 +59,43 @@ struct raw {
     char err[512];    /* the first stderr bytes, for messages */
     size_t err_len;
     uint64_t out_bytes;
+    /* Progress of a push or pull ("push", "pull"), or NULL. */
+    const char *what;
+    struct atp_session *s;
+    uint64_t moved;
+    int64_t t0, last;
 };
+
+#define PROGRESS_EVERY_NS 500000000
+
+/*
+ * Count the bytes of a transfer and, twice a second, say how far it got
+ * (a "transfer_progress" event; atp-run draws it on a terminal).  Runs on
+ * the thread that drives the plugin's exec, which delivers events.
+ */
+static void raw_progress(void *ctx, size_t len)
+{
+    struct raw *r = ctx;
+    int64_t now;
+
+    if (r->what == NULL)
+        return;
+    r->moved += len;
+    now = atp__now_ns();
+    if (r->t0 == 0)
+        r->t0 = r->last = now;
+    if (now - r->last >= PROGRESS_EVERY_NS) {
+        atp_field f[3] = {
+            {"direction", ATP_FIELD_STR, r->what, 0, 0.0},
+            {"bytes", ATP_FIELD_INT, NULL, (int64_t)r->moved, 0.0},
+            {"seconds", ATP_FIELD_DOUBLE, NULL, 0,
+             (double)(now - r->t0) / 1e9},
+        };
+
+        r->last = now;
+        atp__session_event(r->s, "transfer_progress", f, 3);
+    }
+}
 
 static int raw_output(void *ctx, int stream, const void *buf, size_t len)
 {
@@ -76,6 +112,7 @@ static int raw_output(void *ctx, int stream, const void *buf, size_t len)
         return 0;
     }
     r->out_bytes += len;
+    raw_progress(r, len);
     return r->out ? r->out(r->out_ctx, buf, len) : 0;
 }
 
@@ -109,6 +146,8 @@ static int run_script(struct atp_session *s, const char *script,
     sink.output = raw_output;
     sink.ctx = r;
     sink.stdin_fd = stdin_fd;
+    sink.progress = raw_progress;
+    r->s = s;
     atp__call_init(&call, p, s->be, s,
                    set->transfer_timeout_ms + set->exec_margin_ms);
     call.sink = &sink;
@@ -744,6 +783,7 @@ int atp__sync_push(struct atp_session *s)
             goto out;
         }
         memset(&r, 0, sizeof(r));
+        r.what = "push";
         rc = run_script(s, ATP__OPS_HAS(s->be->plugin, push_archive)
                                ? NULL
                                : "exec tar -x -f -",
@@ -908,6 +948,7 @@ int atp__sync_pull(struct atp_session *s)
         io.c = &c;
         io.wfd = q[1];
         memset(&r, 0, sizeof(r));
+        r.what = "pull";
         r.out = pull_write;
         r.out_ctx = &io;
         if (full && ATP__OPS_HAS(s->be->plugin, pull_archive))
@@ -1044,6 +1085,7 @@ int atp__sync_push_dir(struct atp_session *s, const char *host_dir,
         goto out;
     }
     r.dest = dest;
+    r.what = "push";
     rc = run_script(s, archive ? NULL : script, p[0], &r, &code);
     close(p[0]);
     p[0] = -1;

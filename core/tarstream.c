@@ -124,11 +124,11 @@ static int send_file(struct archive *a, struct archive_entry *ae, int rootfd,
         left -= n;
         st->bytes += (uint64_t)n;
     }
-    if (!changed && read(fd, buf, 1) > 0)
-        changed = 1; /* grew while read */
-    if (!changed && fstat(fd, &sb) == 0 &&
-        (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec !=
-            me->mtime_ns)
+    /* Grew, shrank or was rewritten while read: fstat tells (no extra
+     * read at the end of every file). */
+    if (!changed && (fstat(fd, &sb) != 0 || sb.st_size != me->size ||
+                     (int64_t)sb.st_mtim.tv_sec * 1000000000 +
+                             sb.st_mtim.tv_nsec != me->mtime_ns))
         changed = 1;
     close(fd);
     if (changed) {
@@ -441,6 +441,8 @@ int atp__x_tar_extract(const char *root, const char *const *excludes,
     char *buf = malloc(COPY_CHUNK);
     struct strset seen = {NULL, 0, 0}, dirs = {NULL, 0, 0};
     char realroot[PATH_MAX];
+    uid_t uid = getuid();
+    gid_t gid = getgid();
     int64_t total = 0;
     int rc = 0, opened = 0;
 
@@ -459,10 +461,18 @@ int atp__x_tar_extract(const char *root, const char *const *excludes,
     r->bytes = 0;
     archive_read_support_filter_all(a);
     archive_read_support_format_tar(a);
+    /*
+     * No ARCHIVE_EXTRACT_SECURE_SYMLINKS: it walks every component of the
+     * absolute path from / (an openat, an fstatat and a close each) for
+     * every entry, half the extraction's time on small files.
+     * parents_are_dirs() below refuses writing through a symlinked parent,
+     * checking each new directory once.  No ARCHIVE_EXTRACT_UNLINK: an
+     * existing file, symlink or hard link at the name is still replaced
+     * (O_EXCL fails, then libarchive unlinks and creates), never opened.
+     */
     archive_write_disk_set_options(
         w, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
-               ARCHIVE_EXTRACT_SECURE_SYMLINKS |
-               ARCHIVE_EXTRACT_SECURE_NODOTDOT | ARCHIVE_EXTRACT_UNLINK);
+               ARCHIVE_EXTRACT_SECURE_NODOTDOT);
     if (archive_read_open2(a, r, NULL, read_cb, NULL, NULL) != ARCHIVE_OK) {
         /* An empty stream is an empty archive. */
         if (r->bytes == 0)
@@ -524,6 +534,21 @@ int atp__x_tar_extract(const char *root, const char *const *excludes,
                 goto out;
             }
             snprintf(full, sizeof(full), "%s/%s", realroot, tname);
+            {
+                /* A hard link to a symbolic link is that link again, at
+                 * another place: it must stay inside from there too. */
+                struct stat lsb;
+                char t[PATH_MAX];
+                ssize_t tl;
+
+                if (lstat(full, &lsb) == 0 && S_ISLNK(lsb.st_mode) &&
+                    ((tl = readlink(full, t, sizeof(t) - 1)) < 0 ||
+                     (t[tl] = '\0', !link_stays_inside(name, t)))) {
+                    rc = bad_entry(name, "symbolic link leading outside the "
+                                   "workdir");
+                    goto out;
+                }
+            }
             archive_entry_set_hardlink(ae, full);
         } else if (ft == AE_IFLNK) {
             const char *t = archive_entry_symlink(ae);
@@ -562,15 +587,16 @@ int atp__x_tar_extract(const char *root, const char *const *excludes,
                 goto out;
             }
         }
-        if (ft == AE_IFLNK && !link) {
-            /* A new link may replace a directory checked before. */
+        if (ft == AE_IFLNK || link) {
+            /* A new link may replace a directory checked before (a hard
+             * link may be one to a symbolic link). */
             strset_free(&dirs);
             memset(&dirs, 0, sizeof(dirs));
         }
         /* Modes travel; set-user-id and set-group-id bits do not. */
         archive_entry_set_perm(ae, archive_entry_perm(ae) & 01777);
-        archive_entry_set_uid(ae, getuid());
-        archive_entry_set_gid(ae, getgid());
+        archive_entry_set_uid(ae, uid);
+        archive_entry_set_gid(ae, gid);
         snprintf(full, sizeof(full), "%s/%s", realroot, name);
         archive_entry_set_pathname(ae, full);
         if (archive_write_header(w, ae) != ARCHIVE_OK) {

@@ -476,6 +476,93 @@ static void hardlink_to_outside_refused(void **state)
     expect_refused(f3, 1, "hard link");
 }
 
+/* A hard link to a symbolic link is a symbolic link at another place. */
+static void hardlink_to_symlink_checked_from_its_place(void **state)
+{
+    const struct fake f[] = {
+        {"d", AE_IFDIR, NULL, 0, NULL, 0, 0755},
+        {"d/l", AE_IFLNK, "../x", 0, NULL, 0, 0777}, /* inside, from d/ */
+        {"l2", AE_IFREG, "d/l", 1, NULL, 0, 0},      /* outside, from / */
+        {"l2/escaped", AE_IFREG, NULL, 0, "x", -1, 0},
+    };
+
+    (void)state;
+    expect_refused(f, 4, "'l2': symbolic link leading outside");
+}
+
+static char *slurp(const char *path)
+{
+    static char buf[256];
+    FILE *f = fopen(path, "r");
+    size_t n;
+
+    if (f == NULL)
+        return NULL;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+/* What is already in the target at a name is replaced, never written
+ * through; a symlinked directory on disk is never entered. */
+static void existing_links_replaced_not_followed(void **state)
+{
+    const struct fake f[] = {
+        {"f", AE_IFREG, NULL, 0, "new-f", -1, 0},
+        {"g", AE_IFREG, NULL, 0, "new-g", -1, 0},
+    };
+    const struct fake through[] = {{"sub/escaped", AE_IFREG, NULL, 0, "x", -1,
+                                    0}};
+    char *dst = new_dir("target"), *out = new_dir("out"), p[PATH_MAX],
+         q[PATH_MAX];
+    struct atp__tar_stats st;
+    struct mem m = {0};
+    struct stat sb;
+
+    (void)state;
+    write_file(scratch, "victim-f", "orig-f", 0644);
+    write_file(scratch, "victim-g", "orig-g", 0644);
+    mkpath(p, dst, "f");
+    mkpath(q, scratch, "victim-f");
+    assert_int_equal(symlink(q, p), 0);
+    mkpath(p, dst, "g");
+    mkpath(q, scratch, "victim-g");
+    assert_int_equal(link(q, p), 0);
+    mkpath(p, dst, "sub");
+    assert_int_equal(symlink(out, p), 0);
+
+    build(&m, f, 2);
+    assert_int_equal(atp__tar_extract(dst, no_excludes, &big, mem_read, &m,
+                                      NULL, &st),
+                     0);
+    mkpath(q, scratch, "victim-f");
+    assert_string_equal(slurp(q), "orig-f");
+    mkpath(q, scratch, "victim-g");
+    assert_string_equal(slurp(q), "orig-g");
+    mkpath(p, dst, "f");
+    assert_int_equal(lstat(p, &sb), 0);
+    assert_true(S_ISREG(sb.st_mode));
+    assert_string_equal(slurp(p), "new-f");
+    mkpath(p, dst, "g");
+    assert_int_equal(lstat(p, &sb), 0);
+    assert_int_equal(sb.st_nlink, 1);
+    assert_string_equal(slurp(p), "new-g");
+    free(m.p);
+
+    memset(&m, 0, sizeof(m));
+    build(&m, through, 1);
+    assert_int_equal(atp__tar_extract(dst, no_excludes, &big, mem_read, &m,
+                                      NULL, &st),
+                     ATP_E_TRANSFER);
+    assert_non_null(strstr(atp_last_error(), "written through 'sub'"));
+    mkpath(q, out, "escaped");
+    assert_int_equal(lstat(q, &sb), -1);
+    free(m.p);
+    free(dst);
+    free(out);
+}
+
 static void device_node_refused(void **state)
 {
     const struct fake f[] = {{"null", AE_IFCHR, NULL, 0, NULL, 0, 0666}};
@@ -712,6 +799,10 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(hardlink_to_outside_refused, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            hardlink_to_symlink_checked_from_its_place, setup, teardown),
+        cmocka_unit_test_setup_teardown(existing_links_replaced_not_followed,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(device_node_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(setuid_bit_dropped, setup, teardown),
         cmocka_unit_test_setup_teardown(a_million_empty_entries_refused,

@@ -208,6 +208,8 @@ int atp__manifest_parse_listing(struct atp__manifest *m, const char *buf,
         if (tchar != ATP__T_FILE && tchar != ATP__T_DIR &&
             tchar != ATP__T_LINK)
             continue;
+        if (f[1][0] == '.' && f[1][1] == '/')
+            f[1] += 2; /* find's %p of a name given as ./NAME */
         if (!atp__path_ok(f[1]) || atp__excluded(f[1], excludes))
             continue;
         memset(&me, 0, sizeof(me));

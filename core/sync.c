@@ -483,6 +483,112 @@ static int list_sandbox(struct atp_session *s, struct atp__manifest *m,
     return rc;
 }
 
+/*
+ * List only the paths of @which in the sandbox (for the mtimes tar gave
+ * what was just sent): find on those names, in batches, instead of a walk
+ * of the whole workdir.
+ */
+static int list_paths(struct atp_session *s, const struct atp__manifest *which,
+                      struct atp__manifest *m)
+{
+    const struct atp__settings *set = &s->be->cfg->set;
+    struct growbuf g = {NULL, 0, 0, 0};
+    size_t i = 0;
+    int rc = 0;
+
+    /* a name and a link target of up to PATH_MAX each, per entry */
+    g.max = which->n * (2 * 4096 + 64) + 65536;
+    while (rc == 0 && i < which->n) {
+        char *script = NULL;
+        size_t len = 0, cap = 0;
+        struct raw r;
+        int code = 0;
+
+        rc = append_str(&script, &len, &cap, "exec find");
+        while (rc == 0 && i < which->n && len < 65536) {
+            char *word = malloc(strlen(which->e[i].path) + 3);
+
+            if (word == NULL) {
+                rc = ATP_E_NOMEM;
+                break;
+            }
+            word[0] = '.';
+            word[1] = '/';
+            memcpy(word + 2, which->e[i].path, strlen(which->e[i].path) + 1);
+            rc = append_str(&script, &len, &cap, " ");
+            if (rc == 0)
+                rc = atp__sh_quote_append(&script, &len, &cap, word);
+            free(word);
+            i++;
+        }
+        if (rc == 0)
+            rc = append_str(&script, &len, &cap, " -maxdepth 0 -printf "
+                            "'%y %s %T@ %m\\0%p\\0%l\\0'");
+        if (rc) {
+            free(script);
+            rc = atp__error(ATP_E_NOMEM, "out of memory");
+            break;
+        }
+        memset(&r, 0, sizeof(r));
+        r.out = grow_append;
+        r.out_ctx = &g;
+        rc = run_script(s, script, -1, &r, &code);
+        free(script);
+        /* find exits 1 when a name vanished: what it printed still counts */
+        if (rc == 0 && code != 0 && code != 1)
+            rc = atp__error(ATP_E_TRANSFER, "listing in the sandbox failed "
+                            "(exit %d): %s", code, first_line(r.err));
+    }
+    if (rc == 0)
+        rc = atp__manifest_parse_listing(m, g.p ? g.p : "", g.len,
+                                         set->excludes);
+    free(g.p);
+    return rc;
+}
+
+/* The host scan, in a thread while the sandbox is listed. */
+struct scan_job {
+    pthread_t thread;
+    struct atp__manifest *m;
+    const char *root;
+    const char *const *excludes;
+    int rc;
+    char err[1024];
+};
+
+static void *scan_main(void *arg)
+{
+    struct scan_job *j = arg;
+
+    j->rc = atp__manifest_scan(j->m, j->root, j->excludes);
+    if (j->rc)
+        snprintf(j->err, sizeof(j->err), "%s", atp_last_error());
+    return NULL;
+}
+
+/* Scan the host and list the sandbox at the same time. */
+static int scan_and_list(struct atp_session *s, struct atp__manifest *H,
+                         struct atp__manifest *S, int *full)
+{
+    const struct atp__settings *set = &s->be->cfg->set;
+    struct scan_job j;
+    int rc;
+
+    memset(&j, 0, sizeof(j));
+    j.m = H;
+    j.root = s->workdir;
+    j.excludes = set->excludes;
+    if (pthread_create(&j.thread, NULL, scan_main, &j) != 0)
+        return (rc = atp__manifest_scan(H, s->workdir, set->excludes)) != 0
+                   ? rc
+                   : list_sandbox(s, S, full);
+    rc = list_sandbox(s, S, full);
+    pthread_join(j.thread, NULL);
+    if (rc == 0 && j.rc)
+        rc = atp__error(j.rc, "%s", j.err);
+    return rc;
+}
+
 /* ---- comparing --------------------------------------------------------- */
 
 /* Did the host side change @path since the base? (@h, @b may be NULL.) */
@@ -721,8 +827,7 @@ int atp__sync_push(struct atp_session *s)
     memset(&pr, 0, sizeof(pr));
     if (x == NULL)
         return atp__error(ATP_E_NOMEM, "out of memory");
-    if ((rc = atp__manifest_scan(&H, s->workdir, set->excludes)) != 0 ||
-        (rc = list_sandbox(s, &S, &full)) != 0)
+    if ((rc = scan_and_list(s, &H, &S, &full)) != 0)
         goto out;
     rootfd = open(s->workdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0) {
@@ -814,7 +919,10 @@ int atp__sync_push(struct atp_session *s)
         struct atp__manifest S2 = {0};
         int again = 0;
 
-        rc = list_sandbox(s, &S2, &again);
+        if (send.n > 4096)
+            rc = list_sandbox(s, &S2, &again);
+        else
+            rc = list_paths(s, &send, &S2);
         for (i = 0; rc == 0 && i < send.n; i++) {
             struct atp__ment *sx = atp__manifest_find(&S2, send.e[i].path);
 
@@ -876,8 +984,7 @@ int atp__sync_pull(struct atp_session *s)
     memset(&names, 0, sizeof(names));
     if (x == NULL)
         return atp__error(ATP_E_NOMEM, "out of memory");
-    if ((rc = list_sandbox(s, &S, &full)) != 0 ||
-        (rc = atp__manifest_scan(&H, s->workdir, set->excludes)) != 0)
+    if ((rc = scan_and_list(s, &H, &S, &full)) != 0)
         goto out;
     rootfd = open(s->workdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0) {

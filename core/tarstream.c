@@ -6,8 +6,9 @@
  * Out: the entries of a manifest are written as a pax tar stream through
  * a callback, so that a backend pipes it straight into its transport;
  * nothing is buffered beyond libarchive's block.  In: a stream read from a
- * callback is extracted with libarchive's secure flags plus checks of our
- * own, so that a hostile archive fails with ATP_E_TRANSFER, names the
+ * callback is extracted with libarchive's ARCHIVE_EXTRACT_SECURE_NODOTDOT
+ * plus checks of our own (names, link targets, parent directories, types,
+ * limits), so that a hostile archive fails with ATP_E_TRANSFER, names the
  * entry, and writes nothing outside the target.
  */
 #define _GNU_SOURCE

@@ -760,6 +760,8 @@ int main(int argc, char **argv)
 
     memset(&o, 0, sizeof(o));
     install_signals();
+    /* Seconds in --json as 0.008397653, not 0.0083976529999999997. */
+    json_c_set_serialization_double_format("%.9g", JSON_C_OPTION_GLOBAL);
     if (argc > 1 && is_subcommand(argv[1])) {
         sub = argv[1];
         argv++;

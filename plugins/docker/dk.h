@@ -86,6 +86,8 @@ struct dk_daemon {
     int podman;       /* Libpod-Api-Version seen */
 };
 
+struct dk_flight;
+
 /* One connection to the daemon: one request at a time. */
 struct dk_http {
     const struct dk_endpoint *ep;
@@ -93,6 +95,7 @@ struct dk_http {
     CURL *easy;
     CURLM *multi;
     int64_t api_timeout_ms; /* cap of a non-streaming request */
+    struct dk_flight *fl;   /* the request in flight, or NULL */
 };
 
 /* A request.  Zero-initialise, then set what is needed. */
@@ -139,6 +142,27 @@ void dk_http_free(struct dk_http *h);
  */
 int dk_http_do(struct dk_http *h, atp_call *call, const struct dk_req *rq,
                struct dk_resp *rs);
+
+/*
+ * A request whose answer comes late (POST /containers/{id}/wait): send it
+ * and return once the response head has arrived, with rs->status set and
+ * *@pending = 1; the body follows through dk_http_poll().  When the whole
+ * response came at once (an error, say), @rs is complete and *@pending is
+ * 0.  Errors as dk_http_do().  @rs must stay valid while pending.
+ */
+int dk_http_begin(struct dk_http *h, atp_call *call, const struct dk_req *rq,
+                  struct dk_resp *rs, int *pending);
+
+/*
+ * Wait up to @max_ms (< 0: no limit but the request's own deadline) for
+ * the pending request to end: *@done = 1 and its response complete, or
+ * *@done = 0 and still pending.  Errors as dk_http_do(), which end it.
+ */
+int dk_http_poll(struct dk_http *h, atp_call *call, int64_t max_ms,
+                 int *done);
+
+/* Drop the pending request, if any (its connection closes). */
+void dk_http_abandon(struct dk_http *h);
 
 /*
  * Set the call's error for an unexpected HTTP answer to @what ("create

@@ -135,6 +135,7 @@ int dk_http_init(struct dk_http *h, const struct dk_endpoint *ep,
 
 void dk_http_free(struct dk_http *h)
 {
+    dk_http_abandon(h);
     if (h->easy)
         curl_easy_cleanup(h->easy);
     if (h->multi)
@@ -202,6 +203,19 @@ struct xfer {
     CURL *easy;
     size_t cap;
     int cb_rc;
+    int headers_done; /* the final response's head has arrived */
+};
+
+/* The request in flight on a connection (struct dk_http's fl). */
+struct dk_flight {
+    struct dk_req rq;
+    struct xfer x;
+    struct curl_slist *hdrs;
+    char url[2048];
+    char errbuf[CURL_ERROR_SIZE];
+    int64_t deadline, t0;
+    int cancel_fd;
+    int done; /* the transfer ended (well or not) */
 };
 
 static int body_append(struct xfer *x, const char *p, size_t n, size_t max)
@@ -257,10 +271,18 @@ static size_t on_write(char *p, size_t size, size_t n, void *ud)
 static size_t on_header(char *p, size_t size, size_t n, void *ud)
 {
     struct xfer *x = ud;
+    size_t len = size * n;
 
     if (x->rq->header)
-        x->rq->header(x->rq->header_ctx, p, size * n);
-    return size * n;
+        x->rq->header(x->rq->header_ctx, p, len);
+    if (len > 0 && (p[0] == '\r' || p[0] == '\n')) {
+        long status = 0;
+
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+        if (status >= 200)
+            x->headers_done = 1; /* not a 1xx head */
+    }
+    return len;
 }
 
 static size_t on_read(char *p, size_t size, size_t n, void *ud)
@@ -359,100 +381,189 @@ static void setup(struct dk_http *h, const struct dk_req *rq, struct xfer *x,
     }
 }
 
-int dk_http_do(struct dk_http *h, atp_call *call, const struct dk_req *rq,
-               struct dk_resp *rs)
+/* Set up the request and hand it to the multi handle. */
+static int flight_start(struct dk_http *h, atp_call *call,
+                        const struct dk_req *rq, struct dk_resp *rs)
 {
-    char url[2048], errbuf[CURL_ERROR_SIZE];
-    struct curl_slist *hdrs = NULL;
-    struct xfer x;
-    int64_t now = dk_host->now_ns(), deadline, t0 = now;
-    int cancel_fd = rq->uncancellable ? -1 : dk_host->cancel_fd(call);
-    int running = 1, rc = 0;
+    struct dk_flight *f = calloc(1, sizeof(*f));
+    int64_t now = dk_host->now_ns();
+
+    memset(rs, 0, sizeof(*rs));
+    if (f == NULL)
+        return dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
+    f->rq = *rq;
+    f->x.rq = &f->rq;
+    f->x.rs = rs;
+    f->x.easy = h->easy;
+    f->t0 = now;
+    f->cancel_fd = rq->uncancellable ? -1 : dk_host->cancel_fd(call);
+    if (rq->timeout_ms > 0) {
+        f->deadline = now + rq->timeout_ms * 1000000;
+    } else {
+        f->deadline = dk_host->deadline_ns(call);
+        if (!rq->streaming && h->api_timeout_ms > 0 &&
+            (f->deadline == 0 ||
+             now + h->api_timeout_ms * 1000000 < f->deadline))
+            f->deadline = now + h->api_timeout_ms * 1000000;
+        /* Cleanup (kills, removal, the last inspect) runs when the call's
+         * deadline has passed too: it always gets a few seconds. */
+        if (rq->uncancellable && f->deadline != 0 &&
+            f->deadline < now + CLEANUP_FLOOR_NS)
+            f->deadline = now + CLEANUP_FLOOR_NS;
+    }
+    build_url(h, rq, f->url, sizeof(f->url));
+    setup(h, &f->rq, &f->x, &f->hdrs, f->url, f->errbuf, f->deadline);
+    if (curl_multi_add_handle(h->multi, h->easy) != CURLM_OK) {
+        curl_slist_free_all(f->hdrs);
+        free(f);
+        return dk_host->set_error(call, ATP_E_BACKEND, "libcurl refused a "
+                                  "transfer handle");
+    }
+    h->fl = f;
+    return 0;
+}
+
+/*
+ * Drive the request in flight until it ends, or (@until_head) until its
+ * response head has arrived, or (@max_ms >= 0) for at most @max_ms.
+ */
+static int flight_drive(struct dk_http *h, atp_call *call, int until_head,
+                        int64_t max_ms)
+{
+    struct dk_flight *f = h->fl;
+    const struct dk_req *rq = &f->rq;
+    int64_t stop = max_ms >= 0 ? dk_host->now_ns() + max_ms * 1000000 : 0;
+    int running = 1;
+
+    for (;;) {
+        struct curl_waitfd wfd;
+        int64_t left, slice;
+
+        if (curl_multi_perform(h->multi, &running) != CURLM_OK)
+            return dk_host->set_error(call, ATP_E_BACKEND, "libcurl failed "
+                                      "driving %s %s", rq->method, rq->path);
+        if (!running) {
+            f->done = 1;
+            return 0;
+        }
+        if (until_head && f->x.headers_done)
+            return 0;
+        if (!rq->uncancellable && dk_host->cancelled(call))
+            return dk_host->set_error(call, ATP_E_CANCELLED, "cancelled");
+        left = dk_ms_left(f->deadline);
+        if (left == 0)
+            return dk_host->set_error(call, ATP_E_TIMEOUT, "the docker "
+                                      "daemon at %s did not answer %s %s "
+                                      "within %.1f s", h->ep->display,
+                                      rq->method, rq->path,
+                                      (double)(dk_host->now_ns() - f->t0) /
+                                          1e9);
+        slice = left < 0 || left > 1000 ? 1000 : left;
+        if (stop) {
+            int64_t rest = dk_ms_left(stop);
+
+            if (rest == 0)
+                return 0;
+            if (rest < slice)
+                slice = rest;
+        }
+        wfd.fd = f->cancel_fd;
+        wfd.events = CURL_WAIT_POLLIN;
+        wfd.revents = 0;
+        curl_multi_poll(h->multi, f->cancel_fd >= 0 ? &wfd : NULL,
+                        f->cancel_fd >= 0 ? 1 : 0, (int)slice, NULL);
+    }
+}
+
+/* Take the request off the connection; with @rc == 0, fill its response. */
+static int flight_end(struct dk_http *h, atp_call *call, int rc)
+{
+    struct dk_flight *f = h->fl;
+    struct dk_resp *rs = f->x.rs;
     CURLcode res = CURLE_OK;
     CURLMsg *msg;
     int left_msgs;
 
-    memset(rs, 0, sizeof(*rs));
-    memset(&x, 0, sizeof(x));
-    errbuf[0] = '\0';
-    x.rq = rq;
-    x.rs = rs;
-    x.easy = h->easy;
-    if (rq->timeout_ms > 0) {
-        deadline = now + rq->timeout_ms * 1000000;
-    } else {
-        deadline = dk_host->deadline_ns(call);
-        if (!rq->streaming && h->api_timeout_ms > 0 &&
-            (deadline == 0 || now + h->api_timeout_ms * 1000000 < deadline))
-            deadline = now + h->api_timeout_ms * 1000000;
-        /* Cleanup (kills, removal, the last inspect) runs when the call's
-         * deadline has passed too: it always gets a few seconds. */
-        if (rq->uncancellable && deadline != 0 &&
-            deadline < now + CLEANUP_FLOOR_NS)
-            deadline = now + CLEANUP_FLOOR_NS;
-    }
-    build_url(h, rq, url, sizeof(url));
-    setup(h, rq, &x, &hdrs, url, errbuf, deadline);
-    if (curl_multi_add_handle(h->multi, h->easy) != CURLM_OK) {
-        curl_slist_free_all(hdrs);
-        return dk_host->set_error(call, ATP_E_BACKEND, "libcurl refused a "
-                                  "transfer handle");
-    }
-    for (;;) {
-        struct curl_waitfd wfd;
-        int64_t left;
-
-        if (curl_multi_perform(h->multi, &running) != CURLM_OK) {
-            rc = dk_host->set_error(call, ATP_E_BACKEND, "libcurl failed "
-                                    "driving %s %s", rq->method, rq->path);
-            break;
-        }
-        if (!running)
-            break;
-        if (!rq->uncancellable && dk_host->cancelled(call)) {
-            rc = dk_host->set_error(call, ATP_E_CANCELLED, "cancelled");
-            break;
-        }
-        left = dk_ms_left(deadline);
-        if (left == 0) {
-            rc = dk_host->set_error(call, ATP_E_TIMEOUT, "the docker daemon "
-                                    "at %s did not answer %s %s within "
-                                    "%.1f s", h->ep->display, rq->method,
-                                    rq->path,
-                                    (double)(dk_host->now_ns() - t0) / 1e9);
-            break;
-        }
-        wfd.fd = cancel_fd;
-        wfd.events = CURL_WAIT_POLLIN;
-        wfd.revents = 0;
-        curl_multi_poll(h->multi, cancel_fd >= 0 ? &wfd : NULL,
-                        cancel_fd >= 0 ? 1 : 0,
-                        left < 0 || left > 1000 ? 1000 : (int)left, NULL);
-    }
     while (rc == 0 && (msg = curl_multi_info_read(h->multi, &left_msgs)))
         if (msg->msg == CURLMSG_DONE)
             res = msg->data.result;
     curl_multi_remove_handle(h->multi, h->easy);
-    curl_slist_free_all(hdrs);
+    curl_slist_free_all(f->hdrs);
     if (rc == 0 && res != CURLE_OK) {
-        if (x.cb_rc)
-            rc = x.cb_rc; /* the callback said why */
+        if (f->x.cb_rc)
+            rc = f->x.cb_rc; /* the callback said why */
         else
-            rc = transport_error(h, call, res, errbuf, rq->method, rq->path);
+            rc = transport_error(h, call, res, f->errbuf, f->rq.method,
+                                 f->rq.path);
     }
-    if (rc == 0 && x.cb_rc)
-        rc = x.cb_rc;
-    if (rc) {
+    if (rc == 0 && f->x.cb_rc)
+        rc = f->x.cb_rc;
+    if (rc == 0) {
+        curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &rs->status);
+        if (rs->status >= 300)
+            dk_http_message(rs->body, rs->len, rs->msg, sizeof(rs->msg));
+        dk_host->log(call, ATP_LOG_DEBUG, "%s %s -> %ld (%.1f ms)",
+                     f->rq.method, f->rq.path, rs->status,
+                     (double)(dk_host->now_ns() - f->t0) / 1e6);
+    } else {
         dk_resp_free(rs);
-        return rc;
     }
+    h->fl = NULL;
+    free(f);
+    return rc;
+}
+
+int dk_http_do(struct dk_http *h, atp_call *call, const struct dk_req *rq,
+               struct dk_resp *rs)
+{
+    int rc = flight_start(h, call, rq, rs);
+
+    if (rc)
+        return rc;
+    return flight_end(h, call, flight_drive(h, call, 0, -1));
+}
+
+int dk_http_begin(struct dk_http *h, atp_call *call, const struct dk_req *rq,
+                  struct dk_resp *rs, int *pending)
+{
+    int rc = flight_start(h, call, rq, rs);
+
+    *pending = 0;
+    if (rc)
+        return rc;
+    rc = flight_drive(h, call, 1, -1);
+    if (rc || h->fl->done)
+        return flight_end(h, call, rc);
     curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &rs->status);
-    if (rs->status >= 300)
-        dk_http_message(rs->body, rs->len, rs->msg, sizeof(rs->msg));
-    dk_host->log(call, ATP_LOG_DEBUG, "%s %s -> %ld (%.1f ms)", rq->method,
-                 rq->path, rs->status,
-                 (double)(dk_host->now_ns() - t0) / 1e6);
+    *pending = 1;
     return 0;
+}
+
+int dk_http_poll(struct dk_http *h, atp_call *call, int64_t max_ms,
+                 int *done)
+{
+    int rc;
+
+    *done = 0;
+    if (h->fl == NULL)
+        return dk_host->set_error(call, ATP_E_INVAL, "no request in flight");
+    rc = flight_drive(h, call, 0, max_ms);
+    if (rc || h->fl->done) {
+        *done = rc == 0;
+        return flight_end(h, call, rc);
+    }
+    return 0;
+}
+
+void dk_http_abandon(struct dk_http *h)
+{
+    if (h->fl == NULL)
+        return;
+    curl_multi_remove_handle(h->multi, h->easy);
+    curl_slist_free_all(h->fl->hdrs);
+    dk_resp_free(h->fl->x.rs);
+    free(h->fl);
+    h->fl = NULL;
 }
 
 int dk_http_probe(const struct dk_endpoint *ep, int64_t timeout_ms)

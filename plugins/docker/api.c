@@ -562,6 +562,32 @@ int dk_api_container_state(struct dk_http *h, atp_call *call,
     return rc;
 }
 
+int dk_api_wait_result(atp_call *call, const struct dk_resp *rs, int *code,
+                       int *removed)
+{
+    json_object *obj = parse_body(rs), *v, *msg;
+    int rc = 0;
+
+    *removed = 0;
+    if (json_object_object_get_ex(obj, "StatusCode", &v) &&
+        json_object_is_type(v, json_type_int)) {
+        *code = json_object_get_int(v);
+        if (json_object_object_get_ex(obj, "Error", &v) && v != NULL &&
+            json_object_object_get_ex(v, "Message", &msg) &&
+            json_object_get_string_len(msg) > 0)
+            dk_host->log(call, ATP_LOG_WARN, "the docker daemon: %s",
+                         json_object_get_string(msg));
+        else
+            *removed = 1;
+    } else {
+        rc = dk_host->set_error(call, ATP_E_BACKEND, "the docker daemon's "
+                                "answer to a container wait has no exit "
+                                "code: %.200s", rs->body ? rs->body : "");
+    }
+    json_object_put(obj);
+    return rc;
+}
+
 int dk_api_list(struct dk_http *h, atp_call *call, const char *filters,
                 char ***ids)
 {

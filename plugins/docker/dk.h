@@ -280,6 +280,14 @@ int dk_api_container_state(struct dk_http *h, atp_call *call,
                            const char *id, int *running, int *code);
 
 /*
+ * The answer of POST /containers/{id}/wait?condition=removed in @rs: the
+ * exit code into *@code, and *@removed = 1 unless the daemon reported an
+ * error (the removal failed: the container may still be there).
+ */
+int dk_api_wait_result(atp_call *call, const struct dk_resp *rs, int *code,
+                       int *removed);
+
+/*
  * Ids of the containers matching the JSON filter @filters, e.g.
  * {"label":["org.atp.run=X"]}; a NULL-terminated array to free with
  * dk_strv_free.
@@ -367,6 +375,11 @@ struct dk_session {
     json_object *binds;
     long long ttl_s;
     int one_shot;      /* fold creation into exec (run path) */
+    /* The run path's container removes itself (AutoRemove) and its exit
+     * code comes from a wait for its removal sent before it starts, as
+     * docker run --rm does (Docker; podman's AutoRemove is not relied
+     * on). */
+    int self_removing;
     const char *net_mode; /* NetworkMode sent */
     int n_created;     /* containers made so far (names) */
     char id[72];       /* the current container, "" when none */

@@ -351,8 +351,10 @@ static json_object *create_body(struct dk_session *s, const char *const *cmd,
     add_str(hc, "NetworkMode", s->net_mode);
     json_object_object_add(hc, "Init", json_object_new_boolean(b->init));
     /* An idle container removes itself when its TTL ends; a one-shot one
-     * is kept until its exit code has been read. */
-    json_object_object_add(hc, "AutoRemove", json_object_new_boolean(!cmd));
+     * when its command ends, its exit code read by a wait sent before its
+     * start (else it is kept until its exit code has been read). */
+    json_object_object_add(hc, "AutoRemove",
+                           json_object_new_boolean(!cmd || s->self_removing));
     add_str(log, "Type", "none"); /* output is read live, never logged */
     json_object_object_add(hc, "LogConfig", log);
     json_object_object_add(o, "HostConfig", hc);
@@ -594,6 +596,7 @@ static int session_open(atp_call *call, void *backend,
         (rc = preflight_image(call, s)) != 0 ||
         (rc = choose_network(call, s)) != 0)
         goto fail;
+    s->self_removing = s->one_shot && !b->daemon.podman;
     if (!s->one_shot) {
         if ((rc = dk_container_create(call, s, NULL, NULL, NULL, 0)) != 0)
             goto fail;

@@ -6,7 +6,9 @@
  *     start request hijacked; the exit code from GET /exec/{id}/json.
  *   - run path (one-shot): the command is the container's own process;
  *     create, attach (hijacked) before start, start, and the exit code
- *     from the container's state.  One container start, no idle process
+ *     from a wait for the self-removing container's removal sent before
+ *     the start (Docker), or from the container's state (Podman).  One
+ *     container start, no idle process
  *     to kill afterwards and no log driver: the fastest sequence that
  *     keeps every guarantee (measured against logs?follow and against the
  *     exec path, bench/README.md).
@@ -91,6 +93,11 @@ struct run {
     int with_stdin, input_fd, input_eof;
     char in_buf[16384];
     size_t in_len, in_off;
+    /* run path: the wait for the container's removal (its exit code) */
+    struct dk_http wt;
+    struct dk_resp wrs;
+    char wt_path[128];
+    int wt_init, waiting;
     /* the end */
     int eof, broken, consumer_gone;
     int timed_out, cancelled, term_pending, kill_sent;
@@ -376,11 +383,15 @@ static int pump(struct run *r)
  * on, so the budget, the cancel and the backstop still apply.  Sets
  * *@ended to 0 when the command could not be seen to end.
  */
+static int await_removal(struct run *r, int *code, int *ended);
+
 static int await_exit(struct run *r, int *code, int *ended)
 {
     long pause = 1;
     int running = 1, rc;
 
+    if (r->waiting)
+        return await_removal(r, code, ended);
     *ended = 1;
     for (;;) {
         if (r->run_path)
@@ -400,6 +411,67 @@ static int await_exit(struct run *r, int *code, int *ended)
         if (pause < 100)
             pause *= 2;
     }
+}
+
+/*
+ * The run path of a self-removing container: the wait for its removal,
+ * sent before it starts (so that its end cannot be missed), answers with
+ * its exit code once the daemon has removed it.
+ */
+static int send_wait(struct run *r)
+{
+    struct dk_session *s = r->s;
+    struct dk_req rq = {0};
+    int pending = 0, rc;
+
+    if (dk_http_init(&r->wt, s->http.ep, s->http.daemon,
+                     s->http.api_timeout_ms) != 0)
+        return dk_host->set_error(r->call, ATP_E_NOMEM, "out of memory");
+    r->wt_init = 1;
+    snprintf(r->wt_path, sizeof(r->wt_path),
+             "/containers/%s/wait?condition=removed", s->id);
+    rq.method = "POST";
+    rq.path = r->wt_path;
+    rq.uncancellable = 1; /* a cancel kills the command: its end follows */
+    /* The TTL's watchdog ends the command; the loop in await_removal()
+     * keeps the budget and the cancel meanwhile. */
+    rq.timeout_ms = ((s->ttl_s > 0 ? s->ttl_s : 86400) + 60) * 1000LL;
+    rc = dk_http_begin(&r->wt, r->call, &rq, &r->wrs, &pending);
+    if (rc)
+        return rc;
+    if (!pending || r->wrs.status != 200)
+        return dk_http_fail(r->call, ATP_E_BACKEND, &r->wrs, "wait for the "
+                            "container", NULL);
+    r->waiting = 1;
+    return 0;
+}
+
+/* The end of a self-removing container: as await_exit(). */
+static int await_removal(struct run *r, int *code, int *ended)
+{
+    struct dk_session *s = r->s;
+    int done = 0, removed = 0, rc;
+
+    *ended = 1;
+    for (;;) {
+        rc = dk_http_poll(&r->wt, r->call, 100, &done);
+        if (rc || done)
+            break;
+        on_time(r);
+        if (r->give_up_at && dk_host->now_ns() >= r->give_up_at) {
+            *ended = 0;
+            return 0;
+        }
+    }
+    r->waiting = 0;
+    if (rc == 0)
+        rc = dk_api_wait_result(r->call, &r->wrs, code, &removed);
+    if (rc == 0 && removed) {
+        /* Gone with its end: nothing left to remove at close. */
+        dk_host->resource_removed(r->call, s->id);
+        s->id[0] = '\0';
+    }
+    return rc;
 }
 
 static int start_exec_path(struct run *r, const char *const *wrapped)
@@ -442,6 +514,8 @@ static int start_run_path(struct run *r, const char *const *wrapped)
     rc = dk_container_create(r->call, s, wrapped, r->spec->env,
                              r->spec->cwd, r->with_stdin);
     if (rc)
+        return rc;
+    if (s->self_removing && (rc = send_wait(r)) != 0)
         return rc;
     snprintf(path, sizeof(path), "/containers/%s/attach?stream=1&stdout=1"
              "&stderr=1%s", s->id, r->with_stdin ? "&stdin=1" : "");
@@ -524,6 +598,10 @@ out:
                                 "dockerd still running?",
                                 s->be->ep.display);
     dk_hijack_close(&r.hj);
+    if (r.wt_init) {
+        dk_http_free(&r.wt);
+        dk_resp_free(&r.wrs);
+    }
     free(r.buf);
     return rc;
 }

@@ -403,6 +403,26 @@ static int append_str(char **buf, size_t *len, size_t *cap, const char *s)
     return 0;
 }
 
+/* Append ' ' and './@rel', quoted for sh. */
+static int append_dot_word(char **buf, size_t *len, size_t *cap,
+                           const char *rel)
+{
+    size_t n = strlen(rel);
+    char *word = malloc(n + 3);
+    int rc;
+
+    if (word == NULL)
+        return ATP_E_NOMEM;
+    word[0] = '.';
+    word[1] = '/';
+    memcpy(word + 2, rel, n + 1);
+    rc = append_str(buf, len, cap, " ");
+    if (rc == 0)
+        rc = atp__sh_quote_append(buf, len, cap, word);
+    free(word);
+    return rc;
+}
+
 /* The listing script, with the excludes pruned by find itself. */
 static char *listing_script(const char *const *excludes)
 {
@@ -417,19 +437,9 @@ static char *listing_script(const char *const *excludes)
 
         if (strchr(pat, '/') != NULL) {
             /* Anchored at the root: -path './PATTERN'. */
-            char *word = malloc(strlen(pat) + 3);
-
-            if (word == NULL) {
-                rc = ATP_E_NOMEM;
-                break;
-            }
-            word[0] = '.';
-            word[1] = '/';
-            memcpy(word + 2, pat, strlen(pat) + 1);
-            rc = append_str(&buf, &len, &cap, "-path ");
+            rc = append_str(&buf, &len, &cap, "-path");
             if (rc == 0)
-                rc = atp__sh_quote_append(&buf, &len, &cap, word);
-            free(word);
+                rc = append_dot_word(&buf, &len, &cap, pat);
         } else {
             rc = append_str(&buf, &len, &cap, "-name ");
             if (rc == 0)
@@ -505,22 +515,8 @@ static int list_paths(struct atp_session *s, const struct atp__manifest *which,
         int code = 0;
 
         rc = append_str(&script, &len, &cap, "exec find");
-        while (rc == 0 && i < which->n && len < 65536) {
-            char *word = malloc(strlen(which->e[i].path) + 3);
-
-            if (word == NULL) {
-                rc = ATP_E_NOMEM;
-                break;
-            }
-            word[0] = '.';
-            word[1] = '/';
-            memcpy(word + 2, which->e[i].path, strlen(which->e[i].path) + 1);
-            rc = append_str(&script, &len, &cap, " ");
-            if (rc == 0)
-                rc = atp__sh_quote_append(&script, &len, &cap, word);
-            free(word);
-            i++;
-        }
+        while (rc == 0 && i < which->n && len < 65536)
+            rc = append_dot_word(&script, &len, &cap, which->e[i++].path);
         if (rc == 0)
             rc = append_str(&script, &len, &cap, " -maxdepth 0 -printf "
                             "'%y %s %T@ %m\\0%p\\0%l\\0'");

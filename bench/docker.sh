@@ -45,52 +45,9 @@ srcdir=$(cd "$here/.." && pwd)
 
 # ------------------------------------------------------------ find atp-run
 
-is_wrapper() { [ -f "$1" ] && head -c 512 "$1" 2>/dev/null | grep -q libtool; }
-
-use_atp() {  # the real binary of a build tree, not libtool's wrapper
-    local p=$1 dir
-    [ -d "$p" ] && p=$p/atp-run
-    [ -e "$p" ] || die "no atp-run at $p"
-    dir=$(cd "$(dirname "$p")" && pwd)
-    if is_wrapper "$p" && [ -x "$dir/.libs/atp-run" ]; then
-        builddir=$dir
-        ATP=$dir/.libs/atp-run
-    elif [ "$(basename "$dir")" = .libs ]; then
-        builddir=$(cd "$dir/.." && pwd)
-        ATP=$p
-    elif [ -f "$dir/plugins/.libs/atp-docker.so" ]; then
-        builddir=$dir               # linked without libtool's wrapper
-        ATP=$p
-    else
-        builddir=
-        ATP=$p
-    fi
-    if [ -n "$builddir" ]; then
-        export LD_LIBRARY_PATH="$builddir/core/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-        export ATP_PLUGIN_PATH="$builddir/plugins/.libs${ATP_PLUGIN_PATH:+:$ATP_PLUGIN_PATH}"
-        if [ -f "$builddir/core/.libs/atp-transfer.so" ]; then
-            export ATP_TRANSFER_MODULE="$builddir/core/.libs/atp-transfer.so"
-        fi
-    fi
-}
-
-if [ $# -gt 0 ]; then
-    use_atp "$1"
-elif [ -n "${ATP_RUN:-}" ]; then
-    use_atp "$ATP_RUN"
-else
-    found=
-    for d in "$srcdir" "$srcdir/_build" "$srcdir/_check"; do
-        if [ -x "$d/atp-run" ] && [ -f "$d/plugins/.libs/atp-docker.so" ]; then
-            use_atp "$d/atp-run"; found=1; break
-        fi
-    done
-    if [ -z "$found" ]; then
-        p=$(command -v atp-run || true)
-        [ -n "$p" ] || die "no atp-run found: build atp, or give its path"
-        use_atp "$p"
-    fi
-fi
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$here/lib.sh"
+bench_find_atp atp-docker.so "${1:-}"
 
 # ------------------------------------------------------------ the daemon
 

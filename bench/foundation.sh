@@ -51,60 +51,9 @@ die() { echo "foundation.sh: $*" >&2; exit 2; }
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 srcdir=$(cd "$here/.." && pwd)
 
-is_wrapper() {  # libtool's wrapper script for an uninstalled program
-    [ -f "$1" ] && head -c 512 "$1" 2>/dev/null | grep -q 'libtool'
-}
-
-# Sets ATP (the binary to run) and, for a build tree, the environment.
-use_atp() {
-    local p=$1 dir
-    if [ -d "$p" ]; then
-        p=$p/atp-run
-    fi
-    [ -e "$p" ] || die "no atp-run at $p"
-    dir=$(cd "$(dirname "$p")" && pwd)
-    if is_wrapper "$p" && [ -x "$dir/.libs/atp-run" ]; then
-        builddir=$dir
-        ATP=$dir/.libs/atp-run
-    elif [ "$(basename "$dir")" = .libs ] && [ -d "$dir/../plugins/.libs" ]; then
-        builddir=$(cd "$dir/.." && pwd)
-        ATP=$dir/atp-run
-    elif [ -f "$dir/plugins/.libs/atp-local.so" ]; then
-        builddir=$dir               # linked without libtool's wrapper
-        ATP=$dir/$(basename "$p")
-        if is_wrapper "$ATP"; then
-            echo "foundation.sh: warning: no $dir/.libs/atp-run: timing libtool's wrapper script" >&2
-        fi
-    else
-        builddir=
-        ATP=$dir/$(basename "$p")
-    fi
-    if [ -n "$builddir" ]; then
-        export LD_LIBRARY_PATH="$builddir/core/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-        export ATP_PLUGIN_PATH="$builddir/plugins/.libs${ATP_PLUGIN_PATH:+:$ATP_PLUGIN_PATH}"
-        ATP_FROM="build tree $builddir"
-    else
-        ATP_FROM="installed"
-    fi
-}
-
-if [ $# -gt 0 ]; then
-    use_atp "$1"
-elif [ -n "${ATP_RUN:-}" ]; then
-    use_atp "$ATP_RUN"
-else
-    found=
-    for d in "$srcdir" "$srcdir/_build" "$srcdir/_check"; do
-        if [ -x "$d/atp-run" ] && [ -f "$d/plugins/.libs/atp-local.so" ]; then
-            use_atp "$d/atp-run"; found=1; break
-        fi
-    done
-    if [ -z "$found" ]; then
-        p=$(command -v atp-run || true)
-        [ -n "$p" ] || die "no atp-run found: build atp, or give its path"
-        use_atp "$p"
-    fi
-fi
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$here/lib.sh"
+bench_find_atp atp-local.so "${1:-}"
 [ -x "$ATP" ] || die "$ATP is not executable"
 
 # ---------------------------------------------------------------- scratch

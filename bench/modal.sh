@@ -60,45 +60,9 @@ command -v protoc >/dev/null || die "needs protoc: apt-get install protobuf-comp
 
 # ------------------------------------------------------------ find atp-run
 
-is_wrapper() { [ -f "$1" ] && head -c 512 "$1" 2>/dev/null | grep -q libtool; }
-
-use_atp() {  # the real binary of a build tree, not libtool's wrapper
-    local p=$1 dir
-    [ -d "$p" ] && p=$p/atp-run
-    [ -e "$p" ] || die "no atp-run at $p"
-    dir=$(cd "$(dirname "$p")" && pwd)
-    builddir=
-    ATP=$p
-    if is_wrapper "$p" && [ -x "$dir/.libs/atp-run" ]; then
-        builddir=$dir
-        ATP=$dir/.libs/atp-run
-    elif [ "$(basename "$dir")" = .libs ]; then
-        builddir=$(cd "$dir/.." && pwd)
-    elif [ -d "$dir/plugins/.libs" ]; then
-        builddir=$dir
-    fi
-    if [ -n "$builddir" ]; then
-        export LD_LIBRARY_PATH="$builddir/core/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-        export ATP_PLUGIN_PATH="$builddir/plugins/.libs${ATP_PLUGIN_PATH:+:$ATP_PLUGIN_PATH}"
-        # The core's transfer module, when the build has one.
-        [ -f "$builddir/core/.libs/atp-transfer.so" ] &&
-            export ATP_TRANSFER_MODULE="$builddir/core/.libs/atp-transfer.so"
-    fi
-}
-
-if [ $# -gt 0 ]; then
-    use_atp "$1"
-elif [ -n "${ATP_RUN:-}" ]; then
-    use_atp "$ATP_RUN"
-else
-    found=
-    for d in "$srcdir" "$srcdir/_build" "$srcdir/_check" /tmp/build-modal; do
-        if [ -x "$d/atp-run" ] && [ -f "$d/plugins/.libs/atp-modal.so" ]; then
-            use_atp "$d/atp-run"; found=1; break
-        fi
-    done
-    [ -n "$found" ] || die "no build tree with atp-modal.so; give atp-run's path"
-fi
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$here/lib.sh"
+bench_find_atp atp-modal.so "${1:-}"
 
 tmp=$(mktemp -d "${BENCH_TMPDIR:-${TMPDIR:-/tmp}}/atp-bench-modal.XXXXXX")
 fake_pid=

@@ -83,20 +83,22 @@ done
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 srcdir=$(cd "$here/.." && pwd)
 
-is_wrapper() { [ -f "$1" ] && head -c 512 "$1" 2>/dev/null | grep -q libtool; }
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$here/lib.sh"
 
-builddir=${1:-${ATP_BUILDDIR:-}}
-if [ -z "$builddir" ]; then
+# A build tree is needed: the driver is built in it, the module comes from it.
+target=${1:-${ATP_BUILDDIR:-}}
+if [ -z "$target" ]; then
     for d in "$srcdir" "$srcdir/_build" "$srcdir/_check"; do
-        if [ -f "$d/core/.libs/atp-transfer.so" ]; then builddir=$d; break; fi
+        if [ -f "$d/core/.libs/atp-transfer.so" ]; then target=$d; break; fi
     done
 fi
-[ -n "$builddir" ] || die "no build tree found: build atp, or give its directory"
-[ -d "$builddir" ] || die "no directory $builddir"
-builddir=$(cd "$builddir" && pwd)
+[ -n "$target" ] || die "no build tree found: build atp, or give its directory"
+[ -d "$target" ] || die "no directory $target"
+bench_use_atp "$target"
+[ -n "$builddir" ] || die "$target is not a build tree of atp"
 MODULE=$builddir/core/.libs/atp-transfer.so
 [ -f "$MODULE" ] || die "no $MODULE: build atp in $builddir first"
-[ -d "$builddir/plugins/.libs" ] || die "no $builddir/plugins/.libs: build atp first"
 
 echo "building bench/atp-xfer in $builddir ..." >&2
 # shellcheck disable=SC2086 # BENCH_MAKE may be a command with arguments
@@ -105,18 +107,11 @@ if ! make_out=$($MAKE_CMD -C "$builddir" bench/atp-xfer 2>&1); then
     die "make bench/atp-xfer failed in $builddir"
 fi
 XFER=$builddir/bench/atp-xfer
-if is_wrapper "$XFER" && [ -x "$builddir/bench/.libs/atp-xfer" ]; then
+if bench_is_wrapper "$XFER" && [ -x "$builddir/bench/.libs/atp-xfer" ]; then
     XFER=$builddir/bench/.libs/atp-xfer
-fi
-ATP=$builddir/atp-run
-if is_wrapper "$ATP" && [ -x "$builddir/.libs/atp-run" ]; then
-    ATP=$builddir/.libs/atp-run
 fi
 [ -x "$XFER" ] || die "no $XFER"
 [ -x "$ATP" ] || die "no $ATP"
-export ATP_TRANSFER_MODULE=$MODULE
-export ATP_PLUGIN_PATH="$builddir/plugins/.libs${ATP_PLUGIN_PATH:+:$ATP_PLUGIN_PATH}"
-export LD_LIBRARY_PATH="$builddir/core/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 # ------------------------------------------------------------ tools
 

@@ -383,7 +383,6 @@ struct dk_session {
     const char *net_mode; /* NetworkMode sent */
     int n_created;     /* containers made so far (names) */
     char id[72];       /* the current container, "" when none */
-    int id_running;    /* created by the run path, already consumed */
     int dead;          /* the container went away */
     int closed;
 };

@@ -349,3 +349,121 @@ int atp__remove_under(const char *root, const char *path)
     close(fd);
     return rc;
 }
+
+/* ---- symbolic links ------------------------------------------------------ */
+
+const char *atp__link_refusal(const char *name, const char *target)
+{
+    const char *p;
+    int depth = 0, named = 0;
+
+    if (target[0] == '\0')
+        return "an empty symbolic link target";
+    if (target[0] == '/')
+        return "symbolic link leading outside the workdir (an absolute "
+               "target)";
+    for (p = name; *p; p++) /* the link's directory depth */
+        if (*p == '/')
+            depth++;
+    for (p = target; *p;) {
+        const char *slash = strchr(p, '/');
+        size_t len = slash ? (size_t)(slash - p) : strlen(p);
+
+        if (len == 2 && p[0] == '.' && p[1] == '.') {
+            if (named)
+                return "symbolic link with a '..' after a name: the name "
+                       "may be a link, and '..' climbs from where it leads";
+            if (--depth < 0)
+                return "symbolic link leading outside the workdir";
+        } else if (len > 0 && !(len == 1 && p[0] == '.')) {
+            named = 1;
+        }
+        p = slash ? slash + 1 : p + len;
+    }
+    return NULL;
+}
+
+/* Append component @c (@len bytes) to the path @cur of @curlen bytes. */
+static int push_component(char *cur, size_t *curlen, size_t cap,
+                          const char *c, size_t len)
+{
+    if (*curlen + len + 2 > cap)
+        return -1;
+    if (*curlen)
+        cur[(*curlen)++] = '/';
+    memcpy(cur + *curlen, c, len);
+    *curlen += len;
+    cur[*curlen] = '\0';
+    return 0;
+}
+
+int atp__link_escapes(int rootfd, const char *name)
+{
+    /* cur: where the walk is, a path of real directories under the root;
+     * rest: what is left to walk. */
+    char cur[PATH_MAX], rest[2 * PATH_MAX], target[PATH_MAX];
+    size_t curlen = 0;
+    int hops = 0, missing = 0;
+
+    if (strlen(name) >= sizeof(rest))
+        return 1;
+    memcpy(rest, name, strlen(name) + 1);
+    cur[0] = '\0';
+    while (rest[0]) {
+        char *slash = strchr(rest, '/');
+        size_t len = slash ? (size_t)(slash - rest) : strlen(rest);
+        const char *next = slash ? slash + 1 : rest + len;
+        struct stat sb;
+        ssize_t tl;
+
+        if (len == 0 || (len == 1 && rest[0] == '.')) {
+            memmove(rest, next, strlen(next) + 1);
+            continue;
+        }
+        if (len == 2 && rest[0] == '.' && rest[1] == '.') {
+            char *up;
+
+            if (curlen == 0)
+                return 1; /* above the root */
+            up = strrchr(cur, '/');
+            curlen = up ? (size_t)(up - cur) : 0;
+            cur[curlen] = '\0';
+            memmove(rest, next, strlen(next) + 1);
+            continue;
+        }
+        if (push_component(cur, &curlen, sizeof(cur), rest, len) != 0)
+            return 1;
+        memmove(rest, next, strlen(next) + 1);
+        if (missing)
+            continue; /* past a missing name, only the text counts */
+        if (fstatat(rootfd, cur, &sb, AT_SYMLINK_NOFOLLOW) != 0) {
+            missing = 1;
+            continue;
+        }
+        if (!S_ISLNK(sb.st_mode))
+            continue;
+        if (++hops > 40)
+            return 0; /* a loop resolves nowhere, so not outside either */
+        tl = readlinkat(rootfd, cur, target, sizeof(target) - 1);
+        if (tl <= 0)
+            return 1;
+        target[tl] = '\0';
+        if (target[0] == '/')
+            return 1;
+        /* The link's text replaces its name: walk it from its directory. */
+        {
+            char *up = strrchr(cur, '/');
+            size_t restlen = strlen(rest);
+
+            curlen = up ? (size_t)(up - cur) : 0;
+            cur[curlen] = '\0';
+            if ((size_t)tl + 1 + restlen + 1 > sizeof(rest))
+                return 1;
+            memmove(rest + tl + (restlen ? 1 : 0), rest, restlen + 1);
+            memcpy(rest, target, (size_t)tl);
+            if (restlen)
+                rest[tl] = '/';
+        }
+    }
+    return 0;
+}

@@ -358,32 +358,6 @@ static int normalize(const char *in, char *out, size_t outlen)
     return 0;
 }
 
-/* Does symlink @target, placed at @name, stay inside the root? */
-static int link_stays_inside(const char *name, const char *target)
-{
-    int depth = 0;
-    const char *p;
-
-    if (target[0] == '/' || target[0] == '\0')
-        return 0;
-    for (p = name; *p; p++) /* the link's directory depth */
-        if (*p == '/')
-            depth++;
-    for (p = target; *p;) {
-        const char *slash = strchr(p, '/');
-        size_t len = slash ? (size_t)(slash - p) : strlen(p);
-
-        if (len == 2 && p[0] == '.' && p[1] == '.') {
-            if (--depth < 0)
-                return 0;
-        } else if (len > 0 && !(len == 1 && p[0] == '.')) {
-            depth++;
-        }
-        p = slash ? slash + 1 : p + len;
-    }
-    return 1;
-}
-
 /*
  * Refuse to write @name when one of its parent directories under @root is
  * a symbolic link (or not a directory): writing through it could land
@@ -431,6 +405,36 @@ static int bad_entry(const char *name, const char *why)
                       name, why);
 }
 
+/*
+ * The last word on the symbolic links an extraction wrote: each is
+ * resolved through what is now on disk, links the workdir already had
+ * included, and one that leads outside is removed and fails the
+ * extraction.  (atp__link_refusal() keeps archive links from climbing out
+ * through each other; this catches a way out through the host's own.)
+ */
+static int verify_links(const char *root, const struct strset *links)
+{
+    int fd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc = 0;
+    size_t i;
+
+    if (fd < 0)
+        return atp__error(ATP_E_TRANSFER, "cannot open %s: %s", root,
+                          strerror(errno));
+    for (i = 0; i < links->cap; i++) {
+        const char *name = links->slot[i];
+
+        if (name == NULL || !atp__link_escapes(fd, name))
+            continue;
+        unlinkat(fd, name, 0);
+        if (rc == 0)
+            rc = bad_entry(name, "symbolic link resolving outside the "
+                           "workdir through a link already there; it was "
+                           "removed");
+    }
+    close(fd);
+    return rc;
+}
+
 int atp__x_tar_extract(const char *root, const char *const *excludes,
                      const struct atp__tar_limits *lim, atp__read_fn read,
                      void *ctx, struct atp__manifest *got,
@@ -441,7 +445,8 @@ int atp__x_tar_extract(const char *root, const char *const *excludes,
     struct rctx *r = malloc(sizeof(*r));
     char *buf = malloc(COPY_CHUNK);
     struct strset seen = {NULL, 0, 0}, dirs = {NULL, 0, 0};
-    char realroot[PATH_MAX];
+    struct strset links = {NULL, 0, 0}; /* symbolic links written */
+    char realroot[PATH_MAX] = "";
     uid_t uid = getuid();
     gid_t gid = getgid();
     int64_t total = 0;
@@ -542,21 +547,35 @@ int atp__x_tar_extract(const char *root, const char *const *excludes,
                 char t[PATH_MAX];
                 ssize_t tl;
 
-                if (lstat(full, &lsb) == 0 && S_ISLNK(lsb.st_mode) &&
-                    ((tl = readlink(full, t, sizeof(t) - 1)) < 0 ||
-                     (t[tl] = '\0', !link_stays_inside(name, t)))) {
-                    rc = bad_entry(name, "symbolic link leading outside the "
-                                   "workdir");
-                    goto out;
+                if (lstat(full, &lsb) == 0 && S_ISLNK(lsb.st_mode)) {
+                    const char *why = "unreadable symbolic link";
+
+                    if ((tl = readlink(full, t, sizeof(t) - 1)) >= 0) {
+                        t[tl] = '\0';
+                        why = atp__link_refusal(name, t);
+                    }
+                    if (why) {
+                        rc = bad_entry(name, why);
+                        goto out;
+                    }
+                    if (strset_add(&links, name) != 0) {
+                        rc = atp__error(ATP_E_NOMEM, "out of memory");
+                        goto out;
+                    }
                 }
             }
             archive_entry_set_hardlink(ae, full);
         } else if (ft == AE_IFLNK) {
             const char *t = archive_entry_symlink(ae);
+            const char *why = t ? atp__link_refusal(name, t)
+                                : "a symbolic link without a target";
 
-            if (t == NULL || !link_stays_inside(name, t)) {
-                rc = bad_entry(name, "symbolic link leading outside the "
-                               "workdir");
+            if (why) {
+                rc = bad_entry(name, why);
+                goto out;
+            }
+            if (strset_add(&links, name) != 0) {
+                rc = atp__error(ATP_E_NOMEM, "out of memory");
                 goto out;
             }
         } else if (ft != AE_IFREG && ft != AE_IFDIR) {
@@ -667,6 +686,12 @@ out:
                             archive_error_string(w));
         archive_write_free(w);
     }
+    if (links.n > 0 && realroot[0]) {
+        int vrc = verify_links(realroot, &links);
+
+        if (rc == 0)
+            rc = vrc;
+    }
     if (a) {
         if (opened)
             archive_read_close(a);
@@ -678,6 +703,7 @@ out:
         atp__manifest_sort(got);
     strset_free(&seen);
     strset_free(&dirs);
+    strset_free(&links);
     free(r);
     free(buf);
     return rc;

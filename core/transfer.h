@@ -56,6 +56,26 @@ int atp__excluded(const char *path, const char *const *excludes);
 int atp__path_ok(const char *path);
 
 /*
+ * Why symbolic link @target may not be created at @name (a path_ok name
+ * whose parents are real directories), or NULL when it may.  Judged from
+ * the text alone, so that no later entry can change the verdict: the
+ * target is relative, and its ".." components all come first (a ".."
+ * after a name climbs from wherever that name leads when it is itself a
+ * link: with "a -> .", "u -> a/.." is the root's parent), no more of them
+ * than the link is deep.
+ */
+const char *atp__link_refusal(const char *name, const char *target);
+
+/*
+ * Resolve @name under the directory @rootfd as the kernel would, following
+ * every symbolic link on the way and at the end, and return 1 when the
+ * resolution leaves the root (a ".." above it, an absolute target), else
+ * 0.  Past a name that does not exist the rest is judged by its text; a
+ * loop of links resolves nowhere and counts as inside.
+ */
+int atp__link_escapes(int rootfd, const char *name);
+
+/*
  * (These three load the transfer module on first use.)
  *
  * Walk @root with libarchive's disk reader and list every entry (files,

@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -165,6 +166,36 @@ static int copy_tree(const char *src, const char *dst,
     return rc;
 }
 
+/*
+ * The oracle of every extraction: no symbolic link under @dir resolves
+ * outside it, as the kernel would resolve it.
+ */
+static const char *oracle_root;
+static int oracle_rootfd;
+
+static int oracle_visit(const char *path, const struct stat *sb, int flag,
+                        struct FTW *ftw)
+{
+    const char *rel = path + strlen(oracle_root);
+
+    (void)sb;
+    (void)ftw;
+    while (*rel == '/')
+        rel++;
+    if (flag == FTW_SL && atp__link_escapes(oracle_rootfd, rel))
+        fail_msg("the link %s resolves outside %s", rel, oracle_root);
+    return 0;
+}
+
+static void assert_no_link_escapes(const char *dir)
+{
+    oracle_root = dir;
+    oracle_rootfd = open(dir, O_RDONLY | O_DIRECTORY);
+    assert_true(oracle_rootfd >= 0);
+    assert_int_equal(nftw(dir, oracle_visit, 16, FTW_PHYS), 0);
+    close(oracle_rootfd);
+}
+
 /* ---- round trips -------------------------------------------------------- */
 
 static void round_trip_keeps_everything(void **state)
@@ -193,6 +224,7 @@ static void round_trip_keeps_everything(void **state)
     set_mtime(src, "sub/deeper/Main.lean", 1500000000, 5);
 
     assert_int_equal(copy_tree(src, dst, no_excludes, &got), 0);
+    assert_no_link_escapes(dst);
     assert_int_equal(atp__manifest_scan(&a, src, no_excludes), 0);
     assert_int_equal(atp__manifest_scan(&b, dst, no_excludes), 0);
     assert_int_equal(a.n, b.n);
@@ -411,6 +443,7 @@ static void expect_refused(const struct fake *f, size_t n, const char *want)
     after = outside_snapshot(scratch);
     assert_string_equal(before, after); /* nothing new beside the target */
     assert_null(strstr(after, "escaped"));
+    assert_no_link_escapes(dst);
     rm_rf(dst);
     free(m.p);
     free(before);
@@ -488,6 +521,118 @@ static void hardlink_to_symlink_checked_from_its_place(void **state)
 
     (void)state;
     expect_refused(f, 4, "'l2': symbolic link leading outside");
+}
+
+static char *slurp(const char *path);
+
+/*
+ * Links that each stay inside by their text, but climb out through one
+ * another once on disk: "a -> ." makes "a/.." the root's parent.
+ */
+static void chain_of_links_refused(void **state)
+{
+    const struct fake chain[] = {
+        {"a", AE_IFLNK, ".", 0, NULL, 0, 0777},
+        {"u0", AE_IFLNK, "a/..", 0, NULL, 0, 0777},
+        {"u1", AE_IFLNK, "u0/..", 0, NULL, 0, 0777},
+        {"pw", AE_IFLNK, "u1/etc/passwd", 0, NULL, 0, 0777},
+    };
+    /* The order cannot help: the name is a directory when the link is
+     * written, and a link later. */
+    const struct fake reorder[] = {
+        {"d", AE_IFDIR, NULL, 0, NULL, 0, 0755},
+        {"x", AE_IFLNK, "d/../../etc/passwd", 0, NULL, 0, 0777},
+    };
+    const struct fake later[] = {
+        {"x", AE_IFLNK, "m/../y", 0, NULL, 0, 0777},
+        {"m", AE_IFLNK, ".", 0, NULL, 0, 0777},
+    };
+
+    (void)state;
+    expect_refused(chain, 4, "'u0': symbolic link with a '..' after a name");
+    expect_refused(reorder, 2, "'x': symbolic link with a '..' after a name");
+    expect_refused(later, 2, "'x': symbolic link with a '..' after a name");
+}
+
+/* Links that climb only as far as they are deep, then descend, are what
+ * real trees hold: they extract, and resolve where they say. */
+static void relative_links_that_stay_inside_extract(void **state)
+{
+    const struct fake f[] = {
+        {"lib", AE_IFDIR, NULL, 0, NULL, 0, 0755},
+        {"lib/x", AE_IFREG, NULL, 0, "x", -1, 0},
+        {"a", AE_IFDIR, NULL, 0, NULL, 0, 0755},
+        {"a/b", AE_IFDIR, NULL, 0, NULL, 0, 0755},
+        {"a/b/up", AE_IFLNK, "../../lib/x", 0, NULL, 0, 0777},
+        {"a/b/here", AE_IFLNK, "./../b/../../lib", 0, NULL, 0, 0777},
+        {"cur", AE_IFLNK, ".", 0, NULL, 0, 0777},
+        {"via", AE_IFLNK, "cur/cur/lib/x", 0, NULL, 0, 0777},
+        {"dangling", AE_IFLNK, "not/yet/built", 0, NULL, 0, 0777},
+    };
+    char *dst = new_dir("target"), p[PATH_MAX];
+    struct atp__tar_stats st;
+    struct mem m = {0};
+
+    (void)state;
+    build(&m, f, 7);
+    /* "a/b/here" has a '..' after "b": refused like any such target. */
+    assert_int_equal(atp__tar_extract(dst, no_excludes, &big, mem_read, &m,
+                                      NULL, &st),
+                     ATP_E_TRANSFER);
+    assert_non_null(strstr(atp_last_error(), "'a/b/here'"));
+    free(m.p);
+    rm_rf(dst);
+    free(dst);
+
+    dst = new_dir("target");
+    memset(&m, 0, sizeof(m));
+    {
+        struct fake g[8];
+
+        memcpy(g, f, 5 * sizeof(*f));
+        memcpy(g + 5, f + 6, 3 * sizeof(*f));
+        build(&m, g, 8);
+    }
+    if (atp__tar_extract(dst, no_excludes, &big, mem_read, &m, NULL, &st))
+        fail_msg("%s", atp_last_error());
+    mkpath(p, dst, "a/b/up");
+    assert_string_equal(slurp(p), "x");
+    mkpath(p, dst, "via");
+    assert_string_equal(slurp(p), "x");
+    assert_no_link_escapes(dst);
+    free(m.p);
+    free(dst);
+}
+
+/* A way out through a link the workdir already had (the host's own,
+ * which may lead anywhere) is found on disk after the extraction. */
+static void way_out_through_a_host_link_refused(void **state)
+{
+    const struct fake f[] = {
+        {"pw", AE_IFLNK, "up/etc/passwd", 0, NULL, 0, 0777},
+        {"ok", AE_IFREG, NULL, 0, "fine", -1, 0},
+    };
+    char *dst = new_dir("target"), p[PATH_MAX];
+    struct atp__tar_stats st;
+    struct mem m = {0};
+    struct stat sb;
+
+    (void)state;
+    mkpath(p, dst, "up");
+    assert_int_equal(symlink("/", p), 0);
+    build(&m, f, 2);
+    assert_int_equal(atp__tar_extract(dst, no_excludes, &big, mem_read, &m,
+                                      NULL, &st),
+                     ATP_E_TRANSFER);
+    assert_non_null(strstr(atp_last_error(), "'pw': symbolic link "
+                                             "resolving outside"));
+    mkpath(p, dst, "pw");
+    assert_int_equal(lstat(p, &sb), -1); /* removed */
+    mkpath(p, dst, "up");
+    assert_int_equal(unlink(p), 0); /* the host's own is not ours to judge */
+    assert_no_link_escapes(dst);
+    free(m.p);
+    free(dst);
 }
 
 static char *slurp(const char *path)
@@ -802,6 +947,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             hardlink_to_symlink_checked_from_its_place, setup, teardown),
         cmocka_unit_test_setup_teardown(existing_links_replaced_not_followed,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(chain_of_links_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            relative_links_that_stay_inside_extract, setup, teardown),
+        cmocka_unit_test_setup_teardown(way_out_through_a_host_link_refused,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(device_node_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(setuid_bit_dropped, setup, teardown),

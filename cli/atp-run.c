@@ -743,7 +743,13 @@ static int cmd_gc(const struct opts *o)
         out_text(&out, "nothing to reap\n");
     out_flush(&out);
     atp_config_free(cfg);
-    return rc ? EXIT_BACKEND : out.failed ? EXIT_BACKEND : 0;
+    if (rc) {
+        atp_result r = ATP_RESULT_INIT;
+
+        r.status = atp_status_from_error(rc);
+        return exit_status(&r);
+    }
+    return out.failed ? EXIT_BACKEND : 0;
 }
 
 static int is_subcommand(const char *word)

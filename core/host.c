@@ -206,7 +206,9 @@ static int64_t host_now_ns(void)
 
 static const char *host_run_id(atp_call *call)
 {
-    return call && call->session ? call->session->run_id : "";
+    if (call && call->session)
+        return call->session->run_id;
+    return call && call->run_id ? call->run_id : "";
 }
 
 static int host_resource_created(atp_call *call, const char *kind,

@@ -167,6 +167,7 @@ struct atp_call {
     struct atp__plugin *plugin;
     struct atp_backend *backend;  /* NULL during load */
     struct atp_session *session;  /* NULL outside sessions */
+    const char *run_id;           /* gc: the run id of the lease reaped */
     int64_t deadline_ns;          /* 0: none */
     int cancellable;              /* 0 for close: ignore cancellation */
     atp__sink *sink;              /* exec only */

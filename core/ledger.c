@@ -53,13 +53,48 @@ int atp__state_dir(const atp_config *cfg, char *out, size_t outlen)
     else if ((e = getenv("HOME")) != NULL && *e == '/')
         snprintf(out, outlen, "%s/.local/state/atp", e);
     else
-        snprintf(out, outlen, "/tmp/atp-%ld", (long)getuid());
+        snprintf(out, outlen, "/tmp/atp-%ld", (long)geteuid());
+    return 0;
+}
+
+/*
+ * A ledger directory must be this user's alone: a lease names what `gc`
+ * removes, so whoever can write one can make gc remove something.  It
+ * must be a directory (not a symbolic link), owned by the effective user
+ * and writable by nobody else.
+ */
+static int private_dir(const char *path)
+{
+    struct stat sb;
+
+    if (lstat(path, &sb) != 0)
+        return atp__error(ATP_E_IO, "cannot use the state directory %s: %s; "
+                          "set [atp] state_dir", path, strerror(errno));
+    if (S_ISLNK(sb.st_mode))
+        return atp__error(ATP_E_CONFIG, "the state directory %s is a "
+                          "symbolic link; set [atp] state_dir to the "
+                          "directory itself", path);
+    if (!S_ISDIR(sb.st_mode))
+        return atp__error(ATP_E_CONFIG, "the state directory %s is not a "
+                          "directory; set [atp] state_dir", path);
+    if (sb.st_uid != geteuid())
+        return atp__error(ATP_E_CONFIG, "the state directory %s belongs to "
+                          "uid %ld, not to you (uid %ld): its leases could "
+                          "be forged; remove it, or set [atp] state_dir to "
+                          "a directory of your own", path, (long)sb.st_uid,
+                          (long)geteuid());
+    if (sb.st_mode & (S_IWGRP | S_IWOTH))
+        return atp__error(ATP_E_CONFIG, "the state directory %s is writable "
+                          "by others (mode %03o): its leases could be "
+                          "forged; chmod 700 it, or set [atp] state_dir",
+                          path, (unsigned)(sb.st_mode & 0777));
     return 0;
 }
 
 static int leases_dir(const atp_config *cfg, char *out, size_t outlen)
 {
     char base[PATH_MAX];
+    int rc;
 
     atp__state_dir(cfg, base, sizeof(base));
     if (snprintf(out, outlen, "%s/leases", base) >= (int)outlen)
@@ -68,6 +103,8 @@ static int leases_dir(const atp_config *cfg, char *out, size_t outlen)
         return atp__error(ATP_E_IO, "cannot create the ledger directory "
                           "%s: %s; set [atp] state_dir", out,
                           strerror(errno));
+    if ((rc = private_dir(base)) != 0 || (rc = private_dir(out)) != 0)
+        return rc;
     return 0;
 }
 
@@ -102,14 +139,19 @@ static unsigned long long proc_start(long pid)
 
 static int write_lease(const char *path, json_object *obj)
 {
+    static unsigned serial;
     char tmp[PATH_MAX];
     const char *text = json_object_to_json_string_ext(obj,
                                                       JSON_C_TO_STRING_PLAIN);
     size_t len = strlen(text);
     int fd, rc = 0;
 
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    /* A name of our own, created here and now: never an existing file or
+     * a link someone left at a predictable name. */
+    snprintf(tmp, sizeof(tmp), "%s.%ld.%u.tmp", path, (long)getpid(),
+             __atomic_add_fetch(&serial, 1, __ATOMIC_RELAXED));
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+              0600);
     if (fd < 0)
         return atp__error(ATP_E_IO, "cannot write lease %s: %s", tmp,
                           strerror(errno));
@@ -127,10 +169,22 @@ static int write_lease(const char *path, json_object *obj)
     return rc;
 }
 
+/* A lease file: a regular file of this user's, not a link; else NULL. */
 static json_object *read_lease(const char *path)
 {
-    json_object *obj = json_object_from_file(path);
+    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    json_object *obj;
+    struct stat sb;
 
+    if (fd < 0)
+        return NULL;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) ||
+        sb.st_uid != geteuid()) {
+        close(fd);
+        return NULL;
+    }
+    obj = json_object_from_fd(fd);
+    close(fd);
     if (obj && !json_object_is_type(obj, json_type_object)) {
         json_object_put(obj);
         return NULL;
@@ -289,6 +343,7 @@ static int reap_lease(atp_config *cfg, const char *path, json_object *lease,
          * never heard of because the owner died right after creating it. */
         atp__call_init(&call, be->plugin, be, NULL,
                        cfg->set.close_timeout_ms);
+        call.run_id = run_id;
         be->plugin->ops->reap(&call, be->handle, "run", run_id);
     }
     for (i = json_object_array_length(arr); i-- > 0;) {
@@ -314,6 +369,7 @@ static int reap_lease(atp_config *cfg, const char *path, json_object *lease,
 
                 atp__call_init(&call, be->plugin, be, NULL,
                                cfg->set.close_timeout_ms);
+                call.run_id = run_id;
                 rc = be->plugin->ops->reap(&call, be->handle,
                                            item.kind ? item.kind : "",
                                            item.id);

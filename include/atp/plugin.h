@@ -320,7 +320,8 @@ typedef struct atp_host_api {
     /** CLOCK_MONOTONIC now, in nanoseconds. */
     int64_t (*now_ns)(void);
 
-    /** The run id of the session (label resources with it). */
+    /** The run id of the session (label resources with it); during
+     * reap(), the run id of the lease being reaped. */
     const char *(*run_id)(atp_call *call);
 
     /**
@@ -426,7 +427,11 @@ typedef struct atp_plugin_ops {
 
     /**
      * Optional (ATP_CAP_GC).  Remove a resource the ledger recorded and
-     * whose owner is gone.  ATP_E_NOTFOUND counts as removed.
+     * whose owner is gone.  ATP_E_NOTFOUND counts as removed.  @kind
+     * "run" asks for everything labelled with run id @id.  A lease is a
+     * file and names what to remove: remove only what carries the
+     * plugin's own label with the lease's run id (host->run_id() during
+     * reap), never an id on the lease's word alone.
      */
     int (*reap)(atp_call *call, void *backend, const char *kind,
                 const char *id);

@@ -643,36 +643,69 @@ static void session_free(void *session)
 
 /* ---- gc ----------------------------------------------------------------- */
 
+/*
+ * The ids of atp's own containers of run @run, only container @id among
+ * them when @id is not NULL: a lease is a file, and what it names is
+ * removed only when the daemon says the container carries our labels.
+ */
+static int list_ours(struct dk_backend *b, atp_call *call, const char *run,
+                     const char *id, char ***ids)
+{
+    json_object *f = json_object_new_object();
+    json_object *labels = json_object_new_array();
+    char owner[64], label[256];
+    int rc;
+
+    if (f == NULL || labels == NULL) {
+        json_object_put(f);
+        json_object_put(labels);
+        return dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
+    }
+    snprintf(owner, sizeof(owner), "%s=atp", DK_LABEL_OWNER);
+    snprintf(label, sizeof(label), "%s=%s", DK_LABEL_RUN, run);
+    json_object_array_add(labels, json_object_new_string(owner));
+    json_object_array_add(labels, json_object_new_string(label));
+    json_object_object_add(f, "label", labels);
+    if (id) {
+        json_object *one = json_object_new_array();
+
+        json_object_array_add(one, json_object_new_string(id));
+        json_object_object_add(f, "id", one);
+    }
+    rc = dk_api_list(&b->ctl, call,
+                     json_object_to_json_string_ext(f, JSON_C_TO_STRING_PLAIN),
+                     ids);
+    json_object_put(f);
+    return rc;
+}
+
 static int reap(atp_call *call, void *backend, const char *kind,
                 const char *id)
 {
     struct dk_backend *b = backend;
+    const char *run = dk_host->run_id(call);
     char **ids = NULL;
     size_t i;
     int rc;
 
+    if (strcmp(kind, "run") == 0)
+        run = id;
+    if (run == NULL || run[0] == '\0')
+        return dk_host->set_error(call, ATP_E_INVAL, "the lease names no "
+                                  "run id: nothing can be proven ours");
+    if (strcmp(kind, "container") != 0 && strcmp(kind, "run") != 0)
+        return dk_host->set_error(call, ATP_E_NOTFOUND, "the docker backend "
+                                  "makes no resource of kind '%s'", kind);
     pthread_mutex_lock(&b->ctl_lock);
     rc = dk_api_negotiate(&b->ctl, call);
-    if (rc)
-        goto out;
-    if (strcmp(kind, "container") == 0) {
-        rc = dk_api_remove(&b->ctl, call, id);
-    } else if (strcmp(kind, "run") == 0) {
-        char filter[256];
-
-        snprintf(filter, sizeof(filter), "{\"label\":[\"" DK_LABEL_RUN
-                 "=%s\"]}", id);
-        if (strchr(id, '"') || strchr(id, '\\'))
-            rc = dk_host->set_error(call, ATP_E_INVAL, "bad run id");
-        else
-            rc = dk_api_list(&b->ctl, call, filter, &ids);
-        for (i = 0; rc == 0 && ids && ids[i]; i++)
-            rc = dk_api_remove(&b->ctl, call, ids[i]);
-    } else {
-        rc = dk_host->set_error(call, ATP_E_NOTFOUND, "the docker backend "
-                                "makes no resource of kind '%s'", kind);
-    }
-out:
+    if (rc == 0)
+        rc = list_ours(b, call, run, strcmp(kind, "run") ? id : NULL, &ids);
+    if (rc == 0 && strcmp(kind, "container") == 0 && (ids == NULL ||
+                                                      ids[0] == NULL))
+        rc = dk_host->set_error(call, ATP_E_NOTFOUND, "no container %.64s "
+                                "of run %s", id, run);
+    for (i = 0; rc == 0 && ids && ids[i]; i++)
+        rc = dk_api_remove(&b->ctl, call, ids[i]);
     pthread_mutex_unlock(&b->ctl_lock);
     dk_strv_free(ids);
     return rc;

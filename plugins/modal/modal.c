@@ -292,9 +292,15 @@ static int check(atp_call *call, void *backend)
     return rc;
 }
 
-/* Terminate every running sandbox tagged with run id @run. */
+/*
+ * Terminate every running sandbox tagged with run id @run, or only
+ * sandbox @only among them: a lease is a file, and what it names is
+ * terminated only when Modal says it carries atp's tag with the run id.
+ * Sets *@found to the count matched.
+ */
 static int reap_run(atp_call *call, struct modal_backend *be, modal__conn *c,
-                    const modal__ctl *ctl, const char *run)
+                    const modal__ctl *ctl, const char *run, const char *only,
+                    int *found)
 {
     Modal__Client__SandboxListRequest req =
         MODAL__CLIENT__SANDBOX_LIST_REQUEST__INIT;
@@ -304,6 +310,7 @@ static int reap_run(atp_call *call, struct modal_backend *be, modal__conn *c,
     modal__status st;
     int rc, pages, failed = 0;
 
+    *found = 0;
     rc = modal__find_app(be, c, ctl, 0, app_id, sizeof(app_id), &st);
     if (rc == ATP_E_NOTFOUND)
         return 0; /* no app: no sandboxes */
@@ -332,6 +339,9 @@ static int reap_run(atp_call *call, struct modal_backend *be, modal__conn *c,
 
             if (oldest == 0 || info->created_at < oldest)
                 oldest = info->created_at;
+            if (only && strcmp(info->id, only) != 0)
+                continue;
+            (*found)++;
             if (modal__terminate_id(be, c, ctl, info->id, &st) != 0)
                 failed++;
         }
@@ -354,7 +364,6 @@ static int reap(atp_call *call, void *backend, const char *kind,
     struct modal_backend *be = backend;
     modal__ctl ctl = modal__ctl_of(call);
     modal__conn *c = NULL;
-    modal__status st;
     int rc;
 
     if ((rc = modal__backend_ready(call, be)) != 0)
@@ -364,12 +373,21 @@ static int reap(atp_call *call, void *backend, const char *kind,
     modal__conn_set_throttle(c, be->creds.max_throttle_ms);
     ctl.cancellable = 0;
     if (strcmp(kind, "sandbox") == 0) {
-        rc = modal__terminate_id(be, c, &ctl, id, &st);
-        if (rc)
-            rc = modal__fail(call, rc, &st, ATP_E_BACKEND,
-                             "terminating the sandbox");
+        const char *run = modal__host->run_id(call);
+        int found = 0;
+
+        if (run == NULL || run[0] == '\0')
+            rc = modal__error(call, ATP_E_INVAL, "the lease names no run id: "
+                              "nothing can be proven ours");
+        else
+            rc = reap_run(call, be, c, &ctl, run, id, &found);
+        if (rc == 0 && found == 0)
+            rc = modal__error(call, ATP_E_NOTFOUND, "no running sandbox %s "
+                              "tagged with run %s", id, run);
     } else if (strcmp(kind, "run") == 0) {
-        rc = reap_run(call, be, c, &ctl, id);
+        int found;
+
+        rc = reap_run(call, be, c, &ctl, id, NULL, &found);
     } else {
         rc = modal__error(call, ATP_E_INVAL, "the modal plugin "
                           "cannot reap a '%s'", kind);

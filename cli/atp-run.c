@@ -21,15 +21,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <atp/atp.h>
+#include <atp/plugin.h>
 
 #include "output.h"
 
 #define EXIT_USAGE 2
-#define EXIT_TIMEOUT 124
 #define EXIT_BACKEND 125
 
 struct opts {
@@ -89,10 +88,6 @@ static void install_signals(void)
     /* A closed stdout must not kill us before the sandbox is torn down. */
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
-    /* Descendants that leave the command's process group (setsid) are
-     * reparented to us rather than to init, so the local backend can find
-     * and kill them when the command ends. */
-    prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     /* An ignored SIGCHLD (inherited across exec) would let the kernel reap
      * our commands before we read their exit status. */
     sa.sa_handler = SIG_DFL;
@@ -330,21 +325,14 @@ static void start_output(struct out *out, int json)
 static int exit_status(const atp_result *r)
 {
     switch (r->status) {
-    case ATP_STATUS_OK:
-        return 0;
     case ATP_STATUS_EXIT:
         if (r->signal > 0)
             return 128 + r->signal;
         return r->exit_code >= 0 && r->exit_code <= 255 ? r->exit_code : 1;
-    case ATP_STATUS_TIMEOUT:
-        return EXIT_TIMEOUT;
     case ATP_STATUS_CANCELLED:
-        return g_signal ? 128 + g_signal : 130;
-    case ATP_STATUS_CONFIG_ERROR:
-    case ATP_STATUS_UNSUPPORTED:
-        return EXIT_USAGE;
+        return g_signal ? 128 + g_signal : atp_status_exit_code(r->status);
     default:
-        return EXIT_BACKEND;
+        return atp_status_exit_code(r->status);
     }
 }
 
@@ -447,6 +435,30 @@ static int early_failure(struct out *out, int rc, const char *backend)
     return exit_status(&r);
 }
 
+/* libatp's diagnostics, on stderr. */
+static void print_log(int level, const char *origin, const char *message,
+                      void *payload)
+{
+    static const char *const names[] = {"error", "warning", "info",
+                                        "debug"};
+
+    (void)payload;
+    if (strcmp(origin, "plugin-loader") == 0)
+        fprintf(stderr, "atp: plugin: %s\n", message);
+    else
+        fprintf(stderr, "atp: %s: %s: %s\n", origin,
+                names[level < 0 ? 0 : level > 3 ? 3 : level], message);
+}
+
+static int load_config(const struct opts *o, atp_config **cfg)
+{
+    int rc = atp_config_load(cfg, o->config);
+
+    if (rc == 0)
+        atp_config_set_log(*cfg, print_log, ATP_LOG_WARN, NULL);
+    return rc;
+}
+
 static int open_all(const struct opts *o, struct out *out, atp_config **cfg,
                     atp_backend **be)
 {
@@ -454,7 +466,7 @@ static int open_all(const struct opts *o, struct out *out, atp_config **cfg,
 
     *cfg = NULL;
     *be = NULL;
-    rc = atp_config_load(cfg, o->config);
+    rc = load_config(o, cfg);
     if (rc)
         return early_failure(out, rc, o->backend);
     rc = atp_backend_open(be, *cfg, o->backend);
@@ -486,6 +498,8 @@ static void fill_exec_opts(struct out *out, atp_exec_opts *eo, int stdin_fd)
     eo->line_payload = out;
     eo->on_flush = out_on_flush;
     eo->stdin_fd = stdin_fd;
+    if (stdin_fd >= 0)
+        eo->flags |= ATP_EXEC_OPT_STDIN;
 }
 
 /* ---- one-shot ---------------------------------------------------------- */
@@ -686,7 +700,7 @@ static int cmd_plugins(const struct opts *o)
     int rc;
 
     start_output(&out, o->json);
-    rc = atp_config_load(&cfg, o->config);
+    rc = load_config(o, &cfg);
     if (rc)
         return early_failure(&out, rc, NULL);
     if (!o->json) {
@@ -732,7 +746,7 @@ static int cmd_gc(const struct opts *o)
     int rc;
 
     start_output(&out, o->json);
-    rc = atp_config_load(&cfg, o->config);
+    rc = load_config(o, &cfg);
     if (rc)
         return early_failure(&out, rc, NULL);
     out.count = 0;

@@ -9,6 +9,7 @@
 #include <stddef.h>
 
 #include <atp/atp.h>
+#include <atp/plugin.h>
 
 struct out {
     int json;

@@ -12,6 +12,7 @@
 static const char *const cap_names[] = {
     "shared_fs", "isolated_fs", "streaming", "stdin", "sessions", "mounts",
     "cpu_limit", "memory_limit", "network_policy", "gc", "kills_tree",
+    "group_signals",
 };
 
 ATP_EXTERN const char *atp_cap_name(uint64_t bit)
@@ -104,6 +105,10 @@ ATP_EXTERN int atp_backend_open(atp_backend **out, atp_config *cfg,
                    be->plugin->path, atp__call_message(&call, rc));
         goto fail;
     }
+    /* Read once: they depend on the configuration, not on time. */
+    be->caps = ATP__OPS_HAS(be->plugin, backend_caps)
+                   ? be->plugin->ops->backend_caps(be->handle)
+                   : be->plugin->ops->caps;
     *out = be;
     return 0;
 fail:
@@ -146,9 +151,7 @@ ATP_EXTERN const char *atp_backend_plugin_path(const atp_backend *be)
 
 ATP_EXTERN uint64_t atp_backend_caps(const atp_backend *be)
 {
-    if (be->handle && ATP__OPS_HAS(be->plugin, backend_caps))
-        return be->plugin->ops->backend_caps(be->handle);
-    return be->plugin->ops->caps;
+    return be->caps;
 }
 
 ATP_EXTERN int atp_backend_check(atp_backend *be, atp_result *res)

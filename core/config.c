@@ -60,6 +60,9 @@ static const atp_option atp_keys[] = {
      "an archive with more content is refused"},
     {"transfer_timeout_s", ATP_OPT_DURATION, "600", NULL,
      "deadline of each workdir push, pull or listing"},
+    {"subreaper", ATP_OPT_BOOL, "true", NULL,
+     "make this process a child subreaper so that host commands' escaped "
+     "descendants can be killed"},
     {NULL, 0, NULL, NULL, NULL},
 };
 
@@ -543,6 +546,8 @@ static int finish(atp_config *cfg)
     set->warm_cache = nonempty(opt_value(cfg, "image", image_keys,
                                          "warm_cache"));
     set->transfer_timeout_ms = opt_duration(cfg, "transfer_timeout_s");
+    atp__parse_bool(opt_value(cfg, "atp", atp_keys, "subreaper"),
+                    &set->subreaper);
     set->transfer_max_bytes = opt_size(cfg, "transfer_max_bytes");
     atp__parse_int(opt_value(cfg, "atp", atp_keys, "transfer_max_entries"),
                    &set->transfer_max_entries);

@@ -48,56 +48,71 @@ int64_t atp__now_ns(void)
 ATP_EXTERN const char *atp_strerror(int code)
 {
     switch (code) {
-    case ATP_OK: return "success";
-    case ATP_E_INVAL: return "invalid argument";
-    case ATP_E_NOMEM: return "out of memory";
-    case ATP_E_IO: return "input/output error";
-    case ATP_E_TIMEOUT: return "backend operation timed out";
-    case ATP_E_CANCELLED: return "cancelled";
-    case ATP_E_UNSUPPORTED: return "not supported by the backend";
-    case ATP_E_BACKEND: return "backend failure";
-    case ATP_E_PROVISION: return "sandbox could not be provisioned";
-    case ATP_E_IMAGE: return "image unavailable";
-    case ATP_E_CREDENTIALS: return "missing credentials";
-    case ATP_E_TRANSFER: return "workdir transfer failed";
-    case ATP_E_SANDBOX_DEAD: return "sandbox died";
-    case ATP_E_CONFIG: return "configuration error";
-    case ATP_E_NOTFOUND: return "not found";
-    case ATP_E_ABI: return "plugin ABI mismatch";
-    default: return "unknown error";
+    case ATP_OK:
+        return "success";
+#define XX(name, value, msg, status)                                        \
+    case ATP_E_##name:                                                       \
+        return msg;
+        ATP_ERRNO_MAP(XX)
+#undef XX
+    default:
+        return "unknown error";
     }
 }
 
-static const char *const status_names[] = {
-    "ok", "exit", "timeout", "cancelled", "infra_error", "infra_timeout",
-    "sandbox_dead", "transfer_error", "provision_error", "image_unavailable",
-    "missing_credentials", "unsupported", "config_error",
-};
+ATP_EXTERN const char *atp_err_name(int code)
+{
+    switch (code) {
+    case ATP_OK:
+        return "ATP_OK";
+#define XX(name, value, msg, status)                                        \
+    case ATP_E_##name:                                                       \
+        return "ATP_E_" #name;
+        ATP_ERRNO_MAP(XX)
+#undef XX
+    default:
+        return "ATP_E_?";
+    }
+}
 
 ATP_EXTERN const char *atp_status_name(atp_status status)
 {
-    if ((unsigned)status < ATP__ARRAY_SIZE(status_names))
-        return status_names[status];
-    return "unknown";
+    switch (status) {
+#define XX(name, value, text, exit)                                         \
+    case ATP_STATUS_##name:                                                  \
+        return text;
+        ATP_STATUS_MAP(XX)
+#undef XX
+    default:
+        return "unknown";
+    }
+}
+
+ATP_EXTERN int atp_status_exit_code(atp_status status)
+{
+    switch (status) {
+#define XX(name, value, text, exit)                                         \
+    case ATP_STATUS_##name:                                                  \
+        return exit;
+        ATP_STATUS_MAP(XX)
+#undef XX
+    default:
+        return 125;
+    }
 }
 
 ATP_EXTERN atp_status atp_status_from_error(int code)
 {
     switch (code) {
-    case ATP_OK: return ATP_STATUS_OK;
-    case ATP_E_TIMEOUT: return ATP_STATUS_INFRA_TIMEOUT;
-    case ATP_E_CANCELLED: return ATP_STATUS_CANCELLED;
-    case ATP_E_UNSUPPORTED: return ATP_STATUS_UNSUPPORTED;
-    case ATP_E_PROVISION: return ATP_STATUS_PROVISION_ERROR;
-    case ATP_E_IMAGE: return ATP_STATUS_IMAGE_UNAVAILABLE;
-    case ATP_E_CREDENTIALS: return ATP_STATUS_MISSING_CREDENTIALS;
-    case ATP_E_TRANSFER: return ATP_STATUS_TRANSFER_ERROR;
-    case ATP_E_SANDBOX_DEAD: return ATP_STATUS_SANDBOX_DEAD;
-    case ATP_E_CONFIG:
-    case ATP_E_INVAL:
-    case ATP_E_NOTFOUND:
-    case ATP_E_ABI: return ATP_STATUS_CONFIG_ERROR;
-    default: return ATP_STATUS_INFRA_ERROR;
+    case ATP_OK:
+        return ATP_STATUS_OK;
+#define XX(name, value, msg, status)                                        \
+    case ATP_E_##name:                                                       \
+        return ATP_STATUS_##status;
+        ATP_ERRNO_MAP(XX)
+#undef XX
+    default:
+        return ATP_STATUS_INFRA_ERROR;
     }
 }
 

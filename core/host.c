@@ -25,6 +25,7 @@ void atp__call_init(atp_call *call, struct atp__plugin *plugin,
     call->plugin = plugin;
     call->backend = backend;
     call->session = session;
+    call->cfg = backend ? backend->cfg : NULL;
     call->cancellable = 1;
     if (timeout_ms > 0)
         call->deadline_ns = atp__now_ns() + timeout_ms * 1000000;
@@ -46,51 +47,50 @@ static void redact(atp_call *call, char *text, size_t cap)
         atp__secrets_redact(&call->backend->secrets, text, cap);
 }
 
-static int host_set_error(atp_call *call, int code, const char *fmt, ...)
+static int host_verror(atp_call *call, int code, const char *fmt,
+                       va_list ap)
 {
-    va_list ap;
-
     if (call == NULL)
         return code;
-    va_start(ap, fmt);
     vsnprintf(call->err, sizeof(call->err), fmt, ap);
-    va_end(ap);
     call->err_code = code;
     redact(call, call->err, sizeof(call->err));
     return code;
 }
 
-static int log_level(void)
+static int host_set_error(atp_call *call, int code, const char *fmt, ...)
 {
-    const char *e = secure_getenv("ATP_LOG");
+    va_list ap;
 
-    if (e == NULL || *e == '\0')
-        return ATP_LOG_WARN;
-    if (strcmp(e, "debug") == 0)
-        return ATP_LOG_DEBUG;
-    if (strcmp(e, "info") == 0)
-        return ATP_LOG_INFO;
-    if (strcmp(e, "error") == 0)
-        return ATP_LOG_ERROR;
-    return ATP_LOG_WARN;
+    va_start(ap, fmt);
+    host_verror(call, code, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+int atp__call_error(atp_call *call, int code, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    host_verror(call, code, fmt, ap);
+    va_end(ap);
+    return code;
 }
 
 static void host_log(atp_call *call, int level, const char *fmt, ...)
 {
-    static const char *const names[] = {"error", "warning", "info", "debug"};
     char msg[2048];
     va_list ap;
 
-    if (level > log_level())
+    if (call == NULL || !atp__log_on(call->cfg, level))
         return;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    if (call)
-        redact(call, msg, sizeof(msg));
-    fprintf(stderr, "atp: %s: %s: %s\n",
-            call && call->plugin ? call->plugin->name : "core",
-            names[level < 0 ? 0 : level > 3 ? 3 : level], msg);
+    redact(call, msg, sizeof(msg));
+    atp__log(call->cfg, level < 0 ? 0 : level > 3 ? 3 : level,
+             call->plugin ? call->plugin->name : "core", "%s", msg);
 }
 
 static void host_event(atp_call *call, const char *type,
@@ -144,9 +144,31 @@ static int host_config_int(atp_call *call, const char *key, int64_t *out)
 static int host_output(atp_call *call, int stream, const void *buf,
                        size_t len)
 {
+    struct atp__exec *x;
+    int rc = 0;
+
     if (call == NULL || call->sink == NULL || call->sink->output == NULL)
         return ATP_E_INVAL;
-    return call->sink->output(call->sink->ctx, stream, buf, len);
+    x = call->exec;
+    if (x && x->sniffing && stream == ATP_STDOUT) {
+        const char *p = buf;
+        size_t held = atp__exec_sniff(x, &p, &len);
+
+        if (held)
+            rc = call->sink->output(call->sink->ctx, stream, x->sniff, held);
+        buf = p;
+    }
+    if (len > 0 && rc == 0)
+        rc = call->sink->output(call->sink->ctx, stream, buf, len);
+    if (rc == ATP_E_CANCELLED && x)
+        x->consumer_gone = 1;
+    return rc;
+}
+
+int atp__call_output(atp_call *call, int stream, const void *buf,
+                     size_t len)
+{
+    return host_output(call, stream, buf, len);
 }
 
 static long host_input(atp_call *call, void *buf, size_t len)
@@ -199,6 +221,38 @@ static int64_t host_deadline_ns(atp_call *call)
     return call ? call->deadline_ns : 0;
 }
 
+int atp__call_cancel_fd(atp_call *call)
+{
+    return host_cancel_fd(call);
+}
+
+int atp__call_cancelled(atp_call *call)
+{
+    return host_cancelled(call);
+}
+
+int64_t atp__call_deadline(atp_call *call)
+{
+    return host_deadline_ns(call);
+}
+
+struct atp__exec *atp__call_exec(atp_call *call)
+{
+    return call ? call->exec : NULL;
+}
+
+const char *const *atp__call_envp(atp_call *call)
+{
+    if (call && call->exec)
+        return call->exec->envp;
+    return NULL;
+}
+
+int atp__call_subreaper(atp_call *call)
+{
+    return call && call->cfg ? call->cfg->set.subreaper : 1;
+}
+
 static int64_t host_now_ns(void)
 {
     return atp__now_ns();
@@ -209,6 +263,11 @@ static const char *host_run_id(atp_call *call)
     if (call && call->session)
         return call->session->run_id;
     return call && call->run_id ? call->run_id : "";
+}
+
+const char *atp__call_run_id(atp_call *call)
+{
+    return host_run_id(call);
 }
 
 static int host_resource_created(atp_call *call, const char *kind,
@@ -284,6 +343,119 @@ static int host_tar_extract(atp_call *call, const char *dir,
     return rc ? call_fail(call, rc) : 0;
 }
 
+/* ---- ABI 1.2 ------------------------------------------------------------ */
+
+/* The option of the backend's plugin named @key, or NULL. */
+static const atp_option *option_of(atp_call *call, const char *key)
+{
+    const atp_option *o;
+
+    for (o = call->plugin->ops->options; o && o->name; o++)
+        if (strcmp(o->name, key) == 0)
+            return o;
+    return NULL;
+}
+
+static int host_config_bool(atp_call *call, const char *key, int *out)
+{
+    const char *v = host_config_string(call, key);
+
+    if (v == NULL)
+        return ATP_E_NOTFOUND;
+    return atp__parse_bool(v, out) == 0 ? 0 : ATP_E_INVAL;
+}
+
+static int host_config_double(atp_call *call, const char *key, double *out)
+{
+    const atp_option *o;
+    const char *v = host_config_string(call, key);
+    int64_t ms;
+
+    if (v == NULL)
+        return ATP_E_NOTFOUND;
+    o = option_of(call, key);
+    if (o && o->type == ATP_OPT_DURATION) {
+        if (atp__parse_duration_ms(v, &ms) != 0)
+            return ATP_E_INVAL;
+        *out = (double)ms / 1000.0;
+        return 0;
+    }
+    return atp__parse_number(v, out) == 0 ? 0 : ATP_E_INVAL;
+}
+
+static int host_config_choice(atp_call *call, const char *key)
+{
+    const atp_option *o;
+    const char *v = host_config_string(call, key);
+
+    if (v == NULL || (o = option_of(call, key)) == NULL ||
+        o->type != ATP_OPT_CHOICE || o->choices == NULL)
+        return ATP_E_NOTFOUND;
+    return atp__parse_choice(v, o->choices);
+}
+
+static int host_exec_due(atp_call *call, unsigned state, int64_t *wait_ms)
+{
+    struct atp__exec *x = call ? call->exec : NULL;
+
+    if (x == NULL) {
+        if (wait_ms)
+            *wait_ms = -1;
+        return ATP_DUE_NONE;
+    }
+    return atp__exec_due(x, host_cancelled(call) || x->consumer_gone, state,
+                         wait_ms);
+}
+
+static long host_exec_pgid(atp_call *call)
+{
+    return call && call->exec ? call->exec->pgid : 0;
+}
+
+static const char *const *host_group_kill_argv(atp_call *call, int sig)
+{
+    return call && call->exec ? atp__exec_kill_argv(call->exec, sig) : NULL;
+}
+
+static long host_stdin_peek(atp_call *call, const void **data, int *eof)
+{
+    if (call == NULL || call->exec == NULL) {
+        *data = NULL;
+        *eof = 1;
+        return 0;
+    }
+    return atp__exec_stdin_peek(call->exec, data, eof);
+}
+
+static void host_stdin_consume(atp_call *call, size_t n)
+{
+    if (call && call->exec)
+        atp__exec_stdin_consume(call->exec, n);
+}
+
+static int host_stdin_to_fd(atp_call *call, int fd, int *done)
+{
+    if (call == NULL || call->exec == NULL) {
+        *done = 1;
+        return 0;
+    }
+    return atp__exec_stdin_to_fd(call->exec, fd, done);
+}
+
+static int host_spawn(atp_call *call, const atp_spawn_spec *spec,
+                      atp_exec_outcome *out)
+{
+    atp_spawn_spec full;
+
+    if (call == NULL || spec == NULL || out == NULL)
+        return ATP_E_INVAL;
+    /* A spec from an older plugin: the fields it lacks are zero. */
+    memset(&full, 0, sizeof(full));
+    memcpy(&full, spec, spec->struct_size < sizeof(full) ? spec->struct_size
+                                                         : sizeof(full));
+    return atp__spawn(call, &full, out);
+}
+
 const atp_host_api atp__host_api = {
     sizeof(atp_host_api),
     ATP_PLUGIN_ABI_MAJOR,
@@ -306,4 +478,14 @@ const atp_host_api atp__host_api = {
     host_add_secret,
     host_tar_create,
     host_tar_extract,
+    host_config_bool,
+    host_config_double,
+    host_config_choice,
+    host_exec_due,
+    host_exec_pgid,
+    host_group_kill_argv,
+    host_stdin_peek,
+    host_stdin_consume,
+    host_stdin_to_fd,
+    host_spawn,
 };

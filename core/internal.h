@@ -9,9 +9,11 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "atp/atp.h"
 #include "atp/plugin.h"
@@ -40,6 +42,7 @@ int atp__parse_int(const char *s, int64_t *out);
 int atp__parse_number(const char *s, double *out);
 int atp__parse_duration_ms(const char *s, int64_t *out);
 int atp__parse_size(const char *s, int64_t *out);
+/* The index of @s among the '|'-separated @choices, or ATP_E_INVAL. */
 int atp__parse_choice(const char *s, const char *choices);
 
 /*
@@ -95,6 +98,7 @@ struct atp__settings {
     int64_t transfer_max_entries;
     int64_t transfer_max_bytes;
     int64_t transfer_timeout_ms;
+    int subreaper;                /* become a child subreaper */
 };
 
 struct atp_config {
@@ -104,6 +108,9 @@ struct atp_config {
     struct atp__settings set;
     char *search_path;     /* cached atp_plugin_search_path() */
     char **excludes;       /* storage of set.excludes */
+    atp_log_fn log_fn;     /* atp_config_set_log() */
+    void *log_payload;
+    int log_level;
 };
 
 struct atp__section *atp__config_section(const atp_config *cfg,
@@ -167,13 +174,109 @@ struct atp_call {
     struct atp__plugin *plugin;
     struct atp_backend *backend;  /* NULL during load */
     struct atp_session *session;  /* NULL outside sessions */
+    atp_config *cfg;              /* for logs; NULL when unknown */
     const char *run_id;           /* gc: the run id of the lease reaped */
     int64_t deadline_ns;          /* 0: none */
     int cancellable;              /* 0 for close: ignore cancellation */
     atp__sink *sink;              /* exec only */
+    struct atp__exec *exec;       /* exec only: schedule, group, stdin */
     int err_code;
     char err[1024];
 };
+
+/* What the host functions of a call give the core's own code. */
+int atp__call_error(atp_call *call, int code, const char *fmt, ...)
+    ATP_PRINTF(3, 4);
+int atp__call_output(atp_call *call, int stream, const void *buf,
+                     size_t len);
+int atp__call_cancel_fd(atp_call *call);
+int atp__call_cancelled(atp_call *call);
+int64_t atp__call_deadline(atp_call *call);
+const char *atp__call_run_id(atp_call *call);
+struct atp__exec *atp__call_exec(atp_call *call);
+const char *const *atp__call_envp(atp_call *call);
+int atp__call_subreaper(atp_call *call);
+
+/* ---- log.c ------------------------------------------------------------ */
+
+/*
+ * Hand a diagnostic line to @cfg's log callback when @level is shown
+ * ($ATP_LOG, else the level set with atp_config_set_log()).  @origin is
+ * "core", a plugin name or "plugin-loader".  Nothing is written anywhere
+ * else.
+ */
+void atp__log(const atp_config *cfg, int level, const char *origin,
+              const char *fmt, ...) ATP_PRINTF(4, 5);
+void atp__vlog(const atp_config *cfg, int level, const char *origin,
+               const char *fmt, va_list ap);
+/* Would a line at @level reach the callback? */
+int atp__log_on(const atp_config *cfg, int level);
+
+/* ---- exec.c: the core's part of a running command ---------------------- */
+
+/* The announcement of the core's wrapper on stdout: MARK PGID "\n". */
+#define ATP__PGID_MARK "\036atp-pgid "
+
+struct atp__exec_plan {
+    int64_t timeout_ms;    /* budget, 0: none */
+    int64_t grace_ms;      /* SIGTERM to SIGKILL */
+    int64_t drain_ms;      /* after the first process's exit */
+    int64_t backstop_ns;   /* absolute host deadline, 0: none */
+    int enforce_budget;    /* the core sends TERM when the budget is spent */
+    int announce_pgid;     /* the wrapper announces the group on stdout */
+    int stdin_fd;          /* the caller's stdin, -1: none */
+    const char *exec_id;   /* "RUN_ID.N" */
+};
+
+struct atp__exec {
+    struct atp__exec_plan plan;
+    /* the kill schedule */
+    int64_t start_ns, term_at, kill_at, drain_at, stop_at;
+    int exited, term_sent, kill_sent, stop_sent;
+    int timed_out, cancelled; /* why the core asked for a kill */
+    int consumer_gone;        /* the output's consumer wants no more */
+    /* the process group the wrapper announces */
+    int sniffing;
+    char sniff[48];
+    size_t sniff_len;
+    long pgid;
+    char kill_pgid[24], kill_sig[8];
+    const char *kill_argv[6];
+    /* stdin */
+    int stdin_fd;
+    char *in_buf;
+    size_t in_len, in_off;
+    int in_eof;
+    uint64_t in_total;
+    void (*in_progress)(void *ctx, size_t len); /* told of what is read */
+    void *in_progress_ctx;
+    /* the merged environment of the command */
+    const char *const *envp;
+};
+
+void atp__exec_init(struct atp__exec *x, const struct atp__exec_plan *p);
+void atp__exec_release(struct atp__exec *x);
+/* The schedule: what to do now (ATP_DUE_*); see host->exec_due(). */
+int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
+                  int64_t *wait_ms);
+/*
+ * Take the wrapper's announcement off the front of stdout: advances *@buf
+ * and *@len past what belongs to it.  Returns a count of bytes held back
+ * in x->sniff that turned out to be output, to deliver before *@buf.
+ */
+size_t atp__exec_sniff(struct atp__exec *x, const char **buf, size_t *len);
+const char *const *atp__exec_kill_argv(struct atp__exec *x, int sig);
+long atp__exec_stdin_peek(struct atp__exec *x, const void **data, int *eof);
+void atp__exec_stdin_consume(struct atp__exec *x, size_t n);
+void atp__exec_stdin_drop(struct atp__exec *x);
+int atp__exec_stdin_to_fd(struct atp__exec *x, int fd, int *done);
+/* write(2) that cannot raise SIGPIPE in the process. */
+ssize_t atp__write_nosig(int fd, const void *buf, size_t len);
+
+/* ---- spawn.c: host->spawn() -------------------------------------------- */
+
+int atp__spawn(atp_call *call, const atp_spawn_spec *spec,
+               atp_exec_outcome *out);
 
 extern const atp_host_api atp__host_api;
 
@@ -225,13 +328,14 @@ struct atp__wrapped {
 };
 
 /*
- * Build the argv that runs @command: POSIX sh, the warm-cache link when
+ * Build the argv that runs @command: POSIX sh, the announcement of the
+ * process group with @announce_pgid, the warm-cache link when
  * @warm_cache is set, and `timeout -k GRACE SECS` unless the backend
  * enforces the budget itself (@in_sandbox_timeout 0).
  */
 int atp__wrap(struct atp__wrapped *w, const char *command,
               const char *warm_cache, int in_sandbox_timeout,
-              int64_t timeout_ms, int64_t grace_ms);
+              int announce_pgid, int64_t timeout_ms, int64_t grace_ms);
 void atp__wrapped_release(struct atp__wrapped *w);
 
 /* ---- env.c ------------------------------------------------------------ */
@@ -275,6 +379,7 @@ struct atp_backend {
     struct atp__section *sec;  /* may be NULL (defaults) */
     struct atp__plugin *plugin;
     void *handle;
+    uint64_t caps;             /* read once at open */
     atp__secrets secrets;      /* backend-wide secrets */
 };
 
@@ -282,6 +387,7 @@ enum atp__state { ATP__CREATED, ATP__OPEN, ATP__CLOSED };
 
 struct atp_session {
     atp_backend *be;
+    atomic_int busy;           /* a thread is inside a call */
     void *handle;
     enum atp__state state;
     char run_id[32];
@@ -297,9 +403,33 @@ struct atp_session {
     volatile sig_atomic_t cancelled;
     atp__secrets secrets;
     char *lease;               /* ledger file, or NULL */
-    unsigned n_exec;
+    unsigned n_cmd;            /* commands run (names spill files) */
+    unsigned n_exec;           /* execs, transfers included (exec ids) */
     struct atp__xfer_state *xfer; /* sync state (isolated backends) */
 };
+
+/*
+ * Prepare @call and @x to run one command of @s through the plugin's
+ * exec(): the schedule of @plan (backstop: the call's deadline, @timeout
+ * from now), the sink.
+ */
+void atp__exec_call(struct atp_session *s, atp_call *call,
+                    struct atp__exec *x, const struct atp__exec_plan *plan,
+                    atp__sink *sink, int64_t timeout_ms);
+
+/*
+ * Give @spec the size the plugin knows (its minor's), clearing what lies
+ * beyond: a plugin may refuse fields it does not know when they are set.
+ */
+void atp__exec_spec_fit(const struct atp__plugin *p, atp_exec_spec *spec);
+
+/*
+ * One result shape per outcome: fold the core's kills (@x) into the
+ * flags, and read a death by signal where the backend reported 128+N or
+ * a command under timeout(1) (@wrapped) ran out of its budget.
+ */
+void atp__outcome_normalize(atp_exec_outcome *o, const struct atp__exec *x,
+                            int wrapped, int64_t elapsed_ms);
 
 /* Deliver an event to the session's listener. */
 void atp__session_event(struct atp_session *s, const char *type,

@@ -7,7 +7,8 @@
  * plugin directory.  Files are opened with RTLD_NOW | RTLD_LOCAL and never
  * unloaded: libraries such as libcurl and OpenSSL do not survive it.
  * Every refusal names the file, the reason and both ABI versions; with
- * ATP_PLUGIN_DEBUG=1 every candidate is traced on stderr.
+ * ATP_PLUGIN_DEBUG=1 every candidate is traced to the configuration's
+ * log callback.
  */
 #define _GNU_SOURCE
 #include "config.h"
@@ -49,17 +50,21 @@ static int debug_on(void)
 
 static void trace(const char *fmt, ...) ATP_PRINTF(1, 2);
 
+/* The configuration whose log callback the search of this thread uses. */
+static _Thread_local const atp_config *trace_cfg;
+
 static void trace(const char *fmt, ...)
 {
+    char msg[2048];
     va_list ap;
 
-    if (!debug_on())
+    if (!debug_on() || trace_cfg == NULL || trace_cfg->log_fn == NULL)
         return;
     va_start(ap, fmt);
-    fputs("atp: plugin: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    trace_cfg->log_fn(ATP_LOG_DEBUG, "plugin-loader", msg,
+                      trace_cfg->log_payload);
 }
 
 static void fini_all(void)
@@ -325,14 +330,16 @@ ATP_EXTERN const char *atp_plugin_search_path(atp_config *cfg)
     snprintf(s, len, "%s%s%s%s%s", env && *env ? env : "",
              env && *env ? ":" : "", extra ? extra : "", extra ? ":" : "",
              PLUGINDIR);
-    /* Keep the string a caller already holds while it stays right. */
-    if (cfg->search_path && strcmp(cfg->search_path, s) == 0) {
-        free(s);
-        return cfg->search_path;
+    /* Computed once: a string a caller holds stays valid for as long as
+     * the configuration (ATP_PLUGIN_PATH is read once, too). */
+    pthread_mutex_lock(&reg_lock);
+    if (cfg->search_path == NULL) {
+        cfg->search_path = s;
+        s = NULL;
     }
-    free(cfg->search_path);
-    cfg->search_path = s;
-    return s;
+    pthread_mutex_unlock(&reg_lock);
+    free(s);
+    return cfg->search_path;
 }
 
 /* Call @fn for each directory of the search path until it returns 1. */
@@ -391,6 +398,7 @@ int atp__plugin_get(atp_config *cfg, const char *name,
     int rc = 0;
 
     *out = NULL;
+    trace_cfg = cfg;
     if (!name_ok(name))
         return atp__error(ATP_E_CONFIG, "'%s' is not a valid plugin name "
                           "(letters, digits, '-' and '_')", name);
@@ -539,6 +547,7 @@ ATP_EXTERN int atp_plugins_scan(atp_config *cfg, atp_plugin_info_fn fn,
     memset(&sa, 0, sizeof(sa));
     sa.fn = fn;
     sa.payload = payload;
+    trace_cfg = cfg;
     each_dir(cfg, scan_dir, &sa);
     for (i = 0; i < sa.n_seen; i++)
         free(sa.seen[i]);

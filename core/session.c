@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,133 @@ static void result_reset(atp_result *res)
     res->stdout_truncated = res->stderr_truncated = 0;
     res->stdout_bytes = res->stderr_bytes = 0;
     res->message[0] = '\0';
+}
+
+/* ---- structs from the caller: any published size ------------------------ */
+
+ATP_EXTERN int atp_result_init(atp_result *res, size_t size)
+{
+    atp_result full = ATP_RESULT_INIT;
+
+    if (res == NULL || size < ATP_RESULT_SIZE_0_1)
+        return atp__error(ATP_E_INVAL, "atp_result of %zu bytes: the "
+                          "smallest is %u", size, ATP_RESULT_SIZE_0_1);
+    memset(res, 0, size);
+    memcpy(res, &full, size < sizeof(full) ? size : sizeof(full));
+    res->struct_size = (uint32_t)size;
+    return 0;
+}
+
+ATP_EXTERN int atp_session_opts_init(atp_session_opts *opts, size_t size)
+{
+    atp_session_opts full = ATP_SESSION_OPTS_INIT;
+
+    if (opts == NULL || size < ATP_SESSION_OPTS_SIZE_0_1)
+        return atp__error(ATP_E_INVAL, "atp_session_opts of %zu bytes: the "
+                          "smallest is %u", size,
+                          ATP_SESSION_OPTS_SIZE_0_1);
+    memset(opts, 0, size);
+    memcpy(opts, &full, size < sizeof(full) ? size : sizeof(full));
+    opts->struct_size = (uint32_t)size;
+    return 0;
+}
+
+ATP_EXTERN int atp_exec_opts_init(atp_exec_opts *opts, size_t size)
+{
+    atp_exec_opts full = ATP_EXEC_OPTS_INIT;
+
+    if (opts == NULL || size < ATP_EXEC_OPTS_SIZE_0_1)
+        return atp__error(ATP_E_INVAL, "atp_exec_opts of %zu bytes: the "
+                          "smallest is %u", size, ATP_EXEC_OPTS_SIZE_0_1);
+    memset(opts, 0, size);
+    memcpy(opts, &full, size < sizeof(full) ? size : sizeof(full));
+    opts->struct_size = (uint32_t)size;
+    return 0;
+}
+
+/*
+ * Copy a caller's struct of any published size into @full (of @fullsize
+ * bytes, already holding the defaults): fields it lacks keep them.  A
+ * struct from a newer header is accepted when what this library does not
+ * know of it is zero.
+ */
+static int copy_in(void *full, size_t fullsize, const void *in,
+                   uint32_t insize, size_t smallest, const char *what,
+                   const char *init)
+{
+    if (insize < smallest)
+        return atp__error(ATP_E_INVAL, "%s.struct_size is %u (the smallest "
+                          "is %zu): set it with %s", what, (unsigned)insize,
+                          smallest, init);
+    if (insize > fullsize && !atp_struct_tail_is_zero(in, insize, fullsize))
+        return atp__error(ATP_E_INVAL, "%s of %u bytes sets fields this "
+                          "libatp %s does not know (it has %zu bytes): "
+                          "update libatp", what, (unsigned)insize,
+                          atp_version(), fullsize);
+    memcpy(full, in, insize < fullsize ? insize : fullsize);
+    *(uint32_t *)full = (uint32_t)fullsize;
+    return 0;
+}
+
+static int exec_opts_in(atp_exec_opts *o, const atp_exec_opts *in)
+{
+    int rc;
+
+    atp_exec_opts_init(o, sizeof(*o));
+    if (in == NULL)
+        return 0;
+    rc = copy_in(o, sizeof(*o), in, in->struct_size, ATP_EXEC_OPTS_SIZE_0_1,
+                 "atp_exec_opts", "ATP_EXEC_OPTS_INIT or atp_exec_opts_init()");
+    if (rc)
+        return rc;
+    /* 0.1 had no flags: a descriptor >= 0 was forwarded.  Now 0, which
+     * a zeroed struct holds, needs the flag. */
+    if ((!ATP_HAS_FIELD(in, atp_exec_opts, flags) && in->stdin_fd >= 0) ||
+        o->stdin_fd > 0)
+        o->flags |= ATP_EXEC_OPT_STDIN;
+    if (!(o->flags & ATP_EXEC_OPT_STDIN))
+        o->stdin_fd = -1;
+    return 0;
+}
+
+/* A result the caller gave: at least the first published size. */
+static int result_ok(const atp_result *res)
+{
+    if (res && res->struct_size < ATP_RESULT_SIZE_0_1)
+        return atp__error(ATP_E_INVAL, "atp_result.struct_size is %u (the "
+                          "smallest is %u): set it with ATP_RESULT_INIT or "
+                          "atp_result_init()", (unsigned)res->struct_size,
+                          ATP_RESULT_SIZE_0_1);
+    return 0;
+}
+
+/* Write @r back to the caller's @res, no further than its struct_size. */
+static void result_out(atp_result *res, const atp_result *r)
+{
+    uint32_t size;
+
+    if (res == NULL)
+        return;
+    size = res->struct_size;
+    memcpy(res, r, size < sizeof(*r) ? size : sizeof(*r));
+    res->struct_size = size;
+}
+
+/* ---- one thread at a time ------------------------------------------------ */
+
+static int enter(struct atp_session *s)
+{
+    if (atomic_exchange(&s->busy, 1))
+        return atp__error(ATP_E_INVAL, "session %s is in use by another "
+                          "thread: a session takes one call at a time "
+                          "(only atp_session_cancel() may come from "
+                          "elsewhere)", s->run_id);
+    return 0;
+}
+
+static void leave(struct atp_session *s)
+{
+    atomic_store(&s->busy, 0);
 }
 
 static void make_run_id(char *out, size_t len)
@@ -211,19 +339,23 @@ static int build_env(struct atp_session *s, const char *const *extra)
 }
 
 ATP_EXTERN int atp_session_create(atp_session **out, atp_backend *be,
-                                  const atp_session_opts *opts)
+                                  const atp_session_opts *in)
 {
+    atp_session_opts o, *opts = &o;
     struct atp_session *s;
-    const char *wd = opts && opts->workdir ? opts->workdir : ".";
+    const char *wd;
     char real[PATH_MAX];
     struct stat st;
     int rc;
 
     *out = NULL;
-    if (opts && opts->struct_size < sizeof(atp_session_opts))
-        return atp__error(ATP_E_INVAL, "atp_session_opts.struct_size is %u: "
-                          "initialise it with ATP_SESSION_OPTS_INIT",
-                          (unsigned)opts->struct_size);
+    atp_session_opts_init(&o, sizeof(o));
+    if (in && (rc = copy_in(&o, sizeof(o), in, in->struct_size,
+                            ATP_SESSION_OPTS_SIZE_0_1, "atp_session_opts",
+                            "ATP_SESSION_OPTS_INIT or "
+                            "atp_session_opts_init()")) != 0)
+        return rc;
+    wd = opts->workdir ? opts->workdir : ".";
     if (realpath(wd, real) == NULL)
         return atp__error(ATP_E_CONFIG, "workdir %s: %s", wd,
                           errno == ENOENT ? "no such directory"
@@ -241,9 +373,9 @@ ATP_EXTERN int atp_session_create(atp_session **out, atp_backend *be,
         rc = atp__error(ATP_E_NOMEM, "out of memory");
         goto fail;
     }
-    if ((rc = build_env(s, opts ? opts->env : NULL)) != 0)
+    if ((rc = build_env(s, opts->env)) != 0)
         goto fail;
-    if ((rc = parse_mounts(s, opts ? opts->mounts : NULL)) != 0)
+    if ((rc = parse_mounts(s, opts->mounts)) != 0)
         goto fail;
     if (s->n_mounts && !(atp_backend_caps(be) & (ATP_CAP_MOUNTS |
                                                  ATP_CAP_ISOLATED_FS))) {
@@ -257,11 +389,11 @@ ATP_EXTERN int atp_session_create(atp_session **out, atp_backend *be,
         rc = atp__error(ATP_E_IO, "pipe: %s", strerror(errno));
         goto fail;
     }
-    s->timeout_ms = opts && opts->timeout_s > 0
+    s->timeout_ms = opts->timeout_s > 0
                         ? (int64_t)(opts->timeout_s * 1000.0 + 0.5)
                         : be->cfg->set.timeout_ms;
-    s->on_event = opts ? opts->on_event : NULL;
-    s->event_payload = opts ? opts->event_payload : NULL;
+    s->on_event = opts->on_event;
+    s->event_payload = opts->event_payload;
     s->state = ATP__CREATED;
     *out = s;
     return 0;
@@ -331,6 +463,10 @@ static void keep_tail(int stream, const char *line, size_t len,
     t->buf[t->len] = '\0';
 }
 
+static int exec_impl(struct atp_session *s, const char *command,
+                     const atp_exec_opts *opts, atp_result *res);
+static int close_impl(struct atp_session *s, atp_result *res);
+
 /*
  * Run the backend's `warmup` command, if configured, under its own
  * budget; a failure is a provision_error carrying the output's tail.
@@ -355,7 +491,7 @@ static int warm_up(struct atp_session *s)
     eo.timeout_s = (double)ms / 1000.0;
     eo.on_line = keep_tail;
     eo.line_payload = &t;
-    rc = atp_session_exec(s, cmd->value, &eo, &r);
+    rc = exec_impl(s, cmd->value, &eo, &r);
     f[0] = fstr("command", cmd->value);
     f[1] = (atp_field){"exit_code", ATP_FIELD_INT, NULL, r.exit_code, 0.0};
     f[2] = fdbl("seconds", r.duration_s);
@@ -446,7 +582,7 @@ static int start(struct atp_session *s, atp_result *res, int one_shot)
             char msg[1024];
 
             snprintf(msg, sizeof(msg), "%s", atp_last_error());
-            atp_session_close(s, NULL);
+            close_impl(s, NULL);
             if (res)
                 res->duration_s = since_s(t0);
             return fail(s, res, s->cancelled ? ATP_E_CANCELLED : rc, "%s",
@@ -457,7 +593,7 @@ static int start(struct atp_session *s, atp_result *res, int one_shot)
         char msg[1024];
 
         snprintf(msg, sizeof(msg), "%s", atp_last_error());
-        atp_session_close(s, NULL);
+        close_impl(s, NULL);
         if (res)
             res->duration_s = since_s(t0);
         return fail(s, res, s->cancelled ? ATP_E_CANCELLED : rc, "%s", msg);
@@ -469,7 +605,15 @@ static int start(struct atp_session *s, atp_result *res, int one_shot)
 
 ATP_EXTERN int atp_session_start(atp_session *s, atp_result *res)
 {
-    return start(s, res, 0);
+    atp_result r = ATP_RESULT_INIT;
+    int rc;
+
+    if ((rc = result_ok(res)) != 0 || (rc = enter(s)) != 0)
+        return rc;
+    rc = start(s, &r, 0);
+    leave(s);
+    result_out(res, &r);
+    return rc;
 }
 
 /* ---- exec ------------------------------------------------------------ */
@@ -514,13 +658,13 @@ static void spill(struct exec_ctx *x, int i, const void *buf, size_t len)
         return;
     if (x->spill_fd[i] < 0) {
         snprintf(x->spill_path[i], sizeof(x->spill_path[i]), "%s/%s-%u.%s",
-                 dir, x->s->run_id, x->s->n_exec, i ? "stderr" : "stdout");
+                 dir, x->s->run_id, x->s->n_cmd, i ? "stderr" : "stdout");
         x->spill_fd[i] = open(x->spill_path[i],
                               O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         if (x->spill_fd[i] < 0) {
             x->spill_failed = 1;
-            fprintf(stderr, "atp: warning: cannot write spill file %s: %s\n",
-                    x->spill_path[i], strerror(errno));
+            atp__log(x->s->be->cfg, ATP_LOG_WARN, "core", "cannot write "
+                     "spill file %s: %s", x->spill_path[i], strerror(errno));
             return;
         }
     }
@@ -587,30 +731,84 @@ atp_status atp__classify(const atp_exec_outcome *o, int64_t timeout_ms,
     return classify(o, timeout_ms, elapsed_ms);
 }
 
-ATP_EXTERN int atp_session_exec(atp_session *s, const char *command,
-                                const atp_exec_opts *opts, atp_result *res)
+/*
+ * One shape per outcome on every backend: what ended the command is
+ * reported as exit_code -1 and the signal, whichever way the backend
+ * learnt it.  A backend that reports deaths by signal as 128+N says so
+ * (ATP_OUTCOME_SIGNAL_AS_EXIT); a command under timeout(1) (@wrapped)
+ * that ran out of its budget died of timeout's TERM (124, or 143 for
+ * BusyBox) or KILL (137).  The core's own kills set the flags.
+ */
+void atp__outcome_normalize(atp_exec_outcome *o, const struct atp__exec *x,
+                            int wrapped, int64_t elapsed_ms)
+{
+    if (x->timed_out)
+        o->flags |= ATP_OUTCOME_TIMED_OUT;
+    if (x->cancelled)
+        o->flags |= ATP_OUTCOME_CANCELLED;
+    if (o->signal == 0 && (o->flags & ATP_OUTCOME_SIGNAL_AS_EXIT) &&
+        o->exit_code > 128 && o->exit_code <= 128 + 64) {
+        o->signal = o->exit_code - 128;
+        o->exit_code = -1;
+    }
+    if (wrapped && o->signal == 0 && x->plan.timeout_ms > 0 &&
+        elapsed_ms >= x->plan.timeout_ms &&
+        (o->exit_code == 124 || o->exit_code == 137 ||
+         o->exit_code == 143)) {
+        o->signal = o->exit_code == 137 ? SIGKILL : SIGTERM;
+        o->exit_code = -1;
+        o->flags |= ATP_OUTCOME_TIMED_OUT;
+    }
+}
+
+void atp__exec_call(struct atp_session *s, atp_call *call,
+                    struct atp__exec *x, const struct atp__exec_plan *plan,
+                    atp__sink *sink, int64_t call_timeout_ms)
+{
+    atp__call_init(call, s->be->plugin, s->be, s, call_timeout_ms);
+    atp__exec_init(x, plan);
+    x->plan.backstop_ns = call->deadline_ns;
+    x->in_progress = sink->progress;
+    x->in_progress_ctx = sink->ctx;
+    call->sink = sink;
+    call->exec = x;
+}
+
+void atp__exec_spec_fit(const struct atp__plugin *p, atp_exec_spec *spec)
+{
+    if (p->abi_minor < 2) {
+        spec->struct_size = ATP_EXEC_SPEC_SIZE_V1_0;
+        spec->envp = NULL;
+        spec->exec_id = NULL;
+    }
+}
+
+static int exec_impl(struct atp_session *s, const char *command,
+                     const atp_exec_opts *opts, atp_result *res)
 {
     const struct atp__settings *set = &s->be->cfg->set;
     struct atp__plugin *p = s->be->plugin;
-    int kills_tree = (atp_backend_caps(s->be) & ATP_CAP_KILLS_TREE) != 0;
+    uint64_t caps = atp_backend_caps(s->be);
+    int v12 = p->abi_minor >= 2;
+    int kills_tree = (caps & ATP_CAP_KILLS_TREE) != 0;
+    int announce = v12 && (caps & ATP_CAP_GROUP_SIGNALS) != 0;
+    struct atp__exec_plan plan;
+    struct atp__exec run;
     struct atp__wrapped w;
     struct exec_ctx x;
     atp_exec_spec spec;
     atp_exec_outcome out;
-    atp__env env = {NULL, 0};
+    atp__env env = {NULL, 0}, all = {NULL, 0};
     atp__sink sink;
     atp_call call;
     atp_field f[2];
+    char exec_id[48];
     int64_t timeout_ms, backstop_ms, t0;
-    int rc, i, stdin_fd = opts ? opts->stdin_fd : -1;
+    int rc, i, stdin_fd = opts->stdin_fd;
 
     result_reset(res);
     if (command == NULL)
         return fail(s, res, ATP_E_INVAL, "no command given");
-    if (opts && opts->struct_size < sizeof(atp_exec_opts))
-        return fail(s, res, ATP_E_INVAL, "atp_exec_opts.struct_size is %u: "
-                    "initialise it with ATP_EXEC_OPTS_INIT",
-                    (unsigned)opts->struct_size);
     if (s->state != ATP__OPEN)
         return fail(s, res, ATP_E_INVAL, "session %s is %s", s->run_id,
                     s->state == ATP__CREATED ? "not started"
@@ -618,25 +816,31 @@ ATP_EXTERN int atp_session_exec(atp_session *s, const char *command,
     if (s->cancelled)
         return fail(s, res, ATP_E_CANCELLED, "session %s was cancelled",
                     s->run_id);
-    if (stdin_fd >= 0 && !(atp_backend_caps(s->be) & ATP_CAP_STDIN))
+    if (stdin_fd >= 0 && !(caps & ATP_CAP_STDIN))
         return fail(s, res, ATP_E_UNSUPPORTED, "backend '%s' cannot feed "
                     "stdin to a command", s->be->name);
     if (stdin_fd >= 0 && fcntl(stdin_fd, F_GETFD) < 0)
         return fail(s, res, ATP_E_INVAL, "stdin_fd %d is not an open "
                     "descriptor", stdin_fd);
-    if (opts && (rc = atp__env_merge(&env, opts->env)) != 0) {
+    /* The command's environment, merged and checked once: the session's
+     * under this call's. */
+    if ((rc = atp__env_merge(&env, opts->env)) != 0 ||
+        (rc = atp__env_merge(&all, (const char *const *)s->env.v)) != 0 ||
+        (rc = atp__env_merge(&all, (const char *const *)env.v)) != 0) {
         atp__env_free(&env);
+        atp__env_free(&all);
         return fail(s, res, rc, "%s", atp_last_error());
     }
     atp__secrets_add_env(&s->secrets, &env);
 
-    timeout_ms = opts && opts->timeout_s > 0
+    timeout_ms = opts->timeout_s > 0
                      ? (int64_t)(opts->timeout_s * 1000.0 + 0.5)
                      : s->timeout_ms;
-    rc = atp__wrap(&w, command, set->warm_cache, !kills_tree, timeout_ms,
-                   set->grace_ms);
+    rc = atp__wrap(&w, command, set->warm_cache, !kills_tree, announce,
+                   timeout_ms, set->grace_ms);
     if (rc) {
         atp__env_free(&env);
+        atp__env_free(&all);
         return fail(s, res, rc, "out of memory");
     }
 
@@ -651,14 +855,19 @@ ATP_EXTERN int atp_session_exec(atp_session *s, const char *command,
     atp__framer_init(&x.fr[1], ATP_STDERR, (size_t)set->max_line, deliver,
                      &x);
 
+    s->n_cmd++;
+    s->n_exec++;
+    snprintf(exec_id, sizeof(exec_id), "%s.%u", s->run_id, s->n_exec);
     memset(&spec, 0, sizeof(spec));
     spec.struct_size = sizeof(spec);
     spec.flags = stdin_fd >= 0 ? ATP_EXEC_STDIN : 0;
     spec.argv = w.argv;
     spec.env = (const char *const *)env.v;
     spec.timeout_ms = timeout_ms;
-    spec.grace_ms = set->grace_ms;
+    spec.grace_ms = set->grace_ms > 0 ? set->grace_ms : 1;
     spec.drain_ms = set->drain_ms;
+    spec.envp = (const char *const *)all.v;
+    spec.exec_id = exec_id;
     memset(&out, 0, sizeof(out));
     out.struct_size = sizeof(out);
     out.exit_code = -1;
@@ -671,25 +880,36 @@ ATP_EXTERN int atp_session_exec(atp_session *s, const char *command,
     backstop_ms = timeout_ms > 0 ? timeout_ms + set->grace_ms +
                                        set->drain_ms + set->exec_margin_ms
                                  : 0;
-    atp__call_init(&call, p, s->be, s, backstop_ms);
-    call.sink = &sink;
-    s->n_exec++;
+    memset(&plan, 0, sizeof(plan));
+    plan.timeout_ms = timeout_ms;
+    plan.grace_ms = spec.grace_ms;
+    plan.drain_ms = set->drain_ms;
+    plan.enforce_budget = kills_tree;
+    plan.announce_pgid = announce;
+    plan.stdin_fd = stdin_fd;
+    plan.exec_id = exec_id;
+    atp__exec_call(s, &call, &run, &plan, &sink, backstop_ms);
+    run.envp = spec.envp;
+    atp__exec_spec_fit(p, &spec);
     f[0] = fstr("command", command);
     f[1] = fdbl("timeout_s", MS_TO_S(timeout_ms));
     atp__session_event(s, "exec", f, 2);
 
     t0 = atp__now_ns();
     rc = p->ops->exec(&call, s->handle, &spec, &out);
+    if (run.sniffing && run.sniff_len > 0)
+        sink_output(&x, ATP_STDOUT, run.sniff, run.sniff_len);
     for (i = 0; i < 2; i++) {
         atp__framer_finish(&x.fr[i]);
         atp__framer_release(&x.fr[i]);
         if (x.spill_fd[i] >= 0)
             close(x.spill_fd[i]);
     }
-    if (opts && opts->on_flush)
+    if (opts->on_flush)
         opts->on_flush(opts->line_payload);
     atp__wrapped_release(&w);
     atp__env_free(&env);
+    atp__env_free(&all);
 
     if (res) {
         res->duration_s = since_s(t0);
@@ -705,28 +925,55 @@ ATP_EXTERN int atp_session_exec(atp_session *s, const char *command,
             atp__session_event(s, "spilled", f, 2);
         }
     }
+    atp__exec_release(&run);
     if (rc) {
         if (rc == ATP_E_CANCELLED || s->cancelled)
             return fail(s, res, ATP_E_CANCELLED, "cancelled");
         return fail(s, res, rc, "backend '%s': %s", s->be->name,
                     atp__call_message(&call, rc));
     }
-    if (res) {
+    {
         int64_t elapsed_ms = (atp__now_ns() - t0) / 1000000;
 
-        res->exit_code = out.exit_code;
-        res->signal = out.signal;
-        res->status = classify(&out, timeout_ms, elapsed_ms);
-        if (res->status == ATP_STATUS_TIMEOUT)
-            snprintf(res->message, sizeof(res->message),
-                     "the command ran out of its %.3g s budget",
-                     MS_TO_S(timeout_ms));
-        else if (res->status == ATP_STATUS_CANCELLED)
-            snprintf(res->message, sizeof(res->message), "cancelled");
+        if (v12)
+            atp__outcome_normalize(&out, &run, !kills_tree, elapsed_ms);
+        else
+            atp__outcome_normalize(&out, &(struct atp__exec){.plan = plan},
+                                   !kills_tree, elapsed_ms);
+        if (res) {
+            res->exit_code = out.exit_code;
+            res->signal = out.signal;
+            res->status = classify(&out, timeout_ms, elapsed_ms);
+            if (res->status == ATP_STATUS_TIMEOUT)
+                snprintf(res->message, sizeof(res->message),
+                         "the command ran out of its %.3g s budget",
+                         MS_TO_S(timeout_ms));
+            else if (res->status == ATP_STATUS_CANCELLED)
+                snprintf(res->message, sizeof(res->message), "cancelled");
+        }
     }
     if (out.flags & ATP_OUTCOME_CANCELLED)
         return atp__error(ATP_E_CANCELLED, "cancelled");
     return 0;
+}
+
+ATP_EXTERN int atp_session_exec(atp_session *s, const char *command,
+                                const atp_exec_opts *opts, atp_result *res)
+{
+    atp_result r = ATP_RESULT_INIT;
+    atp_exec_opts o;
+    int rc;
+
+    if ((rc = result_ok(res)) != 0 || (rc = enter(s)) != 0)
+        return rc;
+    rc = exec_opts_in(&o, opts);
+    if (rc)
+        fail(s, &r, rc, "%s", atp_last_error());
+    else
+        rc = exec_impl(s, command, &o, &r);
+    leave(s);
+    result_out(res, &r);
+    return rc;
 }
 
 /* Push (in) or pull (out) the workdir of an isolated session. */
@@ -753,17 +1000,30 @@ static int sync_dir(atp_session *s, atp_result *res, int in)
     return 0;
 }
 
+static int sync_public(atp_session *s, atp_result *res, int in)
+{
+    atp_result r = ATP_RESULT_INIT;
+    int rc;
+
+    if ((rc = result_ok(res)) != 0 || (rc = enter(s)) != 0)
+        return rc;
+    rc = sync_dir(s, &r, in);
+    leave(s);
+    result_out(res, &r);
+    return rc;
+}
+
 ATP_EXTERN int atp_session_sync_in(atp_session *s, atp_result *res)
 {
-    return sync_dir(s, res, 1);
+    return sync_public(s, res, 1);
 }
 
 ATP_EXTERN int atp_session_sync_out(atp_session *s, atp_result *res)
 {
-    return sync_dir(s, res, 0);
+    return sync_public(s, res, 0);
 }
 
-ATP_EXTERN int atp_session_close(atp_session *s, atp_result *res)
+static int close_impl(struct atp_session *s, atp_result *res)
 {
     struct atp__plugin *p;
     atp_call call;
@@ -771,8 +1031,6 @@ ATP_EXTERN int atp_session_close(atp_session *s, atp_result *res)
     int64_t t0 = atp__now_ns();
     int rc;
 
-    if (s == NULL)
-        return 0;
     if (s->state != ATP__OPEN) {
         s->state = ATP__CLOSED;
         return 0;
@@ -804,11 +1062,27 @@ ATP_EXTERN int atp_session_close(atp_session *s, atp_result *res)
     return 0;
 }
 
+ATP_EXTERN int atp_session_close(atp_session *s, atp_result *res)
+{
+    atp_result r = ATP_RESULT_INIT;
+    int rc;
+
+    if (s == NULL)
+        return 0;
+    if ((rc = result_ok(res)) != 0 || (rc = enter(s)) != 0)
+        return rc;
+    rc = close_impl(s, &r);
+    leave(s);
+    if (res && rc)
+        result_out(res, &r);
+    return rc;
+}
+
 ATP_EXTERN void atp_session_free(atp_session *s)
 {
     if (s == NULL)
         return;
-    atp_session_close(s, NULL);
+    close_impl(s, NULL);
     if (s->handle)
         s->be->plugin->ops->session_free(s->handle);
     if (s->cancel_pipe[0] >= 0)
@@ -825,9 +1099,8 @@ ATP_EXTERN void atp_session_free(atp_session *s)
     free(s);
 }
 
-ATP_EXTERN int atp_session_run(atp_session *s, const char *command,
-                               const atp_exec_opts *eopts, int pull,
-                               atp_result *res)
+static int run_impl(struct atp_session *s, const char *command,
+                    const atp_exec_opts *eopts, int pull, atp_result *res)
 {
     atp_result closing = ATP_RESULT_INIT;
     int rc, crc;
@@ -835,18 +1108,18 @@ ATP_EXTERN int atp_session_run(atp_session *s, const char *command,
     rc = start(s, res, 1);
     if (rc)
         return rc;
-    rc = atp_session_exec(s, command, eopts, res);
+    rc = exec_impl(s, command, eopts, res);
     if (rc == 0 && pull && (atp_backend_caps(s->be) & ATP_CAP_ISOLATED_FS) &&
         !s->cancelled) {
         atp_result pres = ATP_RESULT_INIT;
 
-        rc = atp_session_sync_out(s, &pres);
+        rc = sync_dir(s, &pres, 0);
         if (rc && res) {
             res->status = pres.status;
             memcpy(res->message, pres.message, sizeof(res->message));
         }
     }
-    crc = atp_session_close(s, &closing);
+    crc = close_impl(s, &closing);
     if (crc && rc == 0) {
         if (res) {
             res->status = closing.status;
@@ -859,20 +1132,44 @@ ATP_EXTERN int atp_session_run(atp_session *s, const char *command,
     return rc;
 }
 
+ATP_EXTERN int atp_session_run(atp_session *s, const char *command,
+                               const atp_exec_opts *eopts, int pull,
+                               atp_result *res)
+{
+    atp_result r = ATP_RESULT_INIT;
+    atp_exec_opts o;
+    int rc;
+
+    if ((rc = result_ok(res)) != 0 || (rc = enter(s)) != 0)
+        return rc;
+    rc = exec_opts_in(&o, eopts);
+    if (rc)
+        fail(s, &r, rc, "%s", atp_last_error());
+    else
+        rc = run_impl(s, command, &o, pull, &r);
+    leave(s);
+    result_out(res, &r);
+    return rc;
+}
+
 ATP_EXTERN int atp_run(atp_backend *be, const atp_session_opts *sopts,
                        const char *command, const atp_exec_opts *eopts,
                        int pull, atp_result *res)
 {
+    atp_result r = ATP_RESULT_INIT;
     atp_session *s;
     int rc;
 
-    result_reset(res);
+    if ((rc = result_ok(res)) != 0)
+        return rc;
     rc = atp_session_create(&s, be, sopts);
     if (rc) {
-        atp__result_fail(res, rc, atp_last_error());
+        atp__result_fail(&r, rc, atp_last_error());
+        result_out(res, &r);
         return rc;
     }
-    rc = atp_session_run(s, command, eopts, pull, res);
+    rc = atp_session_run(s, command, eopts, pull, &r);
     atp_session_free(s);
+    result_out(res, &r);
     return rc;
 }

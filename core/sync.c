@@ -125,15 +125,32 @@ static int raw_output(void *ctx, int stream, const void *buf, size_t len)
 static int run_script(struct atp_session *s, const char *script,
                       int stdin_fd, struct raw *r, int *code)
 {
+    static const char announce[] = "printf '\\036atp-pgid %s\\n' $$; ";
     struct atp__plugin *p = s->be->plugin;
     const struct atp__settings *set = &s->be->cfg->set;
     const char *argv[] = {"/bin/sh", "-c", script, NULL};
+    struct atp__exec_plan plan;
+    struct atp__exec x;
     atp_exec_spec spec;
     atp_exec_outcome out;
     atp__sink sink;
     atp_call call;
+    char *announced = NULL, exec_id[48];
     int rc;
 
+    s->n_exec++;
+    snprintf(exec_id, sizeof(exec_id), "%s.%u", s->run_id, s->n_exec);
+    if (script && p->abi_minor >= 2 &&
+        (atp_backend_caps(s->be) & ATP_CAP_GROUP_SIGNALS)) {
+        /* The group, for a kill from outside, announced as the core's
+         * wrapper announces it for commands. */
+        size_t len = strlen(announce) + strlen(script) + 1;
+
+        if ((announced = malloc(len)) == NULL)
+            return atp__error(ATP_E_NOMEM, "out of memory");
+        snprintf(announced, len, "%s%s", announce, script);
+        argv[2] = announced;
+    }
     memset(&spec, 0, sizeof(spec));
     spec.struct_size = sizeof(spec);
     spec.flags = stdin_fd >= 0 ? ATP_EXEC_STDIN : 0;
@@ -141,6 +158,8 @@ static int run_script(struct atp_session *s, const char *script,
     spec.timeout_ms = set->transfer_timeout_ms;
     spec.grace_ms = 1000;
     spec.drain_ms = set->drain_ms;
+    spec.envp = (const char *const *)s->env.v;
+    spec.exec_id = exec_id;
     memset(&out, 0, sizeof(out));
     out.struct_size = sizeof(out);
     sink.output = raw_output;
@@ -148,40 +167,59 @@ static int run_script(struct atp_session *s, const char *script,
     sink.stdin_fd = stdin_fd;
     sink.progress = raw_progress;
     r->s = s;
-    atp__call_init(&call, p, s->be, s,
+    memset(&plan, 0, sizeof(plan));
+    plan.timeout_ms = spec.timeout_ms;
+    plan.grace_ms = spec.grace_ms;
+    plan.drain_ms = spec.drain_ms;
+    plan.enforce_budget = 1; /* no timeout(1) around transfer commands */
+    plan.announce_pgid = announced != NULL;
+    plan.stdin_fd = stdin_fd;
+    plan.exec_id = exec_id;
+    atp__exec_call(s, &call, &x, &plan, &sink,
                    set->transfer_timeout_ms + set->exec_margin_ms);
-    call.sink = &sink;
+    x.envp = spec.envp;
+    atp__exec_spec_fit(p, &spec);
     if (script == NULL) {
         /* The plugin's own archive transport instead of tar(1). */
         rc = stdin_fd >= 0 ? p->ops->push_archive(&call, s->handle,
                                                   r->dest)
                            : p->ops->pull_archive(&call, s->handle);
-        if (rc == 0) {
+        if (rc == 0)
             *code = 0;
-            return 0;
-        }
-        if (rc == ATP_E_CANCELLED || s->cancelled)
-            return atp__error(ATP_E_CANCELLED, "cancelled during the "
-                              "transfer");
-        return atp__error(rc, "%s", atp__call_message(&call, rc));
+        else if (rc == ATP_E_CANCELLED || s->cancelled)
+            rc = atp__error(ATP_E_CANCELLED, "cancelled during the "
+                            "transfer");
+        else
+            rc = atp__error(rc, "%s", atp__call_message(&call, rc));
+        goto out;
     }
     rc = p->ops->exec(&call, s->handle, &spec, &out);
+    if (x.sniffing && x.sniff_len > 0)
+        raw_output(r, ATP_STDOUT, x.sniff, x.sniff_len);
     if (rc) {
         if (rc == ATP_E_CANCELLED || s->cancelled)
-            return atp__error(ATP_E_CANCELLED, "cancelled during the "
-                              "transfer");
-        return atp__error(rc == ATP_E_TIMEOUT ? ATP_E_TIMEOUT : rc,
-                          "transfer command failed: %s",
-                          atp__call_message(&call, rc));
+            rc = atp__error(ATP_E_CANCELLED, "cancelled during the "
+                            "transfer");
+        else
+            rc = atp__error(rc == ATP_E_TIMEOUT ? ATP_E_TIMEOUT : rc,
+                            "transfer command failed: %s",
+                            atp__call_message(&call, rc));
+        goto out;
     }
+    if (p->abi_minor >= 2)
+        atp__outcome_normalize(&out, &x, 0, 0);
     if (out.flags & ATP_OUTCOME_CANCELLED)
-        return atp__error(ATP_E_CANCELLED, "cancelled during the transfer");
-    if (out.flags & ATP_OUTCOME_TIMED_OUT)
-        return atp__error(ATP_E_TIMEOUT, "the transfer did not finish "
-                          "within transfer_timeout_s (%lld s)",
-                          (long long)(set->transfer_timeout_ms / 1000));
-    *code = out.signal ? -1 : out.exit_code;
-    return 0;
+        rc = atp__error(ATP_E_CANCELLED, "cancelled during the transfer");
+    else if (out.flags & ATP_OUTCOME_TIMED_OUT)
+        rc = atp__error(ATP_E_TIMEOUT, "the transfer did not finish "
+                        "within transfer_timeout_s (%lld s)",
+                        (long long)(set->transfer_timeout_ms / 1000));
+    else
+        *code = out.signal ? -1 : out.exit_code;
+out:
+    atp__exec_release(&x);
+    free(announced);
+    return rc;
 }
 
 /* Trim a message from the sandbox for one line of an error. */

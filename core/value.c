@@ -139,6 +139,7 @@ int atp__parse_choice(const char *s, const char *choices)
 {
     size_t n = strlen(s);
     const char *p = choices;
+    int index = 0;
 
     if (n == 0)
         return ATP_E_INVAL;
@@ -147,8 +148,9 @@ int atp__parse_choice(const char *s, const char *choices)
         size_t len = bar ? (size_t)(bar - p) : strlen(p);
 
         if (len == n && memcmp(p, s, n) == 0)
-            return 0;
+            return index;
         p = bar ? bar + 1 : NULL;
+        index++;
     }
     return ATP_E_INVAL;
 }
@@ -191,7 +193,7 @@ int atp__check_value(int type, const char *choices, const char *value,
         snprintf(why, whylen, "expected a number such as 2 or 0.5");
         break;
     case ATP_OPT_CHOICE:
-        if (atp__parse_choice(value, choices ? choices : "") == 0)
+        if (atp__parse_choice(value, choices ? choices : "") >= 0)
             return 0;
         snprintf(why, whylen, "expected one of %s", choices ? choices : "");
         break;

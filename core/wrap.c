@@ -3,8 +3,10 @@
  *
  * A command is POSIX sh text.  The core runs it as
  *     /bin/sh -c SCRIPT atp COMMAND
- * where SCRIPT links the warm cache (when configured) and, unless the
- * backend enforces the budget itself, runs
+ * where SCRIPT announces the shell's process group on stdout (for a
+ * backend that signals the group from outside, ATP_CAP_GROUP_SIGNALS),
+ * links the warm cache (when configured) and, unless the backend
+ * delivers the kill schedule itself, runs
  *     exec timeout -k GRACE SECS /bin/sh -c "$1"
  * so that the command text is passed as one argument and never re-quoted.
  * `timeout -k` is the form both GNU coreutils and BusyBox accept.
@@ -98,7 +100,7 @@ static long long ceil_s(int64_t ms)
 
 int atp__wrap(struct atp__wrapped *w, const char *command,
               const char *warm_cache, int in_sandbox_timeout,
-              int64_t timeout_ms, int64_t grace_ms)
+              int announce_pgid, int64_t timeout_ms, int64_t grace_ms)
 {
     size_t len = 0, cap = 0;
     int n = 0;
@@ -107,13 +109,18 @@ int atp__wrap(struct atp__wrapped *w, const char *command,
     memset(w, 0, sizeof(*w));
     w->argv[n++] = "/bin/sh";
     w->argv[n++] = "-c";
-    if (warm_cache == NULL && !with_timeout) {
+    if (warm_cache == NULL && !with_timeout && !announce_pgid) {
         w->argv[n++] = command;
         w->argv[n] = NULL;
         return 0;
     }
-    if (append_str(&w->script, &len, &cap,
-                   ""))
+    if (append_str(&w->script, &len, &cap, ""))
+        return ATP_E_NOMEM;
+    /* The group to signal, for a backend that signals it from outside;
+     * the core takes this line off stdout (exec.c). */
+    if (announce_pgid &&
+        append_str(&w->script, &len, &cap,
+                   "printf '\\036atp-pgid %s\\n' $$\n"))
         return ATP_E_NOMEM;
     if (warm_cache) {
         if (append_str(&w->script, &len, &cap,

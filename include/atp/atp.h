@@ -16,14 +16,39 @@
  * atp_run() does the whole one-shot sequence.
  *
  * Conventions
- *   - Functions return 0 or a negative ATP_E_* code (see atp/plugin.h);
+ *   - Functions return 0 or a negative ATP_E_* code (atp/common.h);
  *     atp_last_error() gives the message of the calling thread's last
  *     failure.
- *   - Structs passed in start with struct_size; initialise them with the
- *     matching *_INIT macro so that fields added later are zero.
+ *   - Structs passed in and out start with struct_size.  Set it with the
+ *     matching *_INIT macro or *_init() function; a struct from any
+ *     earlier version of this header is accepted as it is (fields added
+ *     since then take their defaults), and results are written only up to
+ *     the caller's struct_size.  Zero means "default" in every field, so a
+ *     zeroed struct whose struct_size is set asks for all the defaults.
  *   - Strings passed in are borrowed for the call.
- *   - One session is used from one thread at a time, except
- *     atp_session_cancel(), which any thread or a signal handler may call.
+ *   - The library writes nothing to stderr: diagnostics go to the log
+ *     callback of the configuration (atp_config_set_log()), if any.
+ *
+ * Threads
+ *   - A configuration and a backend may be shared by any number of
+ *     threads, and sessions of one backend driven from different threads
+ *     at the same time.  Free them after every session made from them.
+ *   - A session is used by one thread at a time: a call made while another
+ *     thread is inside a call on the same session fails with ATP_E_INVAL.
+ *     atp_session_cancel() is the exception: any thread, or a signal
+ *     handler, may call it at any time.
+ *
+ * Processes
+ *   - Commands of host-process backends (local, and plugins that use the
+ *     core's process runner) run in process groups of their own.  So that
+ *     descendants that leave the group (setsid, double forks) are found
+ *     and killed when the command ends, libatp makes the calling process
+ *     a child subreaper (prctl PR_SET_CHILD_SUBREAPER) the first time it
+ *     runs one, unless [atp] subreaper = false: orphaned descendants of
+ *     any child of the process are then reparented to it rather than to
+ *     init, and the process should reap children it does not know.
+ *     libatp reaps only the processes it started or killed, and installs
+ *     no signal handler.
  */
 #ifndef ATP_ATP_H
 #define ATP_ATP_H
@@ -31,7 +56,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "plugin.h"
+#include "common.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -43,7 +68,7 @@ extern "C" {
 #define ATP_EXTERN
 #endif
 
-/** libatp's version as text, e.g. "0.1.0". */
+/** libatp's version as text, e.g. "0.2.0". */
 ATP_EXTERN const char *atp_version(void);
 
 /** Message of the calling thread's most recent failure ("" if none). */
@@ -52,28 +77,21 @@ ATP_EXTERN const char *atp_last_error(void);
 /** Short text for an ATP_E_* code. */
 ATP_EXTERN const char *atp_strerror(int code);
 
-/** How an operation ended. */
-typedef enum atp_status {
-    ATP_STATUS_OK = 0,             /**< the command exited 0 */
-    ATP_STATUS_EXIT = 1,           /**< the command exited non-zero */
-    ATP_STATUS_TIMEOUT = 2,        /**< the command spent its budget */
-    ATP_STATUS_CANCELLED = 3,      /**< cancelled by the caller */
-    ATP_STATUS_INFRA_ERROR = 4,    /**< the backend failed */
-    ATP_STATUS_INFRA_TIMEOUT = 5,  /**< a backend operation stalled */
-    ATP_STATUS_SANDBOX_DEAD = 6,   /**< the sandbox died mid-run */
-    ATP_STATUS_TRANSFER_ERROR = 7, /**< workdir push or pull failed */
-    ATP_STATUS_PROVISION_ERROR = 8, /**< the sandbox never came up */
-    ATP_STATUS_IMAGE_UNAVAILABLE = 9, /**< the image is missing */
-    ATP_STATUS_MISSING_CREDENTIALS = 10, /**< no credentials found */
-    ATP_STATUS_UNSUPPORTED = 11,   /**< a capability the backend lacks */
-    ATP_STATUS_CONFIG_ERROR = 12   /**< bad configuration or request */
-} atp_status;
+/** The name of an ATP_E_* code ("ATP_E_TIMEOUT"), or "ATP_E_?". */
+ATP_EXTERN const char *atp_err_name(int code);
 
 /** Lower-case name of a status ("ok", "timeout", ...). */
 ATP_EXTERN const char *atp_status_name(atp_status status);
 
 /** The status class an ATP_E_* code maps to. */
 ATP_EXTERN atp_status atp_status_from_error(int code);
+
+/**
+ * atp-run's exit status for a status class: 0, 124, 125, 2 or 130; -1
+ * for ATP_STATUS_EXIT, whose exit status is the command's own (128+N
+ * after signal N).
+ */
+ATP_EXTERN int atp_status_exit_code(atp_status status);
 
 /** Outcome of an operation. */
 typedef struct atp_result {
@@ -91,6 +109,13 @@ typedef struct atp_result {
 
 #define ATP_RESULT_INIT {sizeof(atp_result), ATP_STATUS_OK, -1, 0, 0.0, \
                          0, 0, 0, 0, {0}}
+
+/**
+ * Set up @p res, a struct of @p size bytes (its sizeof where the caller
+ * was built), as ATP_RESULT_INIT does.  Returns 0, or ATP_E_INVAL when
+ * @p size is smaller than the first published atp_result.
+ */
+ATP_EXTERN int atp_result_init(atp_result *res, size_t size);
 
 /* ---------------------------------------------------------------------- */
 /* Configuration                                                            */
@@ -126,6 +151,25 @@ ATP_EXTERN const char *atp_config_backend(const atp_config *cfg);
  */
 ATP_EXTERN const char *atp_config_get(const atp_config *cfg,
                                       const char *section, const char *key);
+
+/**
+ * Receives a diagnostic line: @p level an ATP_LOG_*, @p origin "core", a
+ * plugin's name, or "plugin-loader"; @p message without a newline, secret
+ * values already redacted.  Called from whichever thread logs.
+ */
+typedef void (*atp_log_fn)(int level, const char *origin,
+                           const char *message, void *payload);
+
+/**
+ * Send the diagnostics of everything made from @p cfg (backends, sessions,
+ * plugin loading) to @p fn, up to @p max_level (ATP_LOG_WARN shows errors
+ * and warnings).  $ATP_LOG (error, warn, info, debug) raises or lowers
+ * the level; ATP_PLUGIN_DEBUG=1 adds the plugin search, as "plugin-loader"
+ * at ATP_LOG_DEBUG.  Without a callback nothing is logged.  Set it before
+ * opening backends.
+ */
+ATP_EXTERN void atp_config_set_log(atp_config *cfg, atp_log_fn fn,
+                                   int max_level, void *payload);
 
 /* ---------------------------------------------------------------------- */
 /* Events                                                                   */
@@ -223,6 +267,9 @@ typedef struct atp_session_opts {
 #define ATP_SESSION_OPTS_INIT {sizeof(atp_session_opts), NULL, NULL, NULL, \
                                0.0, NULL, NULL}
 
+/** Set up @p opts (@p size bytes) as ATP_SESSION_OPTS_INIT does. */
+ATP_EXTERN int atp_session_opts_init(atp_session_opts *opts, size_t size);
+
 /**
  * Create a session handle over a backend.  No sandbox exists yet;
  * atp_session_cancel() may already be used on it.
@@ -251,24 +298,38 @@ typedef void (*atp_line_fn)(int stream, const char *line, size_t len,
                             unsigned flags, void *payload);
 
 /** How to run one command. */
+/** Flags of atp_exec_opts (from 0.2). */
+#define ATP_EXEC_OPT_STDIN 0x1u /**< the command reads stdin_fd */
+
 typedef struct atp_exec_opts {
     uint32_t struct_size;
     double timeout_s;          /**< budget; 0: the session's */
     const char *const *env;    /**< "KEY=VALUE" over the session's */
     atp_line_fn on_line;       /**< output lines, or NULL */
     void *line_payload;
-    int stdin_fd;              /**< read the command's stdin from this fd
-                                  until EOF; -1: /dev/null */
+    /**
+     * The command's stdin is read from this descriptor until EOF when it
+     * is above 0, or when flags has ATP_EXEC_OPT_STDIN (which descriptor
+     * 0 needs: a zeroed struct holds 0 and means no stdin).  Otherwise
+     * the command's stdin is empty (/dev/null).  (A struct of the 0.1
+     * size, which has no flags, forwards any descriptor >= 0.)
+     */
+    int stdin_fd;
     /**
      * Called after the lines of each chunk of output were delivered, when
      * no more output is pending: a consumer that buffers flushes here.
      * Gets line_payload.  May be NULL.
      */
     void (*on_flush)(void *payload);
+    /* ---- 0.2 ---- */
+    uint32_t flags;            /**< ATP_EXEC_OPT_* */
 } atp_exec_opts;
 
 #define ATP_EXEC_OPTS_INIT {sizeof(atp_exec_opts), 0.0, NULL, NULL, NULL, -1, \
-                            NULL}
+                            NULL, 0}
+
+/** Set up @p opts (@p size bytes) as ATP_EXEC_OPTS_INIT does. */
+ATP_EXTERN int atp_exec_opts_init(atp_exec_opts *opts, size_t size);
 
 /**
  * Run @p command (POSIX sh syntax) in the session's workdir.  Output is
@@ -344,6 +405,18 @@ typedef void (*atp_gc_fn)(const atp_gc_item *item, void *payload);
  */
 ATP_EXTERN int atp_gc(atp_config *cfg, int all, int dry_run, atp_gc_fn fn,
                       void *payload);
+
+/**
+ * Published sizes of the client structs (x86-64 / LP64).  A struct of any
+ * of these sizes is accepted; the test suite asserts them.
+ */
+#define ATP_RESULT_SIZE_0_1 1072u
+#define ATP_SESSION_OPTS_SIZE_0_1 56u
+#define ATP_EXEC_OPTS_SIZE_0_1 56u
+#define ATP_EXEC_OPTS_SIZE_0_2 64u
+#define ATP_EVENT_SIZE_0_1 32u
+#define ATP_GC_ITEM_SIZE_0_1 64u
+#define ATP_PLUGIN_INFO_SIZE_0_1 88u
 
 /** Helpers to build shell command text. */
 

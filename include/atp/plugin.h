@@ -1,7 +1,8 @@
 /*
- * atp/plugin.h - the atp backend plugin ABI, version 1.
+ * atp/plugin.h - the atp backend plugin ABI, version 1.2.
  *
- * This is the only header a backend plugin needs.  A plugin is a shared
+ * This is the only header a backend plugin needs (it includes
+ * atp/common.h, shared with the client API).  A plugin is a shared
  * object named "atp-NAME.so" that exports exactly one symbol,
  * atp_plugin_entry_v1(), and does not link against libatp: every core
  * service reaches it through the host API table passed to the entry point.
@@ -48,6 +49,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -55,7 +58,7 @@ extern "C" {
 /** ABI major version; part of the entry symbol's name. */
 #define ATP_PLUGIN_ABI_MAJOR 1
 /** ABI minor version this header describes. */
-#define ATP_PLUGIN_ABI_MINOR 1
+#define ATP_PLUGIN_ABI_MINOR 2
 /** Oldest plugin minor the core still loads. */
 #define ATP_PLUGIN_ABI_MINOR_FLOOR 0
 
@@ -64,112 +67,21 @@ extern "C" {
 
 #if defined(__GNUC__) || defined(__clang__)
 #define ATP_PLUGIN_EXPORT __attribute__((visibility("default")))
-#define ATP_PRINTF(f, a) __attribute__((format(printf, f, a)))
 #else
 #define ATP_PLUGIN_EXPORT
-#define ATP_PRINTF(f, a)
 #endif
-
-/**
- * True when struct @p s (whose struct_size says how big the sender's
- * version was) contains field @p f of type @p T.
- */
-#define ATP_HAS_FIELD(s, T, f)                                               \
-    ((s) != NULL &&                                                          \
-     offsetof(T, f) + sizeof(((T *)0)->f) <= (size_t)(s)->struct_size)
-
-/** Error codes: every ABI function returns 0 or one of these. */
-enum {
-    ATP_OK = 0,
-    ATP_E_INVAL = -1,        /**< bad argument or request */
-    ATP_E_NOMEM = -2,        /**< out of memory */
-    ATP_E_IO = -3,           /**< local I/O failure */
-    ATP_E_TIMEOUT = -4,      /**< a backend operation stalled (infra) */
-    ATP_E_CANCELLED = -5,    /**< cancelled by the caller */
-    ATP_E_UNSUPPORTED = -6,  /**< the backend lacks a capability */
-    ATP_E_BACKEND = -7,      /**< infrastructure failure (daemon, API) */
-    ATP_E_PROVISION = -8,    /**< the sandbox could not be created */
-    ATP_E_IMAGE = -9,        /**< the image is missing or unusable */
-    ATP_E_CREDENTIALS = -10, /**< no usable credentials */
-    ATP_E_TRANSFER = -11,    /**< workdir push or pull failed */
-    ATP_E_SANDBOX_DEAD = -12,/**< the sandbox died under us */
-    ATP_E_CONFIG = -13,      /**< invalid configuration */
-    ATP_E_NOTFOUND = -14,    /**< no such object */
-    ATP_E_ABI = -15          /**< ABI negotiation failed */
-};
-
-/**
- * Capability bits a plugin advertises.  The core checks a request against
- * them before any sandbox is created.  Unknown bits are ignored.
- */
-#define ATP_CAP_SHARED_FS (UINT64_C(1) << 0)   /**< workdir shared with host */
-#define ATP_CAP_ISOLATED_FS (UINT64_C(1) << 1) /**< workdir pushed/pulled */
-#define ATP_CAP_STREAMING (UINT64_C(1) << 2)   /**< output as it happens */
-#define ATP_CAP_STDIN (UINT64_C(1) << 3)       /**< exec can take stdin */
-#define ATP_CAP_SESSIONS (UINT64_C(1) << 4)    /**< many execs, one sandbox */
-#define ATP_CAP_MOUNTS (UINT64_C(1) << 5)      /**< extra host mounts */
-#define ATP_CAP_CPU_LIMIT (UINT64_C(1) << 6)   /**< cpu limit enforced */
-#define ATP_CAP_MEMORY_LIMIT (UINT64_C(1) << 7) /**< memory limit enforced */
-#define ATP_CAP_NETWORK_POLICY (UINT64_C(1) << 8) /**< network can be cut */
-#define ATP_CAP_GC (UINT64_C(1) << 9)          /**< reap() of leaked sandboxes */
-/**
- * The plugin itself kills the command's whole process tree when
- * atp_exec_spec.timeout_ms runs out, so the core need not wrap the command
- * in an in-sandbox timeout(1).
- */
-#define ATP_CAP_KILLS_TREE (UINT64_C(1) << 10)
-
-/** Output streams. */
-enum { ATP_STDOUT = 1, ATP_STDERR = 2 };
-
-/** Log levels for host->log(). */
-enum { ATP_LOG_ERROR = 0, ATP_LOG_WARN = 1, ATP_LOG_INFO = 2, ATP_LOG_DEBUG = 3 };
 
 /** Opaque per-operation context the core passes to every plugin call. */
 typedef struct atp_call atp_call;
 
-/** Types of a plugin's configuration keys; the core parses them strictly. */
-typedef enum atp_option_type {
-    ATP_OPT_STRING = 1, /**< any text */
-    ATP_OPT_INT = 2,    /**< decimal integer, read with config_int() */
-    ATP_OPT_BOOL = 3,   /**< true/false/yes/no/on/off/1/0, config_int() */
-    ATP_OPT_DURATION = 4, /**< "30", "1.5s", "500ms", "5m", "2h";
-                             config_int() gives milliseconds */
-    ATP_OPT_SIZE = 5,   /**< "4096", "64KiB", "4MiB", "1GiB", "10MB";
-                           config_int() gives bytes */
-    ATP_OPT_NUMBER = 6, /**< decimal number such as "2" or "0.5";
-                           config_string() gives the text */
-    ATP_OPT_CHOICE = 7  /**< one of the '|'-separated words in choices */
-} atp_option_type;
-
-/**
- * One configuration key of a plugin's [backend.NAME] section.  A plugin
- * publishes an array of these terminated by an entry whose name is NULL.
- * The element layout is frozen for ABI major 1.
+/*
+ * Option tables (atp_option), event fields (atp_field), capability bits
+ * (ATP_CAP_*), error codes (ATP_E_*), output streams and log levels are in
+ * atp/common.h.  Option values: config_int() gives INT, BOOL (0/1),
+ * DURATION (milliseconds) and SIZE (bytes); config_double() NUMBER and
+ * DURATION (seconds); config_choice() the index of a CHOICE;
+ * config_string() the text of any key.
  */
-typedef struct atp_option {
-    const char *name;     /**< key name, e.g. "image" */
-    int type;             /**< an atp_option_type */
-    const char *defval;   /**< default as text, or NULL for none */
-    const char *choices;  /**< for ATP_OPT_CHOICE: "none|bridge|host" */
-    const char *help;     /**< one line for `atp-run plugins` */
-} atp_option;
-
-/** A field of an event: key plus one typed value. */
-typedef enum atp_field_type {
-    ATP_FIELD_STR = 1,
-    ATP_FIELD_INT = 2,
-    ATP_FIELD_DOUBLE = 3,
-    ATP_FIELD_BOOL = 4
-} atp_field_type;
-
-typedef struct atp_field {
-    const char *key;
-    int type;      /**< an atp_field_type */
-    const char *s; /**< ATP_FIELD_STR */
-    int64_t i;     /**< ATP_FIELD_INT and ATP_FIELD_BOOL */
-    double d;      /**< ATP_FIELD_DOUBLE */
-} atp_field;
 
 /** One extra path made visible in the sandbox. */
 typedef struct atp_mount {
@@ -207,31 +119,76 @@ typedef struct atp_session_spec {
 } atp_session_spec;
 
 /** Flags of atp_exec_spec. */
-#define ATP_EXEC_STDIN 0x1u /**< feed stdin from host->input() */
+#define ATP_EXEC_STDIN 0x1u /**< the command reads stdin from the caller:
+                               host->input() / stdin_peek(); without it
+                               the command's stdin is empty (EOF) */
 
 /**
  * One command to run in a session.  The core has already wrapped it: argv
  * is complete and runs as given.
+ *
+ * Who ends a command, and when (ABI 1.2).  The core owns the schedule;
+ * the plugin owns the mechanism.
+ *   - A plugin with ATP_CAP_KILLS_TREE calls host->exec_due() at every
+ *     turn of its wait loop and does what it says: ATP_DUE_TERM and
+ *     ATP_DUE_KILL mean "deliver SIGTERM / SIGKILL to every process of the
+ *     command now", ATP_DUE_STOP "stop waiting and return what you have".
+ *     The core derives TERM (budget spent, or cancelled), KILL (grace_ms
+ *     after TERM; after drain_ms once the first process has exited while
+ *     others still hold its output) and STOP (the host backstop, or a
+ *     command that does not end after its KILL), and classifies the
+ *     result from what it asked for.  Plugins built for 1.0/1.1 that
+ *     claim KILLS_TREE enforce timeout_ms, grace_ms and drain_ms below
+ *     themselves, as they always did.
+ *   - Without ATP_CAP_KILLS_TREE the core wraps the command in
+ *     `timeout -k GRACE SECS` inside the sandbox; cancellation and the
+ *     host backstop still come through exec_due(), and a plugin that
+ *     cannot signal the command then ends the sandbox.
+ *   - With ATP_CAP_GROUP_SIGNALS the core's wrapper announces the
+ *     command's process group (host->exec_pgid()) and
+ *     host->group_kill_argv() gives a command that signals it.
+ *   - A plugin that runs host processes uses host->spawn(), which does
+ *     all of this itself.
  */
 typedef struct atp_exec_spec {
     uint32_t struct_size;
     uint32_t flags;          /**< ATP_EXEC_* */
     const char *const *argv; /**< NULL-terminated; argv[0] is a path */
-    const char *const *env;  /**< per-call "KEY=VALUE" over the session's */
-    const char *cwd;         /**< NULL: the session's workdir */
-    int64_t timeout_ms;      /**< the command's budget, 0 for none.  A
-                                plugin with ATP_CAP_KILLS_TREE enforces it;
-                                the core has already wrapped the command in
-                                timeout(1) otherwise */
-    int64_t grace_ms;        /**< SIGTERM to SIGKILL grace */
-    int64_t drain_ms;        /**< after the command exits, how long to
-                                wait for descendants still holding its
-                                output open before killing them */
+    const char *const *env;  /**< per-call "KEY=VALUE" over the session's
+                                (session_spec.env); see envp */
+    const char *cwd;         /**< where the command runs: NULL for the
+                                session's workdir (the host path for a
+                                shared filesystem, sandbox_workdir for an
+                                isolated one); else a path in the sandbox
+                                (on the host for host processes) */
+    int64_t timeout_ms;      /**< the command's budget, 0 for none */
+    int64_t grace_ms;        /**< SIGTERM to SIGKILL, > 0 */
+    int64_t drain_ms;        /**< after the command's first process exits,
+                                how long others may hold its output open
+                                before they are killed; 0: kill at once */
+    /* ---- ABI 1.2 ---------------------------------------------------- */
+    /**
+     * The command's whole environment, "KEY=VALUE", NULL-terminated:
+     * [env] < [backend.NAME] env.* < session < this call, merged and
+     * validated by the core.  A 1.2 plugin passes exactly this (plus, for
+     * host processes, the host's own environment when its configuration
+     * says so) and ignores env and session_spec.env.  Values are secrets.
+     */
+    const char *const *envp;
+    /** Unique id of this exec ("RUN_ID.N"): name side files after it. */
+    const char *exec_id;
 } atp_exec_spec;
 
 /** Flags of atp_exec_outcome. */
 #define ATP_OUTCOME_TIMED_OUT 0x1u /**< killed because the budget ran out */
 #define ATP_OUTCOME_CANCELLED 0x2u /**< killed because of cancellation */
+/**
+ * ABI 1.2: the backend reports a death by signal N as exit code 128+N
+ * and cannot tell the two apart (Docker's ExitCode); the core reads an
+ * exit code 129..192 as that signal, so that results look the same on
+ * every backend.
+ */
+#define ATP_OUTCOME_SIGNAL_AS_EXIT 0x4u
 
 /** How a command ended.  Filled by exec(). */
 typedef struct atp_exec_outcome {
@@ -240,6 +197,52 @@ typedef struct atp_exec_outcome {
     int32_t exit_code; /**< 0..255, or -1 when killed by a signal */
     int32_t signal;    /**< terminating signal number, or 0 */
 } atp_exec_outcome;
+
+/** What host->exec_due() asks of a running command (ABI 1.2). */
+enum {
+    ATP_DUE_NONE = 0, /**< nothing now */
+    ATP_DUE_TERM = 1, /**< send SIGTERM to every process of the command */
+    ATP_DUE_KILL = 2, /**< send SIGKILL to every process of the command */
+    ATP_DUE_STOP = 3  /**< stop waiting for it; return what you have */
+};
+
+/** State a plugin reports to host->exec_due() (ABI 1.2). */
+#define ATP_EXEC_EXITED 0x1u /**< the command's first process has exited
+                                (its output may still be open) */
+
+/** What host->stdin_to_fd() waits for next (ABI 1.2). */
+#define ATP_STDIN_WAIT_INPUT 0x1u /**< host->input_fd() readable */
+#define ATP_STDIN_WAIT_FD 0x2u    /**< the descriptor writable */
+
+/** Flags of atp_spawn_spec (ABI 1.2). */
+#define ATP_SPAWN_STDIN 0x1u    /**< stdin from the exec's input; without
+                                   it /dev/null */
+#define ATP_SPAWN_HOST_ENV 0x2u /**< the host process's own environment
+                                   under envp */
+
+/**
+ * A host process for host->spawn() (ABI 1.2): what a backend that runs
+ * commands on the host (directly, or under a launcher such as bwrap,
+ * nsjail, firejail, `podman run` or Slurm's srun) asks the core to run.
+ */
+typedef struct atp_spawn_spec {
+    uint32_t struct_size;
+    uint32_t flags;           /**< ATP_SPAWN_* */
+    const char *const *argv;  /**< argv[0] is a path, or a name searched
+                                 in the PATH of the process */
+    const char *const *envp;  /**< NULL: the exec's envp (exec calls) or
+                                 none (other calls) */
+    const char *cwd;          /**< host directory; NULL: the current one */
+    int64_t timeout_ms;       /**< 0 within exec(): the exec's budget and
+                                 kill schedule; 0 elsewhere: only the
+                                 call's deadline.  Else its own budget */
+    /**
+     * Receives the process's output; NULL: host->output() (the exec's
+     * output).  Returns 0, or non-zero to stop the process.
+     */
+    int (*on_output)(void *ctx, int stream, const void *buf, size_t len);
+    void *ctx;
+} atp_spawn_spec;
 
 /**
  * Services the core offers every plugin.  Append-only: fields are never
@@ -360,6 +363,86 @@ typedef struct atp_host_api {
     int (*tar_extract)(atp_call *call, const char *dir,
                        long (*read)(void *ctx, void *buf, size_t len),
                        void *ctx);
+
+    /* ---- ABI 1.2 ---------------------------------------------------- */
+
+    /**
+     * Typed values of this backend's keys, parsed once when the backend
+     * was opened: a BOOL as 0/1; a NUMBER, or a DURATION in seconds, as a
+     * double.  Return 0, ATP_E_NOTFOUND when the key is unset without a
+     * default, ATP_E_INVAL when it is not of a type that converts.
+     */
+    int (*config_bool)(atp_call *call, const char *key, int *value_out);
+    int (*config_double)(atp_call *call, const char *key,
+                         double *value_out);
+    /**
+     * The value of a CHOICE key as the index of its word in the option's
+     * choices ("none|bridge|host": "bridge" is 1), or ATP_E_NOTFOUND.
+     */
+    int (*config_choice)(atp_call *call, const char *key);
+
+    /**
+     * The kill schedule of the running exec (see atp_exec_spec): what to
+     * do now, an ATP_DUE_*, each action once, in order.  @p state is
+     * ATP_EXEC_* (what the plugin knows of the command).  *@p wait_ms gets
+     * how long until the schedule may say something else (-1: not before
+     * an event); a plugin's poll waits no longer.  Outside exec()
+     * it returns ATP_DUE_NONE.
+     */
+    int (*exec_due)(atp_call *call, unsigned state, int64_t *wait_ms);
+
+    /**
+     * ATP_CAP_GROUP_SIGNALS: the process group id of the running command
+     * inside the sandbox, as the core's wrapper announced it, or 0 until
+     * it has.
+     */
+    long (*exec_pgid)(atp_call *call);
+
+    /**
+     * ATP_CAP_GROUP_SIGNALS: the argv of a POSIX sh command that delivers
+     * signal @p sig (SIGTERM, SIGKILL) to the running command's process
+     * group inside the sandbox; run it as a second command, as a user
+     * allowed to signal the first.  NULL while the group is unknown.
+     * Borrowed until the exec returns.
+     */
+    const char *const *(*group_kill_argv)(atp_call *call, int sig);
+
+    /**
+     * The command's stdin (ATP_EXEC_STDIN), for transports that send it in
+     * pieces: the bytes ready now, without blocking, in *@p data (borrowed
+     * until the next stdin call) and their count as the result; 0 with
+     * *@p eof set at the end of the input, 0 with it clear when nothing is
+     * ready yet (wait for host->input_fd()).  Bytes stay ready until
+     * stdin_consume() says they were sent.  Negative on failure.
+     */
+    long (*stdin_peek)(atp_call *call, const void **data, int *eof);
+    void (*stdin_consume)(atp_call *call, size_t n);
+
+    /**
+     * The command's stdin, for transports that are a descriptor: move what
+     * is ready to the non-blocking descriptor @p fd (without dying of
+     * SIGPIPE).  Returns what to wait for before the next call
+     * (ATP_STDIN_WAIT_*), 0 once done; sets *@p done when all input was
+     * delivered or the reader went away (shut the descriptor's write side
+     * then).  Negative on failure.
+     */
+    int (*stdin_to_fd)(atp_call *call, int fd, int *done);
+
+    /**
+     * Run a host process to its end, the core's way: its own process
+     * group; stdin per ATP_SPAWN_STDIN; stdout and stderr to the spec's
+     * callback or the exec's output, framed by the core; every other
+     * descriptor closed; signal dispositions and mask reset; the kill
+     * schedule of the exec (or the spec's timeout) delivered to the whole
+     * group and to descendants that left it; output still buffered when
+     * it ends delivered; reaped without a process-wide SIGCHLD handler.
+     * Returns 0 with @p out filled when the process ran to an end (also
+     * when killed, with the outcome flags saying why), or a negative code
+     * with set_error() done when it could not run.  This is everything a
+     * backend of host processes needs: no fork, poll or reap of its own.
+     */
+    int (*spawn)(atp_call *call, const atp_spawn_spec *spec,
+                 atp_exec_outcome *out);
 } atp_host_api;
 
 /**
@@ -489,6 +572,11 @@ typedef struct atp_plugin_ops {
 #define ATP_HOST_API_SIZE_V1_1 152u
 #define ATP_PLUGIN_OPS_SIZE_V1_1 144u
 
+/** Sizes of what grew in ABI 1.2. */
+#define ATP_HOST_API_SIZE_V1_2 232u
+#define ATP_EXEC_SPEC_SIZE_V1_2 72u
+#define ATP_SPAWN_SPEC_SIZE_V1_2 56u
+
 /**
  * The entry point every plugin exports.  Called once, right after the
  * core has loaded the file.  The plugin keeps @p host for later calls,
@@ -503,22 +591,6 @@ typedef int (*atp_plugin_entry_fn)(const atp_host_api *host, atp_call *call,
 ATP_PLUGIN_EXPORT int atp_plugin_entry_v1(const atp_host_api *host,
                                           atp_call *call,
                                           const atp_plugin_ops **ops_out);
-
-/**
- * Non-zero when the bytes of @p s past @p known are all zero: a receiver
- * that understands only the first @p known bytes of a struct may then
- * safely ignore the rest.
- */
-static inline int atp_struct_tail_is_zero(const void *s, size_t size,
-                                          size_t known)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i;
-    for (i = known; i < size; i++)
-        if (p[i] != 0)
-            return 0;
-    return 1;
-}
 
 #ifdef __cplusplus
 }

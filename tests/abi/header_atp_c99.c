@@ -49,7 +49,7 @@ int main(void)
     atp_line_fn lf = on_line;
     atp_event_fn ef = on_event;
 
-    puts("1..3");
+    puts("1..5");
     sopts.on_event = ef;
     eopts.on_line = lf;
     eopts.on_flush = on_flush;
@@ -62,5 +62,15 @@ int main(void)
     check(eopts.struct_size == sizeof(eopts) && eopts.stdin_fd == -1 &&
               eopts.env == NULL,
           "ATP_EXEC_OPTS_INIT sets the size and stdin_fd -1");
+#ifdef ATP_PLUGIN_H
+    check(0, "<atp/atp.h> does not pull in the plugin ABI");
+#else
+    check(1, "<atp/atp.h> does not pull in the plugin ABI");
+#endif
+    check(ATP_VERSION_NUM == ((ATP_VERSION_MAJOR << 16) |
+                              (ATP_VERSION_MINOR << 8) | ATP_VERSION_PATCH) &&
+              ATP_E_TIMEOUT == -4 && ATP_STATUS_CONFIG_ERROR == 12,
+          "versions, error codes and status classes come from "
+          "<atp/common.h>");
     return failed;
 }

@@ -1,5 +1,5 @@
 /*
- * Frozen sizes of the plugin ABI 1.x structs.
+ * Frozen sizes of the plugin ABI 1.x structs and of the client structs.
  *
  * The checks are compile-time: a layout change to a struct that crosses
  * the plugin boundary breaks the build of this test, and so `make check`.
@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include <atp/atp.h>
 #include <atp/plugin.h>
 
 #if defined(__LP64__) || defined(_LP64)
@@ -16,10 +17,11 @@
 #define FROZEN(T, size) \
     _Static_assert(sizeof(T) == (size), #T " changed size: ABI break")
 
-FROZEN(atp_host_api, ATP_HOST_API_SIZE_V1_1);
+FROZEN(atp_host_api, ATP_HOST_API_SIZE_V1_2);
 FROZEN(atp_plugin_ops, ATP_PLUGIN_OPS_SIZE_V1_1);
 FROZEN(atp_session_spec, ATP_SESSION_SPEC_SIZE_V1_0);
-FROZEN(atp_exec_spec, ATP_EXEC_SPEC_SIZE_V1_0);
+FROZEN(atp_exec_spec, ATP_EXEC_SPEC_SIZE_V1_2);
+FROZEN(atp_spawn_spec, ATP_SPAWN_SPEC_SIZE_V1_2);
 FROZEN(atp_exec_outcome, ATP_EXEC_OUTCOME_SIZE_V1_0);
 FROZEN(atp_option, ATP_OPTION_SIZE_V1_0);
 FROZEN(atp_field, ATP_FIELD_SIZE_V1_0);
@@ -59,6 +61,15 @@ AT(atp_plugin_ops, backend_caps, ATP_PLUGIN_OPS_SIZE_V1_0);
 AT(atp_plugin_ops, push_archive, ATP_PLUGIN_OPS_SIZE_V1_0 + 8);
 AT(atp_plugin_ops, pull_archive, ATP_PLUGIN_OPS_SIZE_V1_0 + 16);
 
+/* The 1.2 host table is the 1.1 table with fields appended; so is the
+ * exec spec. */
+AT(atp_host_api, config_bool, ATP_HOST_API_SIZE_V1_1);
+AT(atp_host_api, exec_due, ATP_HOST_API_SIZE_V1_1 + 24);
+AT(atp_host_api, spawn, ATP_HOST_API_SIZE_V1_2 - 8);
+AT(atp_exec_spec, envp, ATP_EXEC_SPEC_SIZE_V1_0);
+AT(atp_exec_spec, exec_id, ATP_EXEC_SPEC_SIZE_V1_0 + 8);
+AT(atp_spawn_spec, on_output, 40);
+
 /* Fields of requests and of the outcome. */
 AT(atp_session_spec, env, 40);
 AT(atp_session_spec, n_mounts, 56);
@@ -76,10 +87,25 @@ AT(atp_field, i, 24);
 AT(atp_field, d, 32);
 AT(atp_mount, writable, 16);
 
+/* The client structs: any published size is accepted, so each one's
+ * layout up to it is frozen. */
+FROZEN(atp_result, ATP_RESULT_SIZE_0_1);
+FROZEN(atp_session_opts, ATP_SESSION_OPTS_SIZE_0_1);
+FROZEN(atp_exec_opts, ATP_EXEC_OPTS_SIZE_0_2);
+FROZEN(atp_event, ATP_EVENT_SIZE_0_1);
+FROZEN(atp_gc_item, ATP_GC_ITEM_SIZE_0_1);
+FROZEN(atp_plugin_info, ATP_PLUGIN_INFO_SIZE_0_1);
+AT(atp_result, message, 48);
+AT(atp_session_opts, event_payload, 48);
+AT(atp_exec_opts, stdin_fd, 40);
+AT(atp_exec_opts, on_flush, 48);
+AT(atp_exec_opts, flags, ATP_EXEC_OPTS_SIZE_0_1);
+
 int main(void)
 {
     puts("1..1");
-    puts("ok 1 - plugin ABI 1.0 and 1.1 struct sizes and offsets are frozen");
+    puts("ok 1 - plugin ABI 1.0, 1.1 and 1.2 and client struct sizes and "
+         "offsets are frozen");
     return 0;
 }
 

@@ -86,9 +86,12 @@ static void booleans_and_ints(void **state)
     assert_int_not_equal(atp__parse_int("42x", &v), 0);
     assert_int_not_equal(atp__parse_int(" 42", &v), 0);
     assert_int_not_equal(atp__parse_int("99999999999999999999", &v), 0);
-    assert_int_equal(atp__parse_choice("bridge", "none|bridge|host"), 0);
-    assert_int_not_equal(atp__parse_choice("brid", "none|bridge|host"), 0);
-    assert_int_not_equal(atp__parse_choice("", "none|bridge|host"), 0);
+    assert_int_equal(atp__parse_choice("none", "none|bridge|host"), 0);
+    assert_int_equal(atp__parse_choice("bridge", "none|bridge|host"), 1);
+    assert_int_equal(atp__parse_choice("host", "none|bridge|host"), 2);
+    assert_int_equal(atp__parse_choice("brid", "none|bridge|host"),
+                     ATP_E_INVAL);
+    assert_int_equal(atp__parse_choice("", "none|bridge|host"), ATP_E_INVAL);
 }
 
 static void nearest(void **state)

@@ -117,7 +117,7 @@ static void wrap_plain(void **state)
     struct atp__wrapped w;
 
     (void)state;
-    assert_int_equal(atp__wrap(&w, "echo hi", NULL, 0, 5000, 1000), 0);
+    assert_int_equal(atp__wrap(&w, "echo hi", NULL, 0, 0, 5000, 1000), 0);
     assert_string_equal(w.argv[0], "/bin/sh");
     assert_string_equal(w.argv[1], "-c");
     assert_string_equal(w.argv[2], "echo hi");
@@ -131,10 +131,28 @@ static void wrap_with_timeout_runs_the_command_verbatim(void **state)
     const char *cmd = "printf '%s' \"it's $((1+1))\"";
 
     (void)state;
-    assert_int_equal(atp__wrap(&w, cmd, NULL, 1, 1500, 2500), 0);
+    assert_int_equal(atp__wrap(&w, cmd, NULL, 1, 0, 1500, 2500), 0);
     assert_non_null(strstr(w.argv[2], "timeout -k 3 2 /bin/sh -c \"$1\""));
     assert_string_equal(w.argv[4], cmd);
     assert_string_equal(run_argv(w.argv), "it's 2");
+    atp__wrapped_release(&w);
+}
+
+/* For a backend that signals the group from outside, the wrapper's first
+ * output is the announcement of its process group, then the command. */
+static void wrap_announces_the_process_group(void **state)
+{
+    struct atp__wrapped w;
+    const char *out;
+    long pgid;
+
+    (void)state;
+    assert_int_equal(atp__wrap(&w, "echo ran", NULL, 0, 1, 0, 0), 0);
+    out = run_argv(w.argv);
+    assert_memory_equal(out, ATP__PGID_MARK, strlen(ATP__PGID_MARK));
+    pgid = strtol(out + strlen(ATP__PGID_MARK), NULL, 10);
+    assert_true(pgid > 1);
+    assert_non_null(strstr(out, "\nran\n"));
     atp__wrapped_release(&w);
 }
 
@@ -151,7 +169,7 @@ static void wrap_warm_cache(void **state)
     assert_int_equal(mkdir(cache, 0700), 0);
     assert_non_null(getcwd(cwd, sizeof(cwd)));
     assert_int_equal(chdir(dir), 0);
-    assert_int_equal(atp__wrap(&w, "echo ran", cache, 0, 0, 0), 0);
+    assert_int_equal(atp__wrap(&w, "echo ran", cache, 0, 0, 0, 0), 0);
     assert_string_equal(run_argv(w.argv), "ran\n");
     snprintf(link, sizeof(link), "%s/.lake", dir);
     n = readlink(link, target, sizeof(target) - 1);
@@ -223,6 +241,7 @@ int main(void)
         cmocka_unit_test(wrap_plain),
         cmocka_unit_test(wrap_with_timeout_runs_the_command_verbatim),
         cmocka_unit_test(wrap_warm_cache),
+        cmocka_unit_test(wrap_announces_the_process_group),
         cmocka_unit_test(env_merge_order),
         cmocka_unit_test(redaction),
     };

@@ -26,6 +26,7 @@
 #include <cmocka.h>
 
 #include <atp/atp.h>
+#include <atp/plugin.h>
 
 #define N_FIXTURES 9
 
@@ -826,12 +827,31 @@ static char *capture_stderr(void (*fn)(void *), void *arg)
     return text;
 }
 
+/* The log callback atp-run installs: the loader's trace, on stderr. */
+static void log_to_stderr(int level, const char *origin, const char *message,
+                          void *payload)
+{
+    (void)level;
+    (void)payload;
+    if (strcmp(origin, "plugin-loader") == 0)
+        fprintf(stderr, "atp: plugin: %s\n", message);
+}
+
+static int load_logging(atp_config **cfg, const char *text)
+{
+    int rc = atp_config_load_string(cfg, text, "child.ini");
+
+    if (rc == 0)
+        atp_config_set_log(*cfg, log_to_stderr, ATP_LOG_WARN, NULL);
+    return rc;
+}
+
 static void open_quietly(void *arg)
 {
     atp_config *cfg = NULL;
     atp_backend *be = NULL;
 
-    if (atp_config_load_string(&cfg, "", "child.ini") != 0)
+    if (load_logging(&cfg, "") != 0)
         return;
     if (atp_backend_open(&be, cfg, (const char *)arg) == 0)
         atp_backend_free(be);
@@ -845,7 +865,7 @@ static void open_by_path(void *arg)
     atp_backend *be = NULL;
 
     path_config(text, sizeof(text), (const char *)arg);
-    if (atp_config_load_string(&cfg, text, "child.ini") != 0)
+    if (load_logging(&cfg, text) != 0)
         return;
     if (atp_backend_open(&be, cfg, (const char *)arg) == 0)
         atp_backend_free(be);
@@ -857,7 +877,7 @@ static void scan_quietly(void *arg)
     atp_config *cfg = NULL;
 
     (void)arg;
-    if (atp_config_load_string(&cfg, "", "child.ini") != 0)
+    if (load_logging(&cfg, "") != 0)
         return;
     atp_plugins_scan(cfg, ignore_info, NULL);
     atp_config_free(cfg);

@@ -1352,7 +1352,7 @@ static void secrets_never_on_a_command_line(void **state)
         "g=$(field $$ 2)\n"
         "for d in /proc/[0-9]*; do\n"
         "  [ \"$(field ${d#/proc/} 2)\" = \"$g\" ] || continue\n"
-        "  echo \"grp ${d#/proc/} $(tr '\\000' ' ' < $d/cmdline "
+        "  echo \"grp ${d#/proc/} $({ tr '\\000' ' ' < $d/cmdline; } "
         "2>/dev/null)\"\n"
         "done\n"
         "kill $!\n";

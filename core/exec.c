@@ -1,0 +1,314 @@
+/*
+ * core/exec.c - what the core does for a command while a plugin runs it:
+ * the kill schedule, the process group the wrapper announces, and the
+ * command's stdin.
+ *
+ * The schedule is the one place that decides when a command gets
+ * SIGTERM, when SIGKILL and when waiting for it stops (plugin.h,
+ * atp_exec_spec).  Plugins ask it with host->exec_due() and deliver what
+ * it says their own way; host->spawn() (spawn.c) asks it for host
+ * processes.  The stdin buffer is the one pump between the caller's
+ * descriptor and a plugin's transport, a descriptor or an RPC.
+ */
+#define _GNU_SOURCE
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define MS 1000000LL
+/* After SIGKILL, how long a command may take to be seen ending. */
+#define KILL_GIVE_UP_MS 5000
+/* After the drain's SIGKILL: only output already buffered is left. */
+#define DRAIN_GIVE_UP_MS 500
+#define STDIN_CHUNK (256 * 1024)
+
+void atp__exec_init(struct atp__exec *x, const struct atp__exec_plan *p)
+{
+    memset(x, 0, sizeof(*x));
+    x->plan = *p;
+    x->start_ns = atp__now_ns();
+    if (p->enforce_budget && p->timeout_ms > 0)
+        x->term_at = x->start_ns + p->timeout_ms * MS;
+    x->stdin_fd = p->stdin_fd;
+    x->sniffing = p->announce_pgid;
+}
+
+void atp__exec_release(struct atp__exec *x)
+{
+    free(x->in_buf);
+    x->in_buf = NULL;
+}
+
+/* ms from @now until @at (0: never), for a poll; -1 for never. */
+static int64_t ms_until(int64_t now, int64_t at)
+{
+    if (at == 0)
+        return -1;
+    return at <= now ? 0 : (at - now + MS - 1) / MS;
+}
+
+static void take_min(int64_t *cur, int64_t v)
+{
+    if (v >= 0 && (*cur < 0 || v < *cur))
+        *cur = v;
+}
+
+static int kill_now(struct atp__exec *x, int64_t now, int64_t give_up_ms)
+{
+    x->kill_sent = 1;
+    x->stop_at = now + give_up_ms * MS;
+    return ATP_DUE_KILL;
+}
+
+int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
+                  int64_t *wait_ms)
+{
+    int64_t now = atp__now_ns(), grace = x->plan.grace_ms > 0
+                                             ? x->plan.grace_ms
+                                             : 1;
+    int64_t wait = -1;
+    int due = ATP_DUE_NONE;
+
+    if ((state & ATP_EXEC_EXITED) && !x->exited) {
+        x->exited = 1;
+        x->drain_at = now + (x->plan.drain_ms > 0 ? x->plan.drain_ms : 0) *
+                                MS;
+    }
+    if (!x->term_sent && !x->kill_sent) {
+        if (cancelled && !x->exited) {
+            x->cancelled = 1;
+            x->term_sent = 1;
+            x->kill_at = now + grace * MS;
+            due = ATP_DUE_TERM;
+        } else if (x->term_at && now >= x->term_at && !x->exited) {
+            x->timed_out = 1;
+            x->term_sent = 1;
+            x->kill_at = now + grace * MS;
+            due = ATP_DUE_TERM;
+        }
+    }
+    if (due == ATP_DUE_NONE && !x->kill_sent) {
+        if (x->kill_at && now >= x->kill_at)
+            due = kill_now(x, now, KILL_GIVE_UP_MS);
+        else if (x->drain_at && now >= x->drain_at)
+            due = kill_now(x, now, DRAIN_GIVE_UP_MS);
+        else if (x->plan.backstop_ns && now >= x->plan.backstop_ns) {
+            /* Budget, grace, drain and margin all spent. */
+            if (!x->cancelled)
+                x->timed_out = 1;
+            due = kill_now(x, now, DRAIN_GIVE_UP_MS);
+        } else if (cancelled && x->exited) {
+            /* Cancelled while only descendants hold the output. */
+            x->cancelled = 1;
+            due = kill_now(x, now, DRAIN_GIVE_UP_MS);
+        }
+    }
+    if (due == ATP_DUE_NONE && x->stop_at && now >= x->stop_at &&
+        !x->stop_sent) {
+        x->stop_sent = 1;
+        due = ATP_DUE_STOP;
+    }
+    if (wait_ms) {
+        if (!x->term_sent && !x->kill_sent && !x->exited)
+            take_min(&wait, ms_until(now, x->term_at));
+        if (!x->kill_sent) {
+            take_min(&wait, ms_until(now, x->kill_at));
+            take_min(&wait, ms_until(now, x->drain_at));
+            take_min(&wait, ms_until(now, x->plan.backstop_ns));
+        }
+        if (!x->stop_sent)
+            take_min(&wait, ms_until(now, x->stop_at));
+        if (due != ATP_DUE_NONE)
+            wait = 0; /* ask again at once: more may be due */
+        *wait_ms = wait;
+    }
+    return due;
+}
+
+/* ---- the process group the wrapper announces ---------------------------- */
+
+size_t atp__exec_sniff(struct atp__exec *x, const char **buf, size_t *len)
+{
+    static const char mark[] = ATP__PGID_MARK;
+    const size_t mlen = sizeof(mark) - 1;
+
+    while (*len > 0 && x->sniffing) {
+        char c = **buf;
+        int ours;
+
+        if (x->sniff_len < mlen)
+            ours = c == mark[x->sniff_len];
+        else
+            ours = (c == '\n' || (c >= '0' && c <= '9')) &&
+                   x->sniff_len < sizeof(x->sniff) - 1;
+        if (!ours) {
+            /* Not the announcement (the wrapper did not run as ours):
+             * what was held back is output. */
+            x->sniffing = 0;
+            return x->sniff_len;
+        }
+        (*buf)++;
+        (*len)--;
+        if (c == '\n') {
+            x->sniff[x->sniff_len] = '\0';
+            x->pgid = strtol(x->sniff + mlen, NULL, 10);
+            x->sniffing = 0;
+            x->sniff_len = 0;
+            return 0;
+        }
+        x->sniff[x->sniff_len++] = c;
+    }
+    return 0;
+}
+
+/*
+ * $0: signal name, $1: group id.  Busybox's kill wants no "--", dash's
+ * needs it; a group that is gone leaves its leader to try.
+ */
+static const char group_killer[] =
+    "kill -s \"$0\" -- -\"$1\" 2>/dev/null || kill -s \"$0\" -\"$1\" "
+    "2>/dev/null || kill -s \"$0\" \"$1\"";
+
+const char *const *atp__exec_kill_argv(struct atp__exec *x, int sig)
+{
+    if (x->pgid <= 0)
+        return NULL;
+    snprintf(x->kill_pgid, sizeof(x->kill_pgid), "%ld", x->pgid);
+    snprintf(x->kill_sig, sizeof(x->kill_sig), "%s",
+             sig == SIGKILL ? "KILL" : sig == SIGINT ? "INT" : "TERM");
+    x->kill_argv[0] = "/bin/sh";
+    x->kill_argv[1] = "-c";
+    x->kill_argv[2] = group_killer;
+    x->kill_argv[3] = x->kill_sig;
+    x->kill_argv[4] = x->kill_pgid;
+    x->kill_argv[5] = NULL;
+    return x->kill_argv;
+}
+
+/* ---- stdin ------------------------------------------------------------------ */
+
+long atp__exec_stdin_peek(struct atp__exec *x, const void **data, int *eof)
+{
+    *data = NULL;
+    *eof = 0;
+    if (x->in_off < x->in_len) {
+        *data = x->in_buf + x->in_off;
+        return (long)(x->in_len - x->in_off);
+    }
+    if (x->in_eof || x->stdin_fd < 0) {
+        *eof = 1;
+        return 0;
+    }
+    if (x->in_buf == NULL && (x->in_buf = malloc(STDIN_CHUNK)) == NULL)
+        return ATP_E_NOMEM;
+    for (;;) {
+        struct pollfd p = {x->stdin_fd, POLLIN, 0};
+        ssize_t n;
+
+        /* Never block: a blocking descriptor is read only when ready. */
+        if (poll(&p, 1, 0) == 0)
+            return 0;
+        n = read(x->stdin_fd, x->in_buf, STDIN_CHUNK);
+        if (n > 0) {
+            x->in_len = (size_t)n;
+            x->in_off = 0;
+            x->in_total += (uint64_t)n;
+            if (x->in_progress)
+                x->in_progress(x->in_progress_ctx, (size_t)n);
+            *data = x->in_buf;
+            return (long)n;
+        }
+        if (n == 0) {
+            x->in_eof = 1;
+            *eof = 1;
+            return 0;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        x->in_eof = 1;
+        return atp__error(ATP_E_IO, "reading the command's stdin: %s",
+                          strerror(errno));
+    }
+}
+
+void atp__exec_stdin_consume(struct atp__exec *x, size_t n)
+{
+    if (n > x->in_len - x->in_off)
+        n = x->in_len - x->in_off;
+    x->in_off += n;
+}
+
+void atp__exec_stdin_drop(struct atp__exec *x)
+{
+    x->in_off = x->in_len = 0;
+    x->in_eof = 1;
+}
+
+ssize_t atp__write_nosig(int fd, const void *buf, size_t len)
+{
+    sigset_t pipe_set, old;
+    ssize_t n;
+    int saved;
+
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+    n = write(fd, buf, len);
+    saved = errno;
+    if (n < 0 && saved == EPIPE) {
+        struct timespec zero = {0, 0};
+
+        /* Consume the SIGPIPE this thread raised, if it is pending. */
+        sigtimedwait(&pipe_set, NULL, &zero);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return n;
+}
+
+int atp__exec_stdin_to_fd(struct atp__exec *x, int fd, int *done)
+{
+    *done = 0;
+    for (;;) {
+        const void *data;
+        int eof;
+        long n = atp__exec_stdin_peek(x, &data, &eof);
+        ssize_t w;
+
+        if (n < 0)
+            return (int)n;
+        if (n == 0) {
+            if (eof) {
+                *done = 1;
+                return 0;
+            }
+            return ATP_STDIN_WAIT_INPUT;
+        }
+        w = atp__write_nosig(fd, data, (size_t)n);
+        if (w > 0) {
+            atp__exec_stdin_consume(x, (size_t)w);
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return ATP_STDIN_WAIT_FD;
+        /* The command closed its stdin: the rest is not wanted, as a
+         * pipe says with EPIPE. */
+        atp__exec_stdin_drop(x);
+        *done = 1;
+        return 0;
+    }
+}

@@ -9,7 +9,7 @@
  *              CURLOPT_CONNECT_ONLY, for output frames and stdin
  *   demux.c    the byte-wise state machine of the multiplexed stream
  *   api.c      Engine API endpoints and their JSON bodies
- *   exec.c     running one command: wrapper, pump, timeout, kill, exit
+ *   exec.c     running one command: pump, the schedule's signals, exit
  *   archive.c  workdir in and out of a container (transfer = copy)
  *   docker.c   the plugin's ops: options, backend, sessions, gc
  */
@@ -328,9 +328,9 @@ int dk_exec(atp_call *call, void *session, const atp_exec_spec *spec,
             atp_exec_outcome *out);
 
 /*
- * Build the argv that runs @argv (NULL-terminated) after reporting its
- * process group on stdout; when @ttl_s > 0, a watchdog kills the group
- * after that many seconds.  The strings are borrowed; free the array.
+ * The argv that runs @argv (NULL-terminated) with, when @ttl_s > 0, a
+ * watchdog that kills its process group after that many seconds.  The
+ * strings are borrowed; free the array.
  */
 const char **dk_wrap_argv(const char *const *argv, long long ttl_s);
 
@@ -391,7 +391,7 @@ struct dk_session {
  * Create (and, unless @cmd is given, start) the session's container.
  * @cmd NULL: an idle container for execs; else the run path's container,
  * created only, running @cmd with stdin attached when @with_stdin, and
- * @exec_env over the session's env, in @cwd (NULL: the workdir).  The id
+ * the whole environment @exec_env, in @cwd (NULL: the workdir).  The id
  * is recorded the moment create
  * returns; a failed create or start removes what it made.
  */

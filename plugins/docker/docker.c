@@ -208,7 +208,8 @@ static uint64_t backend_caps(void *backend)
     const struct dk_backend *b = backend;
     uint64_t caps = ATP_CAP_STREAMING | ATP_CAP_STDIN | ATP_CAP_SESSIONS |
                     ATP_CAP_CPU_LIMIT | ATP_CAP_MEMORY_LIMIT |
-                    ATP_CAP_NETWORK_POLICY | ATP_CAP_GC | ATP_CAP_KILLS_TREE;
+                    ATP_CAP_NETWORK_POLICY | ATP_CAP_GC | ATP_CAP_KILLS_TREE |
+                    ATP_CAP_GROUP_SIGNALS;
 
     if (b && b->copy)
         return caps | ATP_CAP_ISOLATED_FS;
@@ -239,28 +240,6 @@ static int check(atp_call *call, void *backend)
 /* ---- containers --------------------------------------------------------- */
 
 static void session_free(void *session);
-
-/* "KEY=VALUE" of @extra over those of @base, as a new JSON array. */
-static json_object *env_merge(json_object *base, const char *const *extra)
-{
-    json_object *arr = json_object_new_array();
-    size_t i, j, n = json_object_array_length(base);
-
-    for (i = 0; arr && i < n; i++) {
-        const char *kv = json_object_get_string(
-            json_object_array_get_idx(base, i));
-        size_t klen = strcspn(kv, "=");
-        int over = 0;
-
-        for (j = 0; extra && extra[j] && !over; j++)
-            over = strncmp(extra[j], kv, klen) == 0 && extra[j][klen] == '=';
-        if (!over)
-            json_object_array_add(arr, json_object_new_string(kv));
-    }
-    for (j = 0; arr && extra && extra[j]; j++)
-        json_object_array_add(arr, json_object_new_string(extra[j]));
-    return arr;
-}
 
 static json_object *strv_json(const char *const *v)
 {
@@ -315,7 +294,9 @@ static json_object *create_body(struct dk_session *s, const char *const *cmd,
         json_object_object_add(o, "Entrypoint", strv_json(idle));
     }
     json_object_object_add(o, "Cmd", json_object_new_array());
-    json_object_object_add(o, "Env", exec_env ? env_merge(s->env, exec_env)
+    /* A command's environment is whole (the core merged it); an idle
+     * container's is the session's. */
+    json_object_object_add(o, "Env", exec_env ? strv_json(exec_env)
                                               : json_object_get(s->env));
     add_str(o, "WorkingDir", cwd ? cwd : s->sb_workdir);
     add_str(o, "User", s->user);
@@ -729,7 +710,7 @@ static const atp_plugin_ops docker_ops = {
     ATP_CAP_SHARED_FS | ATP_CAP_STREAMING | ATP_CAP_STDIN |
         ATP_CAP_SESSIONS | ATP_CAP_MOUNTS | ATP_CAP_CPU_LIMIT |
         ATP_CAP_MEMORY_LIMIT | ATP_CAP_NETWORK_POLICY | ATP_CAP_GC |
-        ATP_CAP_KILLS_TREE,
+        ATP_CAP_KILLS_TREE | ATP_CAP_GROUP_SIGNALS,
     options,
     backend_open,
     backend_free,
@@ -751,6 +732,11 @@ ATP_PLUGIN_EXPORT int atp_plugin_entry_v1(const atp_host_api *api,
 {
     if (api == NULL || api->abi_major != ATP_PLUGIN_ABI_MAJOR)
         return ATP_E_ABI;
+    if (!ATP_HAS_FIELD(api, atp_host_api, spawn))
+        return api->set_error(call, ATP_E_ABI, "the docker plugin delivers "
+                              "the core's kill schedule: it needs a core of "
+                              "plugin ABI 1.2 or later (this one is %u.%u)",
+                              api->abi_major, api->abi_minor);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return api->set_error(call, ATP_E_BACKEND, "libcurl failed to "
                               "initialise");

@@ -517,7 +517,9 @@ static int cmd_run(const struct opts *o, char **argv)
     int rc, status;
 
     start_output(&out, o->json);
-    command = atp_shell_join((const char *const *)argv);
+    /* The command is the sandbox's process itself: its exit status, or
+     * the signal that ended it, is its own. */
+    command = atp_shell_exec_join((const char *const *)argv);
     if (command == NULL) {
         fprintf(stderr, "atp-run: out of memory\n");
         return EXIT_BACKEND;

@@ -90,6 +90,41 @@ ATP_EXTERN char *atp_shell_join(const char *const *argv)
     return buf;
 }
 
+/* Words the shell runs itself: `exec WORD` would not find them. */
+static int shell_only(const char *word)
+{
+    static const char *const words[] = {
+        "!", ".", ":", "[[", "{", "}", "alias", "bg", "break", "case", "cd",
+        "command", "continue", "do", "done", "elif", "else", "esac", "eval",
+        "exec", "exit", "export", "fc", "fg", "fi", "for", "getopts", "hash",
+        "if", "jobs", "local", "read", "readonly", "return", "set", "shift",
+        "source", "then", "times", "trap", "type", "ulimit", "umask",
+        "unalias", "unset", "until", "wait", "while",
+    };
+    size_t i;
+
+    for (i = 0; i < ATP__ARRAY_SIZE(words); i++)
+        if (strcmp(word, words[i]) == 0)
+            return 1;
+    return strchr(word, '=') != NULL; /* an assignment */
+}
+
+ATP_EXTERN char *atp_shell_exec_join(const char *const *argv)
+{
+    char *joined = atp_shell_join(argv), *out;
+    size_t len;
+
+    if (joined == NULL || argv == NULL || argv[0] == NULL ||
+        shell_only(argv[0]))
+        return joined;
+    len = strlen(joined) + sizeof("exec ");
+    out = malloc(len);
+    if (out)
+        snprintf(out, len, "exec %s", joined);
+    free(joined);
+    return out;
+}
+
 /* Whole seconds, rounded up, at least 1. */
 static long long ceil_s(int64_t ms)
 {

@@ -426,6 +426,16 @@ ATP_EXTERN int atp_gc(atp_config *cfg, int all, int dry_run, atp_gc_fn fn,
  */
 ATP_EXTERN char *atp_shell_join(const char *const *argv);
 
+/**
+ * The command text that runs @p argv as the sandbox's process itself
+ * (`exec ARGV...`, quoted), so that its exit status, or the signal that
+ * ended it, is reported as its own and not through a shell in between.
+ * An argv[0] the shell runs itself (cd, exit, export, an assignment...)
+ * is left to the shell.  Returns a malloc'd string, or NULL when out of
+ * memory.
+ */
+ATP_EXTERN char *atp_shell_exec_join(const char *const *argv);
+
 #ifdef __cplusplus
 }
 #endif

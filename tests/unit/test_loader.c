@@ -8,6 +8,8 @@
  * files a run loads, the trace of a first load) run in a fresh copy of
  * this program, started as `test_loader --child SCENARIO`.
  */
+#include "config.h"
+
 #include <dirent.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -28,7 +30,7 @@
 #include <atp/atp.h>
 #include <atp/plugin.h>
 
-#define N_FIXTURES 9
+#define N_FIXTURES 12
 
 /* What each fixture must come to, as a scan reports it. */
 static const struct fixture {
@@ -43,6 +45,7 @@ static const struct fixture {
     {"fx_future", 1, "1.99-future", 1, 99, NULL},
     {"fx_initfail", 0, NULL, 0, 0,
      "fx_initfail: libfake could not start (code 7)"},
+    {"fx_launch", 1, "1.2-launch", 1, ATP_PLUGIN_ABI_MINOR, NULL},
     {"fx_leaky", 1, "1.1-leaky", 1, ATP_PLUGIN_ABI_MINOR, NULL},
     {"fx_major2", 0, NULL, 2, 0, "built for plugin ABI 2 "},
     {"fx_marker", 1, "1.0-marker", 1, ATP_PLUGIN_ABI_MINOR, NULL},
@@ -50,6 +53,9 @@ static const struct fixture {
     {"fx_nomandatory", 0, NULL, 1, ATP_PLUGIN_ABI_MINOR,
      "missing mandatory callback exec"},
     {"fx_oldest", 1, "1.0-oldest", 1, ATP_PLUGIN_ABI_MINOR_FLOOR, NULL},
+    /* The local backends released with ABI 1.0 and 1.1, as built then. */
+    {"local10", 1, PACKAGE_VERSION, 1, 0, NULL},
+    {"local11", 1, PACKAGE_VERSION, 1, 1, NULL},
 };
 
 static char fx_dir[2048];   /* $ATP_FIXTURES */

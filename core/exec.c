@@ -100,7 +100,11 @@ int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
     if (due == ATP_DUE_NONE && !x->kill_sent) {
         if (x->kill_at && now >= x->kill_at)
             due = kill_now(x, now, KILL_GIVE_UP_MS);
-        else if (x->drain_at && now >= x->drain_at)
+        else if (x->drain_at && now >= x->drain_at && !x->term_sent)
+            /* After a TERM the grace is the command's, whoever exits. */
+            due = kill_now(x, now, DRAIN_GIVE_UP_MS);
+        else if (state & ATP_EXEC_ENDED)
+            /* What is left of it (background jobs) goes with it. */
             due = kill_now(x, now, DRAIN_GIVE_UP_MS);
         else if (x->plan.backstop_ns && now >= x->plan.backstop_ns) {
             /* Budget, grace, drain and margin all spent. */
@@ -123,7 +127,8 @@ int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
             take_min(&wait, ms_until(now, x->term_at));
         if (!x->kill_sent) {
             take_min(&wait, ms_until(now, x->kill_at));
-            take_min(&wait, ms_until(now, x->drain_at));
+            if (!x->term_sent)
+                take_min(&wait, ms_until(now, x->drain_at));
             take_min(&wait, ms_until(now, x->plan.backstop_ns));
         }
         if (!x->stop_sent)
@@ -172,12 +177,17 @@ size_t atp__exec_sniff(struct atp__exec *x, const char **buf, size_t *len)
 }
 
 /*
- * $0: signal name, $1: group id.  Busybox's kill wants no "--", dash's
- * needs it; a group that is gone leaves its leader to try.
+ * $0: signal name, $1: group id, $2: the exec's marker.  The group first
+ * (busybox's kill wants no "--", dash's needs it; a group that is gone
+ * leaves its leader to try), then whatever left it but carries the
+ * marker in its environment.
  */
 static const char group_killer[] =
     "kill -s \"$0\" -- -\"$1\" 2>/dev/null || kill -s \"$0\" -\"$1\" "
-    "2>/dev/null || kill -s \"$0\" \"$1\"";
+    "2>/dev/null || kill -s \"$0\" \"$1\" 2>/dev/null; "
+    "for p in /proc/[0-9]*; do "
+    "tr '\\000' '\\n' <\"$p/environ\" 2>/dev/null | grep -qx \"$2\" && "
+    "kill -s \"$0\" \"${p#/proc/}\" 2>/dev/null; done; exit 0";
 
 const char *const *atp__exec_kill_argv(struct atp__exec *x, int sig)
 {
@@ -189,9 +199,12 @@ const char *const *atp__exec_kill_argv(struct atp__exec *x, int sig)
     x->kill_argv[0] = "/bin/sh";
     x->kill_argv[1] = "-c";
     x->kill_argv[2] = group_killer;
+    snprintf(x->kill_marker, sizeof(x->kill_marker), ATP__MARKER "%s",
+             x->plan.exec_id ? x->plan.exec_id : "");
     x->kill_argv[3] = x->kill_sig;
     x->kill_argv[4] = x->kill_pgid;
-    x->kill_argv[5] = NULL;
+    x->kill_argv[5] = x->kill_marker;
+    x->kill_argv[6] = NULL;
     return x->kill_argv;
 }
 

@@ -216,6 +216,9 @@ int atp__log_on(const atp_config *cfg, int level);
 
 /* The announcement of the core's wrapper on stdout: MARK PGID "\n". */
 #define ATP__PGID_MARK "\036atp-pgid "
+/* Every command's environment carries MARKER EXEC_ID, so that processes
+ * that leave its group can still be found. */
+#define ATP__MARKER "ATP_EXEC_ID="
 
 struct atp__exec_plan {
     int64_t timeout_ms;    /* budget, 0: none */
@@ -240,8 +243,8 @@ struct atp__exec {
     char sniff[48];
     size_t sniff_len;
     long pgid;
-    char kill_pgid[24], kill_sig[8];
-    const char *kill_argv[6];
+    char kill_pgid[24], kill_sig[8], kill_marker[80];
+    const char *kill_argv[7];
     /* stdin */
     int stdin_fd;
     char *in_buf;

@@ -858,6 +858,13 @@ static int exec_impl(struct atp_session *s, const char *command,
     s->n_cmd++;
     s->n_exec++;
     snprintf(exec_id, sizeof(exec_id), "%s.%u", s->run_id, s->n_exec);
+    /* The mark that finds what leaves the command's process group. */
+    if (atp__env_set(&all, "ATP_EXEC_ID", 11, exec_id) != 0) {
+        atp__wrapped_release(&w);
+        atp__env_free(&env);
+        atp__env_free(&all);
+        return fail(s, res, ATP_E_NOMEM, "out of memory");
+    }
     memset(&spec, 0, sizeof(spec));
     spec.struct_size = sizeof(spec);
     spec.flags = stdin_fd >= 0 ? ATP_EXEC_STDIN : 0;

@@ -40,7 +40,6 @@ extern char **environ;
 #define READ_CHUNK (256 * 1024)
 #define PIPE_SIZE (256 * 1024) /* fewer wakeups when output floods */
 #define SWEEP_CHUNKS 16        /* 4 MiB: more than a pipe holds */
-#define MARKER_NAME "ATP_EXEC_ID="
 
 static pthread_once_t subreaper_once = PTHREAD_ONCE_INIT;
 
@@ -492,7 +491,7 @@ int atp__spawn(atp_call *call, const atp_spawn_spec *spec,
         want_stdin = 0; /* the exec has no stdin: /dev/null */
     if (atp__call_subreaper(call))
         pthread_once(&subreaper_once, become_subreaper);
-    snprintf(marker, sizeof(marker), MARKER_NAME "%s",
+    snprintf(marker, sizeof(marker), ATP__MARKER "%s",
              x->plan.exec_id ? x->plan.exec_id : "atp");
     envp = build_envp((spec->flags & ATP_SPAWN_HOST_ENV) != 0,
                       spec->envp ? spec->envp : atp__call_envp(call),

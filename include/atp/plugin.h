@@ -209,6 +209,9 @@ enum {
 /** State a plugin reports to host->exec_due() (ABI 1.2). */
 #define ATP_EXEC_EXITED 0x1u /**< the command's first process has exited
                                 (its output may still be open) */
+#define ATP_EXEC_ENDED 0x2u  /**< ...and its output ended: the last call;
+                                a KILL then is for what it left behind
+                                (background jobs) and needs no wait */
 
 /** What host->stdin_to_fd() waits for next (ABI 1.2). */
 #define ATP_STDIN_WAIT_INPUT 0x1u /**< host->input_fd() readable */
@@ -401,9 +404,10 @@ typedef struct atp_host_api {
     /**
      * ATP_CAP_GROUP_SIGNALS: the argv of a POSIX sh command that delivers
      * signal @p sig (SIGTERM, SIGKILL) to the running command's process
-     * group inside the sandbox; run it as a second command, as a user
-     * allowed to signal the first.  NULL while the group is unknown.
-     * Borrowed until the exec returns.
+     * group inside the sandbox, and to its processes that left the group
+     * (found by the ATP_EXEC_ID variable of envp in /proc); run it as a
+     * second command, as a user allowed to signal the first.  NULL while
+     * the group is unknown.  Borrowed until the exec returns.
      */
     const char *const *(*group_kill_argv)(atp_call *call, int sig);
 

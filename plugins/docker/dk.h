@@ -161,6 +161,15 @@ int dk_http_begin(struct dk_http *h, atp_call *call, const struct dk_req *rq,
 int dk_http_poll(struct dk_http *h, atp_call *call, int64_t max_ms,
                  int *done);
 
+/*
+ * Send a request whose answer nobody needs soon (a detached exec's
+ * start): returns once it is on its way, *@pending = 1 while its answer
+ * is still to come (collect it with dk_http_poll(), or dk_http_abandon()
+ * it).  @rs must stay valid while pending.
+ */
+int dk_http_send(struct dk_http *h, atp_call *call, const struct dk_req *rq,
+                 struct dk_resp *rs, int *pending);
+
 /* Drop the pending request, if any (its connection closes). */
 void dk_http_abandon(struct dk_http *h);
 
@@ -366,6 +375,11 @@ struct dk_backend {
 struct dk_session {
     struct dk_backend *be;
     struct dk_http http;
+    /* The KILL of what a command left, on its way while the next one
+     * runs (exec.c) */
+    struct dk_http sweep;
+    struct dk_resp sweep_rs;
+    char sweep_path[128];
     char *run_id;
     char *image;
     char *workdir;     /* host path */

@@ -569,7 +569,8 @@ static int session_open(atp_call *call, void *backend,
     s->be = b;
     if ((rc = session_fill(call, s, spec)) != 0)
         goto fail;
-    if (dk_http_init(&s->http, &b->ep, &b->daemon, b->api_timeout_ms) != 0) {
+    if (dk_http_init(&s->http, &b->ep, &b->daemon, b->api_timeout_ms) != 0 ||
+        dk_http_init(&s->sweep, &b->ep, &b->daemon, b->api_timeout_ms) != 0) {
         rc = dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
         goto fail;
     }
@@ -611,6 +612,9 @@ static void session_free(void *session)
 
     if (s == NULL)
         return;
+    dk_http_abandon(&s->sweep); /* the container is gone: so is the sweep */
+    dk_http_free(&s->sweep);
+    dk_resp_free(&s->sweep_rs);
     dk_http_free(&s->http);
     json_object_put(s->env);
     json_object_put(s->binds);

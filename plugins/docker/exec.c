@@ -97,7 +97,14 @@ struct run {
     /* the end */
     int eof, broken, term_pending, stopped;
     int signalled; /* a TERM or KILL of the schedule was delivered */
+    /* exec path: the command's own process seen to exit while something
+     * it started still holds its output (exec inspect, now and then) */
+    int exited, code;
+    int64_t next_inspect;
 };
+
+#define INSPECT_AFTER_NS 1000000000LL /* a first look after 1 s */
+#define INSPECT_EVERY_NS 500000000LL
 
 static int on_payload(void *ctx, int stream, const void *buf, size_t len)
 {
@@ -131,6 +138,38 @@ static int signal_group(struct run *r, int sig)
     return rc;
 }
 
+/*
+ * After a session's command: KILL what it left running (background jobs,
+ * setsid or not), with a detached exec whose start goes on while the
+ * caller does what comes next; one from the command before is finished
+ * first.
+ */
+static void sweep(struct run *r)
+{
+    struct dk_session *s = r->s;
+    const char *const *argv = dk_host->group_kill_argv(r->call, SIGKILL);
+    struct dk_req rq = {0};
+    char eid[72];
+    int pending, done;
+
+    if (argv == NULL)
+        return;
+    if (s->sweep.fl) {
+        if (dk_http_poll(&s->sweep, r->call, 2000, &done) != 0 || !done)
+            dk_http_abandon(&s->sweep);
+    }
+    dk_resp_free(&s->sweep_rs);
+    if (dk_api_exec_create(&s->http, r->call, s->id, argv, NULL, "/", "0", 0,
+                           1, eid) != 0)
+        return;
+    snprintf(s->sweep_path, sizeof(s->sweep_path), "/exec/%s/start", eid);
+    rq.method = "POST";
+    rq.path = s->sweep_path;
+    rq.body = "{\"Detach\":true,\"Tty\":false}";
+    rq.uncancellable = 1;
+    dk_http_send(&s->sweep, r->call, &rq, &s->sweep_rs, &pending);
+}
+
 /* Deliver what the schedule says: to the group, or the whole container. */
 static void act(struct run *r, int due)
 {
@@ -161,16 +200,45 @@ static void act(struct run *r, int due)
     }
 }
 
+/*
+ * A session's command whose output stays open: has its own process
+ * exited?  Then only what it left holds the output, and the core's drain
+ * applies, not its budget.
+ */
+static void look_for_exit(struct run *r)
+{
+    int64_t now = dk_host->now_ns();
+    int running = 1, code = -1;
+
+    if (r->run_path || r->exited)
+        return;
+    if (r->next_inspect == 0)
+        r->next_inspect = now + INSPECT_AFTER_NS;
+    if (now < r->next_inspect)
+        return;
+    r->next_inspect = now + INSPECT_EVERY_NS;
+    if (dk_api_exec_inspect(&r->s->http, r->call, r->eid, &running,
+                            &code) == 0 &&
+        !running) {
+        r->exited = 1;
+        r->code = code;
+    }
+}
+
 /* Ask the schedule; returns how long to wait at most (ms). */
 static int64_t schedule(struct run *r)
 {
     int64_t wait = -1;
     int due;
 
+    look_for_exit(r);
     do {
-        due = dk_host->exec_due(r->call, 0, &wait);
+        due = dk_host->exec_due(r->call, r->exited ? ATP_EXEC_EXITED : 0,
+                                &wait);
         act(r, due);
     } while (due != ATP_DUE_NONE && due != ATP_DUE_STOP);
+    if (!r->run_path && !r->exited && wait > 500)
+        wait = 500;
     return wait < 0 || wait > 1000 ? 1000 : wait;
 }
 
@@ -280,6 +348,10 @@ static int await_exit(struct run *r, int *code, int *ended)
     if (r->waiting)
         return await_removal(r, code, ended);
     *ended = 1;
+    if (r->exited && r->code >= 0) {
+        *code = r->code;
+        return 0;
+    }
     for (;;) {
         int64_t wait;
 
@@ -481,6 +553,15 @@ int dk_exec(atp_call *call, void *session, const atp_exec_spec *spec,
         dk_host->log(call, ATP_LOG_WARN, "the output stream of the command "
                      "ended in the middle of a frame: some output may be "
                      "lost");
+    if (!r.run_path && !s->dead) {
+        int64_t wait;
+
+        /* What it left running in the session's container (background
+         * jobs, setsid or not) goes with it; no need to wait. */
+        if (dk_host->exec_due(call, ATP_EXEC_EXITED | ATP_EXEC_ENDED,
+                              &wait) == ATP_DUE_KILL)
+            sweep(&r);
+    }
 out:
     if (rc && rc != ATP_E_CANCELLED && r.eof &&
         (r.broken || rc == ATP_E_SANDBOX_DEAD) &&

@@ -513,6 +513,9 @@ static int flight_end(struct dk_http *h, atp_call *call, int rc)
     return rc;
 }
 
+/* How long dk_http_send() drives a request: enough to send it. */
+#define SEND_SLICE_MS 20
+
 int dk_http_do(struct dk_http *h, atp_call *call, const struct dk_req *rq,
                struct dk_resp *rs)
 {
@@ -535,6 +538,21 @@ int dk_http_begin(struct dk_http *h, atp_call *call, const struct dk_req *rq,
     if (rc || h->fl->done)
         return flight_end(h, call, rc);
     curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &rs->status);
+    *pending = 1;
+    return 0;
+}
+
+int dk_http_send(struct dk_http *h, atp_call *call, const struct dk_req *rq,
+                 struct dk_resp *rs, int *pending)
+{
+    int rc = flight_start(h, call, rq, rs);
+
+    *pending = 0;
+    if (rc)
+        return rc;
+    rc = flight_drive(h, call, 0, SEND_SLICE_MS);
+    if (rc || h->fl->done)
+        return flight_end(h, call, rc);
     *pending = 1;
     return 0;
 }

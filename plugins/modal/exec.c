@@ -153,7 +153,7 @@ static int on_chunk(void *ctx, const uint8_t *buf, size_t len)
     return 0;
 }
 
-/* The grpc-timeout of a call that may last as long as the exec. */
+/* The cap of a call that may last as long as the exec. */
 static int64_t left_ms(const struct exec *x)
 {
     int64_t left;
@@ -190,6 +190,7 @@ static void stream_open(struct exec *x, struct stream *sr)
         (Modal__TaskCommandRouter__TaskExecStdioFileDescriptor)sr->fd;
     router_req(x, &r, ROUTER "TaskExecStdioRead", md, &req.base);
     r.timeout_ms = left_ms(x);
+    r.wire_timeout = x->spec->timeout_ms > 0; /* as the SDK: with a budget */
     r.on_msg = on_chunk;
     r.ctx = sr;
     if (modal__rpc_start(x->s->conn, &r, &sr->k) != 0) {
@@ -267,6 +268,7 @@ static void wait_open(struct exec *x)
     req.exec_id = x->exec_id;
     router_req(x, &r, ROUTER "TaskExecWait", md, &req.base);
     r.timeout_ms = left && left < WAIT_CALL_MS ? left : WAIT_CALL_MS;
+    r.wire_timeout = 1;
     r.on_msg = on_wait;
     r.ctx = x;
     free(x->wmsg);

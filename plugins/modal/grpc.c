@@ -309,7 +309,7 @@ static int build_headers(modal__rpc *k, const modal__rpc_req *r)
     for (i = 0; fixed[i]; i++)
         if (add_header(k, fixed[i]))
             return ATP_E_NOMEM;
-    if (r->timeout_ms > 0) {
+    if (r->wire_timeout && r->timeout_ms > 0) {
         format_timeout(line, sizeof(line), r->timeout_ms);
         if (add_header(k, line))
             return ATP_E_NOMEM;
@@ -370,8 +370,10 @@ static int setup_easy(modal__rpc *k, const modal__rpc_req *r)
     curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, CONNECT_TIMEOUT_MS);
-    if (r->timeout_ms > 0) /* a little after the server's own deadline */
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)r->timeout_ms + 500L);
+    /* The client's cap; a little after the server's deadline, if sent. */
+    if (r->timeout_ms > 0)
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
+                         (long)r->timeout_ms + (r->wire_timeout ? 500L : 0L));
     if (k->c->share)
         curl_easy_setopt(e, CURLOPT_SHARE, k->c->share);
     return 0;

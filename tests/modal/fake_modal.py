@@ -29,7 +29,8 @@ set), "times": K, "code": "UNAVAILABLE", "message": ...,
 "kill_after": SECONDS (TaskExecStart: kill the sandbox that long after)}.
 Knobs: "chunk" (bytes per stdio message), "task_delay", "jwt_ttl",
 "list_page".  `ctl stats` says what is alive and what was called (and
-from which client connection: "peers").  With --tls-cert/--tls-key the
+from which client connection: "peers"; with which grpc-timeout:
+"deadlines", None for none).  With --tls-cert/--tls-key the
 control plane speaks TLS (the router stays h2c, as a local test server's
 may).
 
@@ -322,6 +323,7 @@ class Fake:
         self.attempts = {}
         self.headers = {}
         self.peers = {}
+        self.deadlines = {}
         self.knobs = {"faults": []}
         self.knobs_gen = 0
         self.fault_hits = {}
@@ -351,6 +353,12 @@ class Fake:
                                  if k not in ("x-modal-token-secret",
                                               "authorization")}
             self.peers.setdefault(rpc, []).append(context.peer())
+            # The grpc-timeout the call came with (None: none), the last
+            # 100 per method.
+            left = context.time_remaining()
+            dl = self.deadlines.setdefault(rpc, [])
+            dl.append(None if left is None or left > 1e9 else round(left, 3))
+            del dl[:-100]
         self.log.write("%s %s #%d\n" % (time.strftime("%T"), rpc, n))
         if router:
             self.check_jwt(md)
@@ -770,7 +778,8 @@ class Fake:
             sbs = list(self.sandboxes.values())
             out = {"calls": dict(self.calls), "keys": dict(self.keys),
                    "attempts": dict(self.attempts),
-                   "headers": dict(self.headers), "peers": dict(self.peers)}
+                   "headers": dict(self.headers), "peers": dict(self.peers),
+                   "deadlines": dict(self.deadlines)}
         out["alive"] = sum(1 for s in sbs if s.result is None)
         out["procs"] = sum(s.live_procs() for s in sbs)
         out["sandboxes"] = [{

@@ -92,7 +92,8 @@ fake_set() {
 }
 
 # fake_eval EXPR: a Python expression over the fake's stats (names:
-# alive, procs, calls, keys, attempts, headers, sandboxes, running_execs).
+# alive, procs, calls, keys, attempts, headers, deadlines, sandboxes,
+# running_execs).
 fake_eval() {
     fake_ctl stats | "$PYTHON" -c '
 import json, sys

@@ -369,7 +369,9 @@ static int setup_easy(modal__rpc *k, const modal__rpc_req *r)
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, CONNECT_TIMEOUT_MS);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                     r->connect_timeout_ms > 0 ? (long)r->connect_timeout_ms
+                                               : CONNECT_TIMEOUT_MS);
     /* The client's cap; a little after the server's deadline, if sent. */
     if (r->timeout_ms > 0)
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,

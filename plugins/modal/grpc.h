@@ -73,6 +73,7 @@ typedef struct modal__rpc_req {
     int64_t timeout_ms;            /* the client's cap on the call; 0 none */
     int wire_timeout;              /* also send timeout_ms as grpc-timeout
                                       (only where Modal's SDKs send one) */
+    int64_t connect_timeout_ms;    /* to set up a connection; 0: 10 s */
     modal__msg_fn on_msg;
     void *ctx;
 } modal__rpc_req;

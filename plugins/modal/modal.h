@@ -2,6 +2,7 @@
  * plugins/modal/modal.h - what the files of the Modal plugin share.
  *
  *   modal.c    entry point, options, backend, check, reap
+ *   client.c   identity, server urls, ClientHello
  *   sandbox.c  session open/close: app, image, secret, sandbox, router
  *   exec.c     commands through the TaskCommandRouter
  *   creds.c    credentials and profiles
@@ -41,11 +42,18 @@ extern const atp_host_api *modal__host;
 /* The tag that labels every sandbox with the atp run id. */
 #define MODAL_RUN_TAG "atp_run_id"
 
+/* Most server urls tried in turn ("URL,URL,..."). */
+#define MODAL_MAX_SERVERS 4
+
 struct modal_backend {
     pthread_mutex_t mu; /* guards ready_rc, cp_meta and app_id */
+    pthread_mutex_t hello_mu; /* held while the server is chosen */
     /* options */
     char *app, *image, *region, *environment, *server_url, *profile;
     char *ca_file;
+    char *client_version;   /* x-modal-client-version */
+    char *libmodal_version; /* x-modal-libmodal-version; NULL: not sent */
+    int64_t client_type;    /* x-modal-client-type */
     double cpu;
     int64_t memory_mib;
     int64_t call_timeout_ms; /* per control-plane attempt */
@@ -56,8 +64,12 @@ struct modal_backend {
     /* resolved at open (no network), then read-only */
     int ready_rc;         /* how that went: 0 or an ATP_E_* */
     modal__creds creds;
-    modal__endpoint cp;   /* the control plane */
+    modal__endpoint servers[MODAL_MAX_SERVERS]; /* the urls to try */
+    size_t n_servers;
     modal__strv cp_meta;  /* its metadata lines, tokens included */
+    /* set by the first ClientHello (hello_mu), then read-only */
+    int hello_done;
+    modal__endpoint cp;   /* the control plane: the server that answered */
     char app_id[128];     /* cached AppGetOrCreate */
 };
 
@@ -96,6 +108,28 @@ const char *modal__error_text(void);
  * ATP_E_CONFIG with set_error() done for @call.
  */
 int modal__backend_ready(atp_call *call, struct modal_backend *be);
+
+/* ---- client.c ---------------------------------------------------------- */
+
+/*
+ * Parse the server url (one, or several separated by ',') into
+ * be->servers and build the metadata of control-plane calls: the client's
+ * identity and the tokens.  No network.  0, or ATP_E_CONFIG / ATP_E_NOMEM
+ * with set_error() done.
+ */
+int modal__client_setup(atp_call *call, struct modal_backend *be);
+
+/*
+ * Say hello to Modal (ClientHello), once per backend unless @always: the
+ * first time, the server urls are tried in turn and the first that
+ * answers becomes be->cp for every later call.  The server's warnings
+ * (deprecations) are logged as warnings and sent as "modal_warning"
+ * events.  Returns 0, or an ATP_E_* with set_error() done:
+ * ATP_E_CONFIG when Modal refuses this client (an old client version),
+ * saying which setting to change.
+ */
+int modal__hello(atp_call *call, struct modal_backend *be, modal__conn *c,
+                 const modal__ctl *ctl, int always);
 
 /* ---- sandbox.c --------------------------------------------------------- */
 

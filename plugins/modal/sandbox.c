@@ -686,6 +686,8 @@ int modal__session_open(atp_call *call, void *backend,
         return modal__error(call, ATP_E_NOMEM, "out of memory");
     }
     modal__conn_set_throttle(s->conn, be->creds.max_throttle_ms);
+    if ((rc = modal__hello(call, be, s->conn, &ctl, 0)) != 0)
+        goto fail;
     rc = modal__find_app(be, s->conn, &ctl, 1, app_id, sizeof(app_id), &st);
     if (rc) {
         rc = modal__fail(call, rc, &st, ATP_E_PROVISION, "getting the app");

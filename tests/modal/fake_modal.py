@@ -28,7 +28,11 @@ set), "times": K, "code": "UNAVAILABLE", "message": ...,
 (TaskExecStdioRead: drop the stream after so many bytes), "fd": 0|1,
 "kill_after": SECONDS (TaskExecStart: kill the sandbox that long after)}.
 Knobs: "chunk" (bytes per stdio message), "task_delay", "jwt_ttl",
-"list_page".  `ctl stats` says what is alive and what was called (and
+"list_page", "hello_warnings" (a list of {"type": N, "message": TEXT}
+that ClientHello answers with), "min_client_version" (older
+x-modal-client-version headers get FAILED_PRECONDITION "Old client", as
+Modal's own test server answers; the identity headers must be there and
+the client type one Modal knows).  `ctl stats` says what is alive and what was called (and
 from which client connection: "peers"; with which grpc-timeout:
 "deadlines", None for none).  With --tls-cert/--tls-key the
 control plane speaks TLS (the router stays h2c, as a local test server's
@@ -69,6 +73,11 @@ def new_id(prefix):
         s = "".join(secrets.choice(BASE62) for _ in range(22))
         if not s.endswith("V"):
             return prefix + "-" + s
+
+
+def version(text):
+    """"1.5.4" as (1, 5, 4); what is not a number counts as 0."""
+    return tuple(int(p) if p.isdigit() else 0 for p in text.split("."))
 
 
 def b64url(b):
@@ -363,6 +372,7 @@ class Fake:
         if router:
             self.check_jwt(md)
         else:
+            self.check_client(md)
             tid = md.get("x-modal-token-id")
             tsec = md.get("x-modal-token-secret")
             if not tid or not tsec:
@@ -371,6 +381,19 @@ class Fake:
             if tid != self.token_id or tsec != self.token_secret:
                 raise Abort("UNAUTHENTICATED", "invalid token id or secret")
         return md, self.match_faults(rpc, req)
+
+    def check_client(self, md):
+        """As Modal's own test server does (py/test/conftest.py): the
+        identity headers must be there, the client type known, and the
+        client version not older than "min_client_version"."""
+        for h in ("x-modal-client-type", "x-modal-client-version"):
+            if h not in md:
+                raise Abort("FAILED_PRECONDITION", "Missing %s header" % h)
+        if md["x-modal-client-type"] not in ("1", "7", "8", "9"):
+            raise Abort("FAILED_PRECONDITION", "Unknown client type")
+        least = self.knobs.get("min_client_version")
+        if least and version(md["x-modal-client-version"]) < version(least):
+            raise Abort("FAILED_PRECONDITION", "Old client")
 
     def argv_of(self, rpc, req):
         """The command line of the exec a router call is about."""
@@ -535,6 +558,13 @@ class Fake:
                                 % req.app_name)
                 self.apps[k] = new_id("ap")
             return api.AppGetOrCreateResponse(app_id=self.apps[k])
+
+    def ClientHello(self, req, context, md):
+        resp = self.api.ClientHelloResponse()
+        for w in self.knobs.get("hello_warnings", []):
+            resp.server_warnings.add(type=w.get("type", 1),
+                                     message=w["message"])
+        return resp
 
     def AuthTokenGet(self, req, context, md):
         return self.api.AuthTokenGetResponse(token=self.mint_jwt("client"))

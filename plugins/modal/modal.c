@@ -46,6 +46,9 @@ static const atp_option options[] = {
      "CA certificates to verify modal's TLS with (default: the system's)"},
     {"call_timeout_s", ATP_OPT_DURATION, "60", NULL,
      "longest wait for one modal API call before it is retried"},
+    {"router_ready_timeout_s", ATP_OPT_DURATION, "310", NULL,
+     "how long a new sandbox may take to answer (its image paged in), as "
+     "modal's SDK waits"},
     {"client_type", ATP_OPT_INT, "9", NULL,
      "x-modal-client-type sent to modal (9: an SDK that is not Python's, "
      "as modal's Go SDK; 1: the Python SDK)"},
@@ -215,6 +218,9 @@ static int backend_open(atp_call *call, void **out)
     v = 60000;
     modal__host->config_int(call, "call_timeout_s", &v);
     be->call_timeout_ms = v > 0 ? v : 60000;
+    v = 310000;
+    modal__host->config_int(call, "router_ready_timeout_s", &v);
+    be->router_ready_ms = v > 0 ? v : 310000;
     v = 9;
     modal__host->config_int(call, "client_type", &v);
     if (v < 0 || v > 1000) {

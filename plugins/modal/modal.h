@@ -4,6 +4,7 @@
  *   modal.c    entry point, options, backend, check, reap
  *   client.c   identity, server urls, ClientHello
  *   sandbox.c  session open/close: app, image, secret, sandbox, router
+ *   ready.c    a new sandbox's router reached, its workdir made
  *   exec.c     commands through the TaskCommandRouter
  *   creds.c    credentials and profiles
  *   grpc.c     gRPC calls over libcurl; rpc.c blocking calls and retries
@@ -57,6 +58,7 @@ struct modal_backend {
     double cpu;
     int64_t memory_mib;
     int64_t call_timeout_ms; /* per control-plane attempt */
+    int64_t router_ready_ms; /* for a new sandbox's router to answer */
     int64_t task_wait_ms;    /* for the sandbox to be scheduled */
     /* DNS and TLS sessions shared by every session of this backend */
     CURLSH *share;
@@ -185,6 +187,20 @@ int modal__router_call(struct modal_session *s, const modal__ctl *ctl,
                        const ProtobufCMessageDescriptor *rd,
                        ProtobufCMessage **resp, modal__status *st);
 
+/* How modal__router_call_with() calls. */
+typedef struct modal__router_opts {
+    const modal__retry *pol; /* retries (JWT renewal comes on top) */
+    int64_t timeout_ms;      /* per attempt; 0: call_timeout_s */
+    int wire_timeout;        /* send it as grpc-timeout too */
+} modal__router_opts;
+
+/* modal__router_call() with another retry policy or time limit. */
+int modal__router_call_with(struct modal_session *s, const modal__ctl *ctl,
+                            const modal__router_opts *o, const char *rpc,
+                            const ProtobufCMessage *req,
+                            const ProtobufCMessageDescriptor *rd,
+                            ProtobufCMessage **resp, modal__status *st);
+
 /* The "authorization: Bearer ..." line for router calls (owned by @s). */
 const char *modal__router_auth(struct modal_session *s);
 
@@ -223,6 +239,19 @@ int modal__sandbox_finished(struct modal_session *s, const modal__ctl *ctl,
  */
 int modal__fail(atp_call *call, int rc, const modal__status *st, int code,
                 const char *what);
+
+/* ---- ready.c ----------------------------------------------------------- */
+
+/*
+ * Reach the router of a sandbox just scheduled, retrying for
+ * router_ready_timeout_s as it starts (with "sandbox_waiting" events),
+ * and create the session's workdir in it.  Returns 0, or an ATP_E_* with
+ * set_error() done: ATP_E_TIMEOUT when the router did not answer in time,
+ * ATP_E_PROVISION when the sandbox ended or the workdir could not be
+ * made.  The caller terminates the sandbox on failure.
+ */
+int modal__sandbox_ready(atp_call *call, struct modal_session *s,
+                         const modal__ctl *ctl);
 
 /* ---- exec.c ------------------------------------------------------------ */
 

@@ -5,9 +5,11 @@
  * Provision (modal-protocol.md §2): AppGetOrCreate, ImageGetByTag (or
  * ImageFromId), SecretGetOrCreate with the session's environment,
  * SandboxCreate (an idle entrypoint; milli-CPU, MiB; timeout_secs = the
- * session's TTL; the workdir; tagged with the run id), then
+ * session's TTL; tagged with the run id), then
  * SandboxGetTaskId every 0.5 s until the task is scheduled, then
- * TaskGetCommandRouterAccess for the worker's exec endpoint and its JWT.
+ * TaskGetCommandRouterAccess for the worker's exec endpoint and its JWT,
+ * then (ready.c) that router reached as the sandbox starts and the
+ * workdir made.
  *
  * Never leak: SandboxCreate, once sent, is waited for even when the run
  * is cancelled; its id goes to the core's ledger the moment it is known;
@@ -493,6 +495,17 @@ int modal__router_call(struct modal_session *s, const modal__ctl *ctl,
                        const ProtobufCMessageDescriptor *rd,
                        ProtobufCMessage **resp, modal__status *st)
 {
+    modal__router_opts o = {&modal__retry_router, 0, 0};
+
+    return modal__router_call_with(s, ctl, &o, rpc, req, rd, resp, st);
+}
+
+int modal__router_call_with(struct modal_session *s, const modal__ctl *ctl,
+                            const modal__router_opts *o, const char *rpc,
+                            const ProtobufCMessage *req,
+                            const ProtobufCMessageDescriptor *rd,
+                            ProtobufCMessage **resp, modal__status *st)
+{
     char path[128];
     int refreshed = 0, rc;
 
@@ -513,9 +526,9 @@ int modal__router_call(struct modal_session *s, const modal__ctl *ctl,
         r.path = path;
         r.metadata = md;
         r.msg = req;
-        r.timeout_ms = s->be->call_timeout_ms;
-        rc = modal__unary(s->conn, ctl, &modal__retry_router, &r, rd, resp,
-                          st);
+        r.timeout_ms = o->timeout_ms ? o->timeout_ms : s->be->call_timeout_ms;
+        r.wire_timeout = o->wire_timeout;
+        rc = modal__unary(s->conn, ctl, o->pol, &r, rd, resp, st);
         if (rc != ATP_E_BACKEND || st->code != MODAL_UNAUTHENTICATED ||
             refreshed)
             return rc;
@@ -562,8 +575,8 @@ static int create_sandbox(atp_call *call, struct modal_session *s,
     res.memory_mb = (uint32_t)be->memory_mib;
     def.resources = &res;
     def.timeout_secs = (uint32_t)ttl_s;
-    def.opt_workdir_case = MODAL__CLIENT__SANDBOX__OPT_WORKDIR_WORKDIR;
-    def.workdir = s->workdir;
+    /* No workdir here: modal__sandbox_ready() creates it (and every
+     * command names it). */
     def.open_ports_oneof_case =
         MODAL__CLIENT__SANDBOX__OPEN_PORTS_ONEOF_OPEN_PORTS;
     def.open_ports = &ports;
@@ -709,6 +722,8 @@ int modal__session_open(atp_call *call, void *backend,
                           "creating the sandbox");
     if (rc == 0)
         rc = reach_task(call, s, &ctl);
+    if (rc == 0)
+        rc = modal__sandbox_ready(call, s, &ctl);
     if (rc)
         goto fail;
     *out = s;

@@ -32,7 +32,11 @@ Knobs: "chunk" (bytes per stdio message), "task_delay", "jwt_ttl",
 that ClientHello answers with), "min_client_version" (older
 x-modal-client-version headers get FAILED_PRECONDITION "Old client", as
 Modal's own test server answers; the identity headers must be there and
-the client type one Modal knows).  `ctl stats` says what is alive and what was called (and
+the client type one Modal knows), "router_delay" (seconds after a sandbox
+is scheduled before its router answers: until then its router url resets
+every connection), "missing_cwd" ("refuse", the default: an exec whose
+working directory does not exist fails with INVALID_ARGUMENT and is
+listed in the stats' "refused_cwd"; "create": made on the fly).  `ctl stats` says what is alive and what was called (and
 from which client connection: "peers"; with which grpc-timeout:
 "deadlines", None for none).  With --tls-cert/--tls-key the
 control plane speaks TLS (the router stays h2c, as a local test server's
@@ -51,7 +55,9 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import string
+import struct
 import subprocess
 import sys
 import tempfile
@@ -73,6 +79,23 @@ def new_id(prefix):
         s = "".join(secrets.choice(BASE62) for _ in range(22))
         if not s.endswith("V"):
             return prefix + "-" + s
+
+
+def relay(src, dst):
+    """Copy bytes from SRC to DST until SRC ends."""
+    try:
+        while True:
+            b = src.recv(65536)
+            if not b:
+                break
+            dst.sendall(b)
+    except OSError:
+        pass
+    for sock, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
+        try:
+            sock.shutdown(how)
+        except OSError:
+            pass
 
 
 def version(text):
@@ -103,6 +126,8 @@ class Exec:
         self.sb = sb
         self.id = exec_id
         self.argv = list(req.command_args)
+        self.workdir = (req.workdir if req.WhichOneof("opt_workdir")
+                        else None)
         self.cond = threading.Condition()
         self.out = [bytearray(), bytearray()]
         self.closed = [False, False]
@@ -120,8 +145,15 @@ class Exec:
             raise Abort("INVALID_ARGUMENT", "workdir must be absolute")
         cwd = sb.path(workdir)
         if not os.path.isdir(cwd):
-            raise Abort("INVALID_ARGUMENT",
-                        "workdir %s does not exist in the sandbox" % workdir)
+            if sb.server.knobs.get("missing_cwd", "refuse") == "create":
+                os.makedirs(cwd, exist_ok=True)
+            else:
+                with sb.server.lock:
+                    sb.server.refused_cwd.append(
+                        {"sandbox": sb.id, "argv": self.argv,
+                         "workdir": workdir})
+                raise Abort("INVALID_ARGUMENT", "workdir %s does not exist "
+                            "in the sandbox" % workdir)
         env = dict(sb.env)
         env.update(dict(req.env))
         pipe = tcr.TASK_EXEC_STDOUT_CONFIG_PIPE
@@ -236,7 +268,13 @@ class Sandbox:
         self.timeout_secs = d.timeout_secs or 300
         self.deadline = time.monotonic() + self.timeout_secs
         self.ready_at = time.monotonic() + server.knobs.get("task_delay", 0.3)
-        self.workdir = d.workdir if d.WhichOneof("opt_workdir") else "/"
+        # The router answers only this long after the task is scheduled.
+        self.router_at = self.ready_at + server.knobs.get("router_delay", 0)
+        self.router_refused = 0
+        self.proxy = None
+        self.def_workdir = (d.workdir if d.WhichOneof("opt_workdir")
+                            else None)
+        self.workdir = self.def_workdir or "/"
         self.cond = threading.Condition()
         self.result = None
         self.dead = False
@@ -297,8 +335,48 @@ class Sandbox:
         for e in list(self.execs.values()):
             with e.cond:
                 e.cond.notify_all()
+        if self.proxy is not None:
+            self.proxy.close()  # a dead worker's router refuses
         shutil.rmtree(self.root, ignore_errors=True)
         return True
+
+    def router_url(self, port):
+        """The url of this sandbox's router: with a router_delay, a port
+        of its own that resets every connection until the router is up,
+        then relays to the real router at PORT."""
+        if self.router_at <= self.ready_at:
+            return "http://127.0.0.1:%d" % port
+        with self.cond:
+            if self.proxy is None:
+                ls = socket.socket()
+                ls.bind(("127.0.0.1", 0))
+                ls.listen(64)
+                self.proxy = ls
+                threading.Thread(target=self.relay_loop, args=(ls, port),
+                                 daemon=True).start()
+            return "http://127.0.0.1:%d" % self.proxy.getsockname()[1]
+
+    def relay_loop(self, ls, port):
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            if time.monotonic() < self.router_at:
+                # Not up yet: the connection is reset.
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                             struct.pack("ii", 1, 0))
+                c.close()
+                self.router_refused += 1
+                continue
+            try:
+                up = socket.create_connection(("127.0.0.1", port))
+            except OSError:
+                c.close()
+                continue
+            for a, b in ((c, up), (up, c)):
+                threading.Thread(target=relay, args=(a, b),
+                                 daemon=True).start()
 
     def live_procs(self):
         procs = [self.entry] + [e.proc for e in self.execs.values()]
@@ -333,6 +411,7 @@ class Fake:
         self.headers = {}
         self.peers = {}
         self.deadlines = {}
+        self.refused_cwd = []
         self.knobs = {"faults": []}
         self.knobs_gen = 0
         self.fault_hits = {}
@@ -681,7 +760,7 @@ class Fake:
             raise Abort("FAILED_PRECONDITION", "the sandbox has finished")
         return self.api.TaskGetCommandRouterAccessResponse(
             jwt=self.mint_jwt(sb.task_id),
-            url="http://127.0.0.1:%d" % self.router_port)
+            url=sb.router_url(self.router_port))
 
     # ---- TaskCommandRouter
 
@@ -809,7 +888,8 @@ class Fake:
             out = {"calls": dict(self.calls), "keys": dict(self.keys),
                    "attempts": dict(self.attempts),
                    "headers": dict(self.headers), "peers": dict(self.peers),
-                   "deadlines": dict(self.deadlines)}
+                   "deadlines": dict(self.deadlines),
+                   "refused_cwd": list(self.refused_cwd)}
         out["alive"] = sum(1 for s in sbs if s.result is None)
         out["procs"] = sum(s.live_procs() for s in sbs)
         out["sandboxes"] = [{
@@ -818,12 +898,14 @@ class Fake:
             "timeout_secs": s.timeout_secs, "tags": s.tags,
             "milli_cpu": s.definition.resources.milli_cpu,
             "memory_mb": s.definition.resources.memory_mb,
-            "workdir": s.workdir,
+            "workdir": s.def_workdir,
+            "router_refused": s.router_refused,
             "entrypoint": list(s.definition.entrypoint_args),
             "regions": list(s.definition.scheduler_placement.regions),
             "env_keys": sorted(k for sid in s.definition.secret_ids
                                for k in self.secrets[sid]),
-            "execs": [{"id": e.id, "argv": e.argv, "running": e.running()}
+            "execs": [{"id": e.id, "argv": e.argv, "workdir": e.workdir,
+                       "running": e.running()}
                       for e in s.execs.values()],
         } for s in sbs]
         out["running_execs"] = sum(1 for s in sbs for e in s.execs.values()

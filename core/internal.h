@@ -225,13 +225,14 @@ struct atp__wrapped {
 };
 
 /*
- * Build the argv that runs @command: POSIX sh, the warm-cache link when
- * @warm_cache is set, and `timeout -k GRACE SECS` unless the backend
- * enforces the budget itself (@in_sandbox_timeout 0).
+ * Build the argv that runs @command: POSIX sh, stdin from /dev/null when
+ * @no_stdin, the warm-cache link when @warm_cache is set, and `timeout -k
+ * GRACE SECS` unless the backend enforces the budget itself
+ * (@in_sandbox_timeout 0).
  */
 int atp__wrap(struct atp__wrapped *w, const char *command,
               const char *warm_cache, int in_sandbox_timeout,
-              int64_t timeout_ms, int64_t grace_ms);
+              int64_t timeout_ms, int64_t grace_ms, int no_stdin);
 void atp__wrapped_release(struct atp__wrapped *w);
 
 /* ---- env.c ------------------------------------------------------------ */

@@ -634,7 +634,7 @@ ATP_EXTERN int atp_session_exec(atp_session *s, const char *command,
                      ? (int64_t)(opts->timeout_s * 1000.0 + 0.5)
                      : s->timeout_ms;
     rc = atp__wrap(&w, command, set->warm_cache, !kills_tree, timeout_ms,
-                   set->grace_ms);
+                   set->grace_ms, stdin_fd < 0);
     if (rc) {
         atp__env_free(&env);
         return fail(s, res, rc, "out of memory");

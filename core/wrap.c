@@ -3,8 +3,11 @@
  *
  * A command is POSIX sh text.  The core runs it as
  *     /bin/sh -c SCRIPT atp COMMAND
- * where SCRIPT links the warm cache (when configured) and, unless the
- * backend enforces the budget itself, runs
+ * where SCRIPT points stdin at /dev/null when the command gets no stdin
+ * (a backend whose exec always opens a pipe, as Modal's does, cannot
+ * then leave it waiting for an EOF that never comes), links the warm
+ * cache (when configured) and, unless the backend enforces the budget
+ * itself, runs
  *     exec timeout -k GRACE SECS /bin/sh -c "$1"
  * so that the command text is passed as one argument and never re-quoted.
  * `timeout -k` is the form both GNU coreutils and BusyBox accept.
@@ -98,7 +101,7 @@ static long long ceil_s(int64_t ms)
 
 int atp__wrap(struct atp__wrapped *w, const char *command,
               const char *warm_cache, int in_sandbox_timeout,
-              int64_t timeout_ms, int64_t grace_ms)
+              int64_t timeout_ms, int64_t grace_ms, int no_stdin)
 {
     size_t len = 0, cap = 0;
     int n = 0;
@@ -107,13 +110,13 @@ int atp__wrap(struct atp__wrapped *w, const char *command,
     memset(w, 0, sizeof(*w));
     w->argv[n++] = "/bin/sh";
     w->argv[n++] = "-c";
-    if (warm_cache == NULL && !with_timeout) {
+    if (warm_cache == NULL && !with_timeout && !no_stdin) {
         w->argv[n++] = command;
         w->argv[n] = NULL;
         return 0;
     }
     if (append_str(&w->script, &len, &cap,
-                   ""))
+                   no_stdin ? "exec </dev/null\n" : ""))
         return ATP_E_NOMEM;
     if (warm_cache) {
         if (append_str(&w->script, &len, &cap,

@@ -19,28 +19,32 @@ It follows ../shared/reference/modal-protocol.md §6:
   the core's push and pull move real bytes; output is kept after the exit
   and served from any offset, the exit code or signal always set.
 
-Faults are injected with `ctl set` (a JSON object): "faults" is a list of
-{"rpc": NAME, "argv": TEXT (router calls: only for an exec whose command
-line contains TEXT), "nth": N (the Nth matching call since the faults were
-set), "times": K, "code": "UNAVAILABLE", "message": ...,
-"after": true (fail after doing the work), "delay": SECONDS,
-"retry_after": SECONDS (an RPCRetryPolicy detail), "drop_after": BYTES
-(TaskExecStdioRead: drop the stream after so many bytes), "fd": 0|1,
-"kill_after": SECONDS (TaskExecStart: kill the sandbox that long after)}.
+Faults are injected with `ctl set` (a JSON object): "faults" is a list
+of {"rpc": NAME, "argv": TEXT (router calls: only for an exec whose
+command line contains TEXT), "eof": BOOL (TaskExecStdinWrite: only a
+write that does or does not close stdin), "nth": N (the Nth matching
+call since the faults were set), "times": K, "code": "UNAVAILABLE",
+"message": ..., "after": true (fail after doing the work), "delay":
+SECONDS, "retry_after": SECONDS (an RPCRetryPolicy detail),
+"drop_after": BYTES (TaskExecStdioRead: drop the stream after so many
+bytes), "fd": 0|1, "kill_after": SECONDS (TaskExecStart: kill the
+sandbox that long after)}.
+
 Knobs: "chunk" (bytes per stdio message), "task_delay", "jwt_ttl",
 "list_page", "hello_warnings" (a list of {"type": N, "message": TEXT}
 that ClientHello answers with), "min_client_version" (older
 x-modal-client-version headers get FAILED_PRECONDITION "Old client", as
 Modal's own test server answers; the identity headers must be there and
-the client type one Modal knows), "router_delay" (seconds after a sandbox
-is scheduled before its router answers: until then its router url resets
-every connection), "missing_cwd" ("refuse", the default: an exec whose
-working directory does not exist fails with INVALID_ARGUMENT and is
-listed in the stats' "refused_cwd"; "create": made on the fly).  `ctl stats` says what is alive and what was called (and
-from which client connection: "peers"; with which grpc-timeout:
-"deadlines", None for none).  With --tls-cert/--tls-key the
-control plane speaks TLS (the router stays h2c, as a local test server's
-may).
+the client type one Modal knows), "router_delay" (seconds after a
+sandbox is scheduled before its router answers: until then its router
+url resets every connection), "missing_cwd" ("refuse", the default: an
+exec whose working directory does not exist fails with INVALID_ARGUMENT
+and is listed in the stats' "refused_cwd"; "create": made on the fly).
+
+`ctl stats` says what is alive and what was called (and from which
+client connection: "peers"; with which grpc-timeout: "deadlines", None
+for none). With --tls-cert/--tls-key the control plane speaks TLS (the
+router stays h2c, as a local test server's may).
 
     fake_modal.py serve --state DIR [--image NAME]... [--set JSON]
     fake_modal.py ctl --state DIR stats|set JSON|kill ID|wait-ready
@@ -412,6 +416,7 @@ class Fake:
         self.peers = {}
         self.deadlines = {}
         self.refused_cwd = []
+        self.fired = {}
         self.knobs = {"faults": []}
         self.knobs_gen = 0
         self.fault_hits = {}
@@ -498,11 +503,17 @@ class Fake:
             if "argv" in f and (req is None
                                 or f["argv"] not in self.argv_of(rpc, req)):
                 continue
+            if "eof" in f and (req is None
+                               or bool(getattr(req, "eof", False))
+                               != f["eof"]):
+                continue
             with self.lock:
                 n = self.fault_hits.get((gen, i), 0) + 1
                 self.fault_hits[(gen, i)] = n
             if self.fault_due(f, n):
                 out.append(f)
+                with self.lock:
+                    self.fired[rpc] = self.fired.get(rpc, 0) + 1
         return out
 
     def fault_due(self, f, n):
@@ -889,7 +900,8 @@ class Fake:
                    "attempts": dict(self.attempts),
                    "headers": dict(self.headers), "peers": dict(self.peers),
                    "deadlines": dict(self.deadlines),
-                   "refused_cwd": list(self.refused_cwd)}
+                   "refused_cwd": list(self.refused_cwd),
+                   "fired": dict(self.fired)}
         out["alive"] = sum(1 for s in sbs if s.result is None)
         out["procs"] = sum(s.live_procs() for s in sbs)
         out["sandboxes"] = [{

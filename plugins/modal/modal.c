@@ -30,6 +30,9 @@ static const atp_option options[] = {
     {"cpu", ATP_OPT_NUMBER, "2", NULL, "cpu cores requested per sandbox"},
     {"memory_mib", ATP_OPT_INT, "4096", NULL,
      "memory requested per sandbox, in MiB"},
+    {"lean_num_threads", ATP_OPT_INT, NULL, NULL,
+     "LEAN_NUM_THREADS in the sandbox, set over [env] and -e (default: the "
+     "cores requested; 0: not set)"},
     {"region", ATP_OPT_STRING, NULL, NULL,
      "region the sandboxes run in, e.g. us (default: anywhere)"},
     {"environment", ATP_OPT_STRING, NULL, NULL,
@@ -215,6 +218,15 @@ static int backend_open(atp_call *call, void **out)
                             (long long)v);
     }
     be->memory_mib = v;
+    v = be->cpu < 1 ? 1 : (int64_t)be->cpu; /* as the seed: max(1, int) */
+    modal__host->config_int(call, "lean_num_threads", &v);
+    if (v < 0 || v > 4096) {
+        backend_free(be);
+        return modal__error(call, ATP_E_CONFIG, "lean_num_threads = %lld: "
+                            "give a number of threads, or 0 to leave "
+                            "LEAN_NUM_THREADS alone", (long long)v);
+    }
+    be->lean_threads = v;
     v = 60000;
     modal__host->config_int(call, "call_timeout_s", &v);
     be->call_timeout_ms = v > 0 ? v : 60000;

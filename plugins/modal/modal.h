@@ -56,6 +56,7 @@ struct modal_backend {
     char *libmodal_version; /* x-modal-libmodal-version; NULL: not sent */
     int64_t client_type;    /* x-modal-client-type */
     double cpu;
+    int64_t lean_threads;   /* LEAN_NUM_THREADS pinned; 0: not set */
     int64_t memory_mib;
     int64_t call_timeout_ms; /* per control-plane attempt */
     int64_t router_ready_ms; /* for a new sandbox's router to answer */

@@ -236,8 +236,11 @@ static int env_put(Modal__Client__SecretGetOrCreateRequest__EnvDictEntry *e,
 }
 
 /*
- * The sandbox's environment as an app-owned secret: IS_SANDBOX=1 and
- * LEAN_NUM_THREADS = the cores, then the session's variables (which win).
+ * The sandbox's environment as an app-owned secret: the session's
+ * variables ([env] < env.KEY < -e), then, pinned last as the seed did,
+ * IS_SANDBOX=1 and LEAN_NUM_THREADS = lean_num_threads (by default the
+ * cores), so that Lean does not oversubscribe whatever [env] says for
+ * other machines.  lean_num_threads = 0 leaves LEAN_NUM_THREADS alone.
  */
 static int make_secret(atp_call *call, struct modal_session *s,
                        const modal__ctl *ctl, const char *app_id,
@@ -254,19 +257,32 @@ static int make_secret(atp_call *call, struct modal_session *s,
     size_t n = 0, i, total = 2;
     int rc = 0;
 
-    for (i = 0; spec->env && spec->env[i]; i++)
+    for (i = 0; spec->env && spec->env[i]; i++) {
         total++;
+        if (be->lean_threads > 0 &&
+            strncmp(spec->env[i], "LEAN_NUM_THREADS=", 17) == 0)
+            modal__host->log(call, ATP_LOG_INFO, "LEAN_NUM_THREADS of [env] "
+                             "or -e is replaced by %lld in the modal "
+                             "sandbox (lean_num_threads chooses it)",
+                             (long long)be->lean_threads);
+    }
     e = calloc(total, sizeof(*e));
     ptrs = calloc(total, sizeof(*ptrs));
-    if (e == NULL || ptrs == NULL ||
-        modal__strv_addf(&kv, "IS_SANDBOX=1") ||
-        modal__strv_addf(&kv, "LEAN_NUM_THREADS=%d",
-                         be->cpu < 1 ? 1 : (int)be->cpu)) {
+    if (e == NULL || ptrs == NULL) {
         rc = modal__error(call, ATP_E_NOMEM, "out of memory");
         goto out;
     }
     for (i = 0; spec->env && spec->env[i] && rc == 0; i++)
         rc = modal__strv_addf(&kv, "%s", spec->env[i]);
+    if (rc == 0)
+        rc = modal__strv_addf(&kv, "IS_SANDBOX=1");
+    if (rc == 0 && be->lean_threads > 0)
+        rc = modal__strv_addf(&kv, "LEAN_NUM_THREADS=%lld",
+                              (long long)be->lean_threads);
+    if (rc) {
+        rc = modal__error(call, ATP_E_NOMEM, "out of memory");
+        goto out;
+    }
     for (i = 0; rc == 0 && i < kv.n; i++) {
         if (env_put(e, &n, kv.v[i]) != 0) {
             const char *eq = strchr(kv.v[i], '=');

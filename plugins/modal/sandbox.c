@@ -180,23 +180,45 @@ int modal__find_image(struct modal_backend *be, modal__conn *c,
 int modal__fail_image(atp_call *call, struct modal_backend *be, int rc,
                       const modal__status *st, const char *name)
 {
-    char tag[512];
+    const char *slash = strrchr(name, '/'), *said;
+    char tag[512], where[192];
+    const char *bare = slash ? slash + 1 : name;
 
-    if (rc == ATP_E_BACKEND &&
-        (st->code == MODAL_NOT_FOUND ||
-         (st->code == MODAL_FAILED_PRECONDITION &&
-          strstr(st->message, "not find image") != NULL))) {
-        image_tag(be, name, tag, sizeof(tag));
+    if (rc != ATP_E_BACKEND ||
+        !(st->code == MODAL_NOT_FOUND ||
+          (st->code == MODAL_FAILED_PRECONDITION &&
+           strstr(st->message, "not find image") != NULL)))
+        return modal__fail(call, rc, st, ATP_E_BACKEND,
+                           "looking up the image");
+    said = st->message[0] ? st->message : "no message";
+    if (strncmp(name, "im-", 3) == 0)
         return modal__error(
-            call, ATP_E_IMAGE, "modal image '%s' was not found (looked up "
-            "as %s%s): publish it with modal's Image.publish, or set "
-            "[image] name (or image in the backend section) to a "
-            "published image: %s", name,
-            strncmp(name, "im-", 3) == 0 ? "an image id" : tag,
-            be->creds.environment[0] ? "" : ", default environment",
-            st->message);
-    }
-    return modal__fail(call, rc, st, ATP_E_BACKEND, "looking up the image");
+            call, ATP_E_IMAGE, "modal image id '%s' was not found "
+            "(ImageFromId): check the id (`modal image names list` shows "
+            "the ids of published images), or set [image] name (or image "
+            "in the modal backend's section) to a published name[:tag]; "
+            "modal said: %s: %s", name, modal__code_name(st->code), said);
+    image_tag(be, name, tag, sizeof(tag));
+    if (slash)
+        snprintf(where, sizeof(where), "environment '%.*s'",
+                 (int)(slash - name), name);
+    else if (be->creds.environment[0])
+        snprintf(where, sizeof(where), "environment '%s'",
+                 be->creds.environment);
+    else
+        snprintf(where, sizeof(where), "the workspace's default environment");
+    return modal__error(
+        call, ATP_E_IMAGE, "modal image '%s' was not found: looked up as "
+        "'%s' (ImageGetByTag) in %s.  Publish it there with Modal's "
+        "Python SDK (image.build(app), then image.publish(\"%s\")%s%s), "
+        "see what is published with `modal image names list`, or set "
+        "[image] name (or image in the modal backend's section) to a "
+        "published name[:tag] or an im- id; modal said: %s: %s",
+        name, tag, where, bare,
+        !slash && be->creds.environment[0] ? " with MODAL_ENVIRONMENT="
+                                             : "",
+        !slash && be->creds.environment[0] ? be->creds.environment : "",
+        modal__code_name(st->code), said);
 }
 
 static int env_name_ok(const char *k, size_t n)

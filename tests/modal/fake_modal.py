@@ -14,6 +14,8 @@ It follows ../shared/reference/modal-protocol.md §6:
   SandboxGetTaskId answers empty for a while (task_delay), SandboxWait
   long-polls and leaves `result` out while the sandbox runs, terminate is
   idempotent;
+* images are published as [ENV/]NAME[:TAG] (environment "main", tag
+  "latest" when not given) and looked up the same way, or by id;
 * each sandbox has its own root directory; an exec runs a real process
   with its workdir mapped under that root (WORKDIR -> ROOT/WORKDIR), so
   the core's push and pull move real bytes; output is kept after the exit
@@ -46,7 +48,7 @@ client connection: "peers"; with which grpc-timeout: "deadlines", None
 for none). With --tls-cert/--tls-key the control plane speaks TLS (the
 router stays h2c, as a local test server's may).
 
-    fake_modal.py serve --state DIR [--image NAME]... [--set JSON]
+    fake_modal.py serve --state DIR [--image [ENV/]NAME[:TAG]]... [--set JSON]
     fake_modal.py ctl --state DIR stats|set JSON|kill ID|wait-ready
 """
 
@@ -403,7 +405,8 @@ class Fake:
         os.makedirs(self.sandbox_dir, exist_ok=True)
         self.images = {}
         for name in args.image:
-            self.images[self.norm_tag(name)] = new_id("im")
+            self.images[self.norm_tag(name, "")] = new_id("im")
+        self.image_lookups = []
         self.apps = {}
         self.secrets = {}
         self.sandboxes = {}
@@ -425,9 +428,14 @@ class Fake:
                         buffering=1)
 
     @staticmethod
-    def norm_tag(tag):
-        name = tag.rsplit("/", 1)[-1]
-        return name if ":" in name else name + ":latest"
+    def norm_tag(tag, environment):
+        """"[env/]name[:tag]" as "env/name:tag": the prefix, else
+        ENVIRONMENT, else the default environment "main"; ":latest" when
+        no tag is given (py/modal/_image.py _parse_image_name)."""
+        name_part, sep, tag_part = tag.partition(":")
+        env, slash, name = name_part.rpartition("/")
+        env = env if slash else (environment or "main")
+        return "%s/%s:%s" % (env, name, tag_part if sep else "latest")
 
     # ---- bookkeeping, auth, faults
 
@@ -660,9 +668,13 @@ class Fake:
         return self.api.AuthTokenGetResponse(token=self.mint_jwt("client"))
 
     def ImageGetByTag(self, req, context, md):
-        image_id = self.images.get(self.norm_tag(req.tag))
+        with self.lock:
+            self.image_lookups.append(
+                {"tag": req.tag, "environment": req.environment_name})
+        image_id = self.images.get(self.norm_tag(req.tag,
+                                                 req.environment_name))
         if image_id is None:
-            raise Abort("NOT_FOUND", "image '%s' not found" % req.tag)
+            raise Abort("NOT_FOUND", "Image '%s' not found" % req.tag)
         return self.api.ImageGetByTagResponse(image_id=image_id)
 
     def ImageFromId(self, req, context, md):
@@ -901,13 +913,16 @@ class Fake:
                    "headers": dict(self.headers), "peers": dict(self.peers),
                    "deadlines": dict(self.deadlines),
                    "refused_cwd": list(self.refused_cwd),
-                   "fired": dict(self.fired)}
+                   "fired": dict(self.fired),
+                   "images": dict(self.images),
+                   "image_lookups": list(self.image_lookups)}
         out["alive"] = sum(1 for s in sbs if s.result is None)
         out["procs"] = sum(s.live_procs() for s in sbs)
         out["sandboxes"] = [{
             "id": s.id, "task_id": s.task_id,
             "status": None if s.result is None else int(s.result.status),
             "timeout_secs": s.timeout_secs, "tags": s.tags,
+            "image_id": s.definition.image_id,
             "milli_cpu": s.definition.resources.milli_cpu,
             "memory_mb": s.definition.resources.memory_mb,
             "workdir": s.def_workdir,

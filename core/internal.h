@@ -279,6 +279,21 @@ struct atp_backend {
     atp__secrets secrets;      /* backend-wide secrets */
 };
 
+/*
+ * The value of core key @key of the backend's section (warmup, ...): the
+ * section's, else the default the plugin declares for a key of that name
+ * in its option table (how a plugin gives its backend a default
+ * warm-up), else NULL.  Borrowed from the config or the plugin.
+ */
+const char *atp__backend_key(const atp_backend *be, const char *key);
+
+/*
+ * The warm cache to link as .lake: warm_cache of the backend's section
+ * (when the plugin takes that key), else [image] warm_cache, else the
+ * plugin's default; an empty value at any level means none.  NULL: none.
+ */
+const char *atp__backend_warm_cache(const atp_backend *be);
+
 enum atp__state { ATP__CREATED, ATP__OPEN, ATP__CLOSED };
 
 struct atp_session {

@@ -22,6 +22,25 @@
 
 const atp_host_api *modal__host;
 
+/*
+ * The seed's Lean warm-up, run by the core after the push (its budget is
+ * warmup_timeout_s): with the image's baked cache linked as .lake (the
+ * core does that, warm_cache below), `lake build` pages the image's
+ * layers in before timed work; its failure is ignored, as the seed's was,
+ * since a project with errors still warms the cache.  Skipped, and said
+ * so, when the image has no lake, nothing is linked as .lake (no baked
+ * cache) or the workdir has no lakefile.
+ */
+#define DEFAULT_WARMUP                                                     \
+    "if ! command -v lake >/dev/null 2>&1; then "                          \
+    "echo 'atp: warm-up skipped: the image has no lake'; "                 \
+    "elif [ ! -L .lake ]; then "                                           \
+    "echo 'atp: warm-up skipped: no baked cache linked as .lake'; "        \
+    "elif [ ! -f lakefile.lean ] && [ ! -f lakefile.toml ]; then "         \
+    "echo 'atp: warm-up skipped: no lakefile in the workdir'; "            \
+    "else lake build || echo \"atp: warm-up: lake build exited $? "        \
+    "(ignored)\"; fi"
+
 static const atp_option options[] = {
     {"app", ATP_OPT_STRING, "open-atp", NULL,
      "modal app the sandboxes belong to (created when missing)"},
@@ -47,6 +66,12 @@ static const atp_option options[] = {
      "active one)"},
     {"ca_file", ATP_OPT_STRING, NULL, NULL,
      "CA certificates to verify modal's TLS with (default: the system's)"},
+    {"warm_cache", ATP_OPT_STRING, "/workspace/.lake", NULL,
+     "the image's baked Lean cache, linked as .lake in the workdir when "
+     "present (over [image] warm_cache; empty: none)"},
+    {"warmup", ATP_OPT_STRING, DEFAULT_WARMUP, NULL,
+     "command run after the push (default: the seed's `lake build` "
+     "warm-up, skipped without lake, a linked cache or a lakefile)"},
     {"call_timeout_s", ATP_OPT_DURATION, "60", NULL,
      "longest wait for one modal API call before it is retried"},
     {"router_ready_timeout_s", ATP_OPT_DURATION, "310", NULL,

@@ -302,7 +302,7 @@ static int check(atp_call *call, void *backend)
     modal__ctl ctl = modal__ctl_of(call);
     modal__conn *c = NULL;
     modal__status st;
-    char app_id[128];
+    char app_id[MODAL_ID_MAX];
     int rc;
 
     if ((rc = modal__backend_ready(call, be)) != 0)
@@ -321,7 +321,7 @@ static int check(atp_call *call, void *backend)
     else if (rc)
         rc = modal__fail(call, rc, &st, ATP_E_BACKEND, "looking up the app");
     if (rc == 0 && be->image) {
-        char image_id[128];
+        char image_id[MODAL_ID_MAX];
 
         rc = modal__find_image(be, c, &ctl, be->image, image_id,
                                sizeof(image_id), &st);
@@ -346,7 +346,7 @@ static int reap_run(atp_call *call, struct modal_backend *be, modal__conn *c,
         MODAL__CLIENT__SANDBOX_LIST_REQUEST__INIT;
     Modal__Client__SandboxTag tag = MODAL__CLIENT__SANDBOX_TAG__INIT;
     Modal__Client__SandboxTag *tags[1] = {&tag};
-    char app_id[128];
+    char app_id[MODAL_ID_MAX];
     modal__status st;
     int rc, pages, failed = 0;
 

@@ -40,6 +40,9 @@ extern const atp_host_api *modal__host;
 /* Where the workdir lives in the sandbox when the core does not say. */
 #define MODAL_SANDBOX_WORKDIR "/workspace/wd"
 
+/* Room for an id Modal gives (app, image, secret, sandbox, task). */
+#define MODAL_ID_MAX 128
+
 /* The tag that labels every sandbox with the atp run id. */
 #define MODAL_RUN_TAG "atp_run_id"
 
@@ -73,14 +76,14 @@ struct modal_backend {
     /* set by the first ClientHello (hello_mu), then read-only */
     int hello_done;
     modal__endpoint cp;   /* the control plane: the server that answered */
-    char app_id[128];     /* cached AppGetOrCreate */
+    char app_id[MODAL_ID_MAX]; /* cached AppGetOrCreate */
 };
 
 struct modal_session {
     struct modal_backend *be;
     modal__conn *conn;
-    char sandbox_id[128];
-    char task_id[128];
+    char sandbox_id[MODAL_ID_MAX];
+    char task_id[MODAL_ID_MAX];
     char *workdir;         /* in the sandbox */
     modal__endpoint router;
     char *jwt;             /* router access token */

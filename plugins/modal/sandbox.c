@@ -110,11 +110,12 @@ int modal__find_app(struct modal_backend *be, modal__conn *c,
         return ATP_E_NOTFOUND;
     if (rc)
         return rc;
-    modal__copy(id, len, resp->app_id);
+    rc = modal__copy_id(id, len, resp->app_id);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
-    if (id[0] == '\0') {
+    if (rc != 0) {
         st->code = MODAL_INTERNAL;
-        snprintf(st->message, sizeof(st->message), "no app id came back");
+        snprintf(st->message, sizeof(st->message), "no usable app id came "
+                 "back (empty, or longer than %zu bytes)", len - 1);
         return ATP_E_BACKEND;
     }
     pthread_mutex_lock(&be->mu);
@@ -151,8 +152,8 @@ int modal__find_image(struct modal_backend *be, modal__conn *c,
                             MODAL_CP_DESC(image_from_id_response),
                             &resp, st);
         if (rc == 0)
-            modal__copy(id, len, ((Modal__Client__ImageFromIdResponse *)resp)
-                                     ->image_id);
+            modal__copy_id(id, len, ((Modal__Client__ImageFromIdResponse *)
+                                         resp)->image_id);
     } else {
         Modal__Client__ImageGetByTagRequest req =
             MODAL__CLIENT__IMAGE_GET_BY_TAG_REQUEST__INIT;
@@ -164,14 +165,15 @@ int modal__find_image(struct modal_backend *be, modal__conn *c,
                             MODAL_CP_DESC(image_get_by_tag_response),
                             &resp, st);
         if (rc == 0)
-            modal__copy(id, len, ((Modal__Client__ImageGetByTagResponse *)
-                                      resp)->image_id);
+            modal__copy_id(id, len, ((Modal__Client__ImageGetByTagResponse *)
+                                         resp)->image_id);
     }
     if (resp)
         protobuf_c_message_free_unpacked(resp, NULL);
     if (rc == 0 && id[0] == '\0') {
-        st->code = MODAL_NOT_FOUND;
-        snprintf(st->message, sizeof(st->message), "no image id came back");
+        st->code = MODAL_INTERNAL;
+        snprintf(st->message, sizeof(st->message), "no usable image id came "
+                 "back (empty, or longer than %zu bytes)", len - 1);
         return ATP_E_BACKEND;
     }
     return rc;
@@ -333,7 +335,10 @@ static int make_secret(atp_call *call, struct modal_session *s,
                          "storing the sandbox environment");
         goto out;
     }
-    modal__copy(id, len, resp->secret_id);
+    if (modal__copy_id(id, len, resp->secret_id) != 0)
+        rc = modal__error(call, ATP_E_PROVISION, "storing the sandbox "
+                          "environment: no usable secret id came back "
+                          "(empty, or longer than %zu bytes)", len - 1);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
 out:
     free(e);
@@ -643,11 +648,24 @@ static int create_sandbox(atp_call *call, struct modal_session *s,
     if (rc)
         return modal__fail(call, rc, &st, ATP_E_PROVISION,
                            "creating the sandbox");
-    modal__copy(s->sandbox_id, sizeof(s->sandbox_id), resp->sandbox_id);
+    if (modal__copy_id(s->sandbox_id, sizeof(s->sandbox_id),
+                       resp->sandbox_id) != 0) {
+        /* Never lose a sandbox: terminate it by its id as given. */
+        size_t n = resp->sandbox_id ? strlen(resp->sandbox_id) : 0;
+
+        if (n > 0) {
+            modal__ctl tctl = teardown_ctl(call);
+
+            modal__terminate_id(be, s->conn, &tctl, resp->sandbox_id, &st);
+        }
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        return modal__error(call, ATP_E_PROVISION, "modal created a "
+                            "sandbox %s (%zu bytes; at most %zu are "
+                            "kept): it was terminated", n ? "whose id is "
+                            "too long" : "without an id", n,
+                            sizeof(s->sandbox_id) - 1);
+    }
     protobuf_c_message_free_unpacked(&resp->base, NULL);
-    if (s->sandbox_id[0] == '\0')
-        return modal__error(call, ATP_E_PROVISION, "modal created "
-                            "a sandbox without an id");
     s->created = 1;
     s->created_ns = modal__host->now_ns();
     s->expires_ns = s->created_ns + ttl_s * 1000000000LL;
@@ -686,8 +704,13 @@ static int reach_task(atp_call *call, struct modal_session *s,
                                 s->sandbox_id, why);
         }
         if (resp->task_id && resp->task_id[0]) {
-            modal__copy(s->task_id, sizeof(s->task_id), resp->task_id);
+            rc = modal__copy_id(s->task_id, sizeof(s->task_id),
+                                resp->task_id);
             protobuf_c_message_free_unpacked(&resp->base, NULL);
+            if (rc != 0)
+                return modal__error(call, ATP_E_PROVISION, "sandbox %s: "
+                                    "its task id is longer than %zu bytes",
+                                    s->sandbox_id, sizeof(s->task_id) - 1);
             break;
         }
         protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -713,7 +736,8 @@ int modal__session_open(atp_call *call, void *backend,
     struct modal_session *s;
     modal__ctl ctl = modal__ctl_of(call);
     const char *image = be->image ? be->image : spec->image;
-    char app_id[128], image_id[128], secret_id[128];
+    char app_id[MODAL_ID_MAX], image_id[MODAL_ID_MAX];
+    char secret_id[MODAL_ID_MAX];
     modal__status st;
     int rc;
 

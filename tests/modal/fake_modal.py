@@ -8,7 +8,8 @@ It follows ../shared/reference/modal-protocol.md §6:
 * every ModalClient call must carry x-modal-token-id/-secret (else
   UNAUTHENTICATED); router calls a Bearer JWT it minted (HS256, integer
   exp) for that task;
-* ids are V1-shaped (sb- + 22 base62; ta-... never ending in V);
+* ids are V1-shaped (sb- + 22 base62; ta-... never ending in V), unless
+  the knobs "id_style" ("v2") or "id_len" say otherwise;
 * SandboxCreate keeps its definition, is idempotent per x-idempotency-key,
   starts the entrypoint as a real process and enforces timeout_secs;
   SandboxGetTaskId answers empty for a while (task_delay), SandboxWait
@@ -265,8 +266,7 @@ class Sandbox:
     def __init__(self, server, req, api):
         d = req.definition
         self.server = server
-        self.id = new_id("sb")
-        self.task_id = new_id("ta")
+        self.id, self.task_id = server.new_sandbox_ids()
         self.app_id = req.app_id
         self.definition = d
         self.tags = {t.tag_name: t.tag_value for t in req.tags}
@@ -426,6 +426,20 @@ class Fake:
         self.router_port = 0
         self.log = open(os.path.join(args.state, "fake.log"), "a",
                         buffering=1)
+
+    def new_sandbox_ids(self):
+        """A sandbox id and its task's: V1-shaped, or with "id_style":
+        "v2" of another shape (sb- and 40 characters; a task id ending in
+        V, as the SDKs tell a V2 task), or "id_len" characters long."""
+        sid, tid = new_id("sb"), new_id("ta")
+        if self.knobs.get("id_style") == "v2":
+            sid = "sb-" + "".join(secrets.choice(BASE62) for _ in range(40))
+            tid = tid[:-1] + "V"
+        if self.knobs.get("id_len"):
+            n = int(self.knobs["id_len"])
+            sid = (sid + "".join(secrets.choice(BASE62)
+                                 for _ in range(n)))[:n]
+        return sid, tid
 
     @staticmethod
     def norm_tag(tag, environment):

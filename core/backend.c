@@ -25,6 +25,31 @@ ATP_EXTERN const char *atp_cap_name(uint64_t bit)
     return NULL;
 }
 
+const char *atp__backend_key(const atp_backend *be, const char *key)
+{
+    const struct atp__kv *kv = atp__section_get(be->sec, key);
+    const atp_option *o;
+
+    if (kv)
+        return kv->value;
+    for (o = be->plugin->ops->options; o && o->name; o++)
+        if (strcmp(o->name, key) == 0)
+            return o->defval;
+    return NULL;
+}
+
+const char *atp__backend_warm_cache(const atp_backend *be)
+{
+    const struct atp__kv *kv = atp__section_get(be->sec, "warm_cache");
+    const char *v;
+
+    if (kv == NULL)
+        kv = atp__section_get(atp__config_section(be->cfg, "image"),
+                              "warm_cache");
+    v = kv ? kv->value : atp__backend_key(be, "warm_cache");
+    return v && *v ? v : NULL;
+}
+
 /* Resolve a plugin path relative to the configuration file's directory. */
 static char *resolve_path(const atp_config *cfg, const char *path)
 {

@@ -333,12 +333,15 @@ struct atp__wrapped {
 /*
  * Build the argv that runs @command: POSIX sh, the announcement of the
  * process group with @announce_pgid, the warm-cache link when
- * @warm_cache is set, and `timeout -k GRACE SECS` unless the backend
- * enforces the budget itself (@in_sandbox_timeout 0).
+ * @warm_cache is set, `timeout -k GRACE SECS` unless the backend enforces
+ * the budget itself (@in_sandbox_timeout 0), and stdin from /dev/null
+ * when @no_stdin and a script is built anyway (a command run directly by
+ * the host has /dev/null already).
  */
 int atp__wrap(struct atp__wrapped *w, const char *command,
               const char *warm_cache, int in_sandbox_timeout,
-              int announce_pgid, int64_t timeout_ms, int64_t grace_ms);
+              int announce_pgid, int64_t timeout_ms, int64_t grace_ms,
+              int no_stdin);
 void atp__wrapped_release(struct atp__wrapped *w);
 
 /* ---- env.c ------------------------------------------------------------ */
@@ -385,6 +388,21 @@ struct atp_backend {
     uint64_t caps;             /* read once at open */
     atp__secrets secrets;      /* backend-wide secrets */
 };
+
+/*
+ * The value of core key @key of the backend's section (warmup, ...): the
+ * section's, else the default the plugin declares for a key of that name
+ * in its option table (how a plugin gives its backend a default
+ * warm-up), else NULL.  Borrowed from the config or the plugin.
+ */
+const char *atp__backend_key(const atp_backend *be, const char *key);
+
+/*
+ * The warm cache to link as .lake: warm_cache of the backend's section
+ * (when the plugin takes that key), else [image] warm_cache, else the
+ * plugin's default; an empty value at any level means none.  NULL: none.
+ */
+const char *atp__backend_warm_cache(const atp_backend *be);
 
 enum atp__state { ATP__CREATED, ATP__OPEN, ATP__CLOSED };
 

@@ -473,9 +473,8 @@ static int close_impl(struct atp_session *s, atp_result *res);
  */
 static int warm_up(struct atp_session *s)
 {
-    const struct atp__kv *cmd = atp__section_get(s->be->sec, "warmup");
-    const struct atp__kv *budget = atp__section_get(s->be->sec,
-                                                    "warmup_timeout_s");
+    const char *cmd = atp__backend_key(s->be, "warmup");
+    const char *budget = atp__backend_key(s->be, "warmup_timeout_s");
     atp_exec_opts eo = ATP_EXEC_OPTS_INIT;
     atp_result r = ATP_RESULT_INIT;
     struct tail t;
@@ -483,16 +482,16 @@ static int warm_up(struct atp_session *s)
     int64_t ms = 300000;
     int rc;
 
-    if (cmd == NULL || cmd->value[0] == '\0')
+    if (cmd == NULL || cmd[0] == '\0')
         return 0;
     if (budget)
-        atp__parse_duration_ms(budget->value, &ms);
+        atp__parse_duration_ms(budget, &ms);
     memset(&t, 0, sizeof(t));
     eo.timeout_s = (double)ms / 1000.0;
     eo.on_line = keep_tail;
     eo.line_payload = &t;
-    rc = exec_impl(s, cmd->value, &eo, &r);
-    f[0] = fstr("command", cmd->value);
+    rc = exec_impl(s, cmd, &eo, &r);
+    f[0] = fstr("command", cmd);
     f[1] = (atp_field){"exit_code", ATP_FIELD_INT, NULL, r.exit_code, 0.0};
     f[2] = fdbl("seconds", r.duration_s);
     atp__session_event(s, "warmed_up", f, 3);
@@ -501,11 +500,16 @@ static int warm_up(struct atp_session *s)
     if (r.status == ATP_STATUS_TIMEOUT)
         return atp__error(ATP_E_PROVISION, "warm-up `%s` ran out of its %lld s "
                           "budget (warmup_timeout_s); last output:\n%s",
-                          cmd->value, (long long)(ms / 1000), t.buf);
+                          cmd, (long long)(ms / 1000), t.buf);
     if (r.status != ATP_STATUS_OK)
         return atp__error(ATP_E_PROVISION, "warm-up `%s` exited %d; last "
-                          "output:\n%s", cmd->value, r.exit_code, t.buf);
+                          "output:\n%s", cmd, r.exit_code, t.buf);
     return 0;
+}
+
+static int nonblank(const char *s)
+{
+    return s && *s;
 }
 
 static int start(struct atp_session *s, atp_result *res, int one_shot)
@@ -546,7 +550,7 @@ static int start(struct atp_session *s, atp_result *res, int one_shot)
     spec.timeout_ms = s->timeout_ms;
     spec.ttl_ms = session_ttl(s, one_shot);
     /* A warm-up is an exec of its own: then more than one follows. */
-    spec.flags = one_shot && !atp__section_get(s->be->sec, "warmup")
+    spec.flags = one_shot && !nonblank(atp__backend_key(s->be, "warmup"))
                      ? ATP_SESSION_ONE_SHOT
                      : 0;
 
@@ -836,8 +840,8 @@ static int exec_impl(struct atp_session *s, const char *command,
     timeout_ms = opts->timeout_s > 0
                      ? (int64_t)(opts->timeout_s * 1000.0 + 0.5)
                      : s->timeout_ms;
-    rc = atp__wrap(&w, command, set->warm_cache, !kills_tree, announce,
-                   timeout_ms, set->grace_ms);
+    rc = atp__wrap(&w, command, atp__backend_warm_cache(s->be), !kills_tree,
+                   announce, timeout_ms, set->grace_ms, stdin_fd < 0);
     if (rc) {
         atp__env_free(&env);
         atp__env_free(&all);

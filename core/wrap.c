@@ -5,8 +5,11 @@
  *     /bin/sh -c SCRIPT atp COMMAND
  * where SCRIPT announces the shell's process group on stdout (for a
  * backend that signals the group from outside, ATP_CAP_GROUP_SIGNALS),
- * links the warm cache (when configured) and, unless the backend
- * delivers the kill schedule itself, runs
+ * points stdin at /dev/null when the command gets no stdin (a backend
+ * whose exec always opens a pipe, as Modal's does, cannot then leave it
+ * waiting for an EOF that never comes), links the warm cache (when
+ * configured) and, unless the backend delivers the kill schedule itself,
+ * runs
  *     exec timeout -k GRACE SECS /bin/sh -c "$1"
  * so that the command text is passed as one argument and never re-quoted.
  * `timeout -k` is the form both GNU coreutils and BusyBox accept.
@@ -135,7 +138,8 @@ static long long ceil_s(int64_t ms)
 
 int atp__wrap(struct atp__wrapped *w, const char *command,
               const char *warm_cache, int in_sandbox_timeout,
-              int announce_pgid, int64_t timeout_ms, int64_t grace_ms)
+              int announce_pgid, int64_t timeout_ms, int64_t grace_ms,
+              int no_stdin)
 {
     size_t len = 0, cap = 0;
     int n = 0;
@@ -149,7 +153,8 @@ int atp__wrap(struct atp__wrapped *w, const char *command,
         w->argv[n] = NULL;
         return 0;
     }
-    if (append_str(&w->script, &len, &cap, ""))
+    if (append_str(&w->script, &len, &cap,
+                   no_stdin ? "exec </dev/null\n" : ""))
         return ATP_E_NOMEM;
     /* The group to signal, for a backend that signals it from outside;
      * the core takes this line off stdout (exec.c). */

@@ -38,7 +38,7 @@ struct profile {
     char name[128];
     char token_id[256];
     char token_secret[256];
-    char server_url[512];
+    char server_url[1024];
     char environment[128];
     int active;
 };
@@ -161,7 +161,7 @@ static int on_entry(void *user, const char *section, const char *name,
 {
     struct toml *t = user;
     struct profile *p = NULL;
-    char sec[128], key[64], val[512];
+    char sec[128], key[64], val[1024];
     size_t i;
 
     if (section[0] == '\0')
@@ -357,7 +357,7 @@ int modal__creds_load(atp_call *call, const modal__creds_opts *o,
     struct toml *t = calloc(1, sizeof(*t));
     const struct profile *p;
     const char *named = first(o->profile, env("MODAL_PROFILE"), NULL);
-    const char *url, *comma;
+    const char *url;
     char path[512];
     int rc;
 
@@ -392,10 +392,14 @@ int modal__creds_load(atp_call *call, const modal__creds_opts *o,
                 p ? p->server_url : NULL);
     if (url == NULL)
         url = MODAL_DEFAULT_SERVER;
-    /* The Python SDK accepts "URL,URL" and races them; use the first. */
-    comma = strchr(url, ',');
-    snprintf(out->server_url, sizeof(out->server_url), "%.*s",
-             comma ? (int)(comma - url) : (int)strlen(url), url);
+    /* "URL,URL,...": the fallbacks are kept, and tried in turn. */
+    if (strlen(url) >= sizeof(out->server_url)) {
+        rc = modal__error(call, ATP_E_CONFIG, "the modal server url is "
+                          "longer than %zu bytes",
+                          sizeof(out->server_url) - 1);
+        goto done;
+    }
+    modal__copy(out->server_url, sizeof(out->server_url), url);
     if (out->token_id[0] == '\0' || out->token_secret[0] == '\0') {
         rc = missing_tokens(call, out, path, p);
         goto done;

@@ -10,12 +10,14 @@
 
 #include <atp/plugin.h>
 
-#define MODAL_DEFAULT_SERVER "https://api.modal.com"
+/* The Python SDK's default (py/modal/config.py): a primary and a
+ * fallback, tried in turn. */
+#define MODAL_DEFAULT_SERVER "https://api.modal.com,https://api.modal2.com"
 
 typedef struct modal__creds {
     char token_id[256];
     char token_secret[256];
-    char server_url[512];
+    char server_url[1024];    /* one URL, or several separated by ',' */
     char environment[128];
     char profile[128];        /* the profile used, or "" */
     char file[512];           /* the profile file read, or "" */

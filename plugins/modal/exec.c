@@ -9,8 +9,10 @@
  * the byte offset already received, so nothing is lost or repeated;
  * TaskExecWait for the exit code or signal; and stdin written with
  * TaskExecStdinWrite in bounded chunks as host->input() delivers it, then
- * EOF (a command without stdin gets EOF at once, so it never waits on an
- * open pipe).
+ * EOF.  A command given no stdin reads /dev/null (the core's wrapper sees
+ * to it) and its pipe gets EOF at once; a write the router refuses while
+ * the command still reads its stdin fails the exec, since the command
+ * would wait for it forever.
  *
  * The core wraps the command in timeout(1); the call's deadline is the
  * backstop (without one, the sandbox's TTL).  A router that stops
@@ -36,6 +38,10 @@ typedef Modal__TaskCommandRouter__TaskExecStdioReadResponse read_resp;
 typedef Modal__TaskCommandRouter__TaskExecWaitRequest wait_req;
 typedef Modal__TaskCommandRouter__TaskExecWaitResponse wait_resp;
 typedef Modal__TaskCommandRouter__TaskExecStdinWriteRequest stdin_req;
+typedef Modal__TaskCommandRouter__TaskExecStdinStatusRequest status_req;
+typedef Modal__TaskCommandRouter__TaskExecStdinStatusResponse status_resp;
+typedef Modal__TaskCommandRouter__TaskExecPollRequest poll_req;
+typedef Modal__TaskCommandRouter__TaskExecPollResponse poll_resp;
 
 #define WAIT_CODE MODAL_TCR(TASK_EXEC_WAIT_RESPONSE__EXIT_STATUS_CODE)
 #define WAIT_SIGNAL MODAL_TCR(TASK_EXEC_WAIT_RESPONSE__EXIT_STATUS_SIGNAL)
@@ -153,7 +159,7 @@ static int on_chunk(void *ctx, const uint8_t *buf, size_t len)
     return 0;
 }
 
-/* The grpc-timeout of a call that may last as long as the exec. */
+/* The cap of a call that may last as long as the exec. */
 static int64_t left_ms(const struct exec *x)
 {
     int64_t left;
@@ -190,6 +196,7 @@ static void stream_open(struct exec *x, struct stream *sr)
         (Modal__TaskCommandRouter__TaskExecStdioFileDescriptor)sr->fd;
     router_req(x, &r, ROUTER "TaskExecStdioRead", md, &req.base);
     r.timeout_ms = left_ms(x);
+    r.wire_timeout = x->spec->timeout_ms > 0; /* as the SDK: with a budget */
     r.on_msg = on_chunk;
     r.ctx = sr;
     if (modal__rpc_start(x->s->conn, &r, &sr->k) != 0) {
@@ -267,6 +274,7 @@ static void wait_open(struct exec *x)
     req.exec_id = x->exec_id;
     router_req(x, &r, ROUTER "TaskExecWait", md, &req.base);
     r.timeout_ms = left && left < WAIT_CALL_MS ? left : WAIT_CALL_MS;
+    r.wire_timeout = 1;
     r.on_msg = on_wait;
     r.ctx = x;
     free(x->wmsg);
@@ -367,6 +375,42 @@ static void stdin_send(struct exec *x)
     }
 }
 
+/*
+ * The router refused a write: is that because nothing reads stdin any
+ * more (the command closed it, or ended), as a pipe would say EPIPE?
+ * TaskExecStdinStatus says whether the router closed it, TaskExecPoll
+ * whether the command ended; neither answering counts as no.
+ */
+static int stdin_unread(struct exec *x)
+{
+    modal__ctl ctl = modal__ctl_within(&x->ctl, CHECK_MS, 1);
+    status_req sq = MODAL_TCR(TASK_EXEC_STDIN_STATUS_REQUEST__INIT);
+    poll_req pq = MODAL_TCR(TASK_EXEC_POLL_REQUEST__INIT);
+    status_resp *sr = NULL;
+    poll_resp *pr = NULL;
+    modal__status st;
+    int unread = x->exited;
+
+    sq.task_id = pq.task_id = x->s->task_id;
+    sq.exec_id = pq.exec_id = x->exec_id;
+    if (!unread &&
+        modal__router_call(x->s, &ctl, "TaskExecStdinStatus", &sq.base,
+                           MODAL_TCR_DESC(task_exec_stdin_status_response),
+                           (ProtobufCMessage **)&sr, &st) == 0) {
+        unread = sr->closed;
+        protobuf_c_message_free_unpacked(&sr->base, NULL);
+    }
+    if (!unread &&
+        modal__router_call(x->s, &ctl, "TaskExecPoll", &pq.base,
+                           MODAL_TCR_DESC(task_exec_poll_response),
+                           (ProtobufCMessage **)&pr, &st) == 0) {
+        unread = pr->exit_status_case !=
+                 MODAL_TCR(TASK_EXEC_POLL_RESPONSE__EXIT_STATUS__NOT_SET);
+        protobuf_c_message_free_unpacked(&pr->base, NULL);
+    }
+    return unread;
+}
+
 static void stdin_ended(struct exec *x, int64_t now)
 {
     modal__status st = *modal__rpc_status(x->ik);
@@ -385,14 +429,29 @@ static void stdin_ended(struct exec *x, int64_t now)
                (x->in_failures < 2 || !gone(x, "writing stdin", &st))) {
         x->in_at = now + (10LL << x->in_failures) * 1000000;
         x->in_failures++;
-    } else if (st.code == MODAL_FAILED_PRECONDITION ||
-               st.code == MODAL_ABORTED) {
+    } else if (!(x->spec->flags & ATP_EXEC_STDIN)) {
+        /* Nothing forwarded: the EOF only frees the router's pipe, and
+         * the command reads /dev/null (the core's wrapper). */
+        modal__host->log(x->call, ATP_LOG_DEBUG, "exec %s: the router "
+                         "refused the EOF of an unused stdin (%s: %s)",
+                         x->exec_id, modal__code_name(st.code), st.message);
+        x->in_done = 1;
+    } else if ((st.code == MODAL_FAILED_PRECONDITION ||
+                st.code == MODAL_ABORTED) && stdin_unread(x)) {
         /* The command closed its stdin or exited: the rest is not
          * wanted (as a pipe would say EPIPE). */
         x->in_done = 1;
         x->in_len = 0;
     } else {
-        fail_with(x, "writing stdin", &st);
+        /* Refused while the command still reads: it would wait forever
+         * for what was refused. */
+        modal__status why = st;
+
+        snprintf(why.message, sizeof(why.message), "the router refused %s "
+                 "while the command still reads its stdin (%s: %.300s)",
+                 x->in_sent_eof ? "the end of input" : "input",
+                 modal__code_name(st.code), st.message);
+        fail_with(x, "writing stdin", &why);
     }
 }
 

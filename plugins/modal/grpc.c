@@ -14,10 +14,13 @@
  */
 #include "config.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
 #include "api.pb-c.h"
 #include "grpc.h"
@@ -26,6 +29,17 @@
 /* Largest response message accepted (Modal's Go client caps at 100 MB). */
 #define MAX_MESSAGE (100u * 1024 * 1024)
 #define CONNECT_TIMEOUT_MS 10000L
+/*
+ * Keepalive with the SDKs' timing (a probe after 30 s of silence, 10 s
+ * to answer; grpc_utils.py create_channel_config, go/client.go), so that
+ * a long quiet stream keeps its NAT and load-balancer state and a dead
+ * peer is noticed.  libcurl's multi interface cannot send HTTP/2 PING
+ * frames (curl_easy_upkeep() reaches only the easy interface's
+ * connections), so these are TCP keepalive probes.
+ */
+#define KEEPALIVE_IDLE_S 30L
+#define KEEPALIVE_INTVL_S 10L
+#define KEEPALIVE_COUNT 3
 
 struct modal__conn {
     CURLM *multi;
@@ -258,6 +272,17 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *ud)
 
 /* ---- starting and ending calls ----------------------------------------- */
 
+/* Unanswered probes before the kernel drops the connection. */
+static int on_socket(void *ud, curl_socket_t fd, curlsocktype purpose)
+{
+    int n = KEEPALIVE_COUNT;
+
+    (void)ud;
+    if (purpose == CURLSOCKTYPE_IPCXN)
+        setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &n, sizeof(n));
+    return CURL_SOCKOPT_OK;
+}
+
 static void format_timeout(char *out, size_t len, int64_t ms)
 {
     if (ms <= 99999999)
@@ -309,7 +334,7 @@ static int build_headers(modal__rpc *k, const modal__rpc_req *r)
     for (i = 0; fixed[i]; i++)
         if (add_header(k, fixed[i]))
             return ATP_E_NOMEM;
-    if (r->timeout_ms > 0) {
+    if (r->wire_timeout && r->timeout_ms > 0) {
         format_timeout(line, sizeof(line), r->timeout_ms);
         if (add_header(k, line))
             return ATP_E_NOMEM;
@@ -369,9 +394,16 @@ static int setup_easy(modal__rpc *k, const modal__rpc_req *r)
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, CONNECT_TIMEOUT_MS);
-    if (r->timeout_ms > 0) /* a little after the server's own deadline */
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)r->timeout_ms + 500L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, KEEPALIVE_IDLE_S);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPINTVL, KEEPALIVE_INTVL_S);
+    curl_easy_setopt(e, CURLOPT_SOCKOPTFUNCTION, on_socket);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+                     r->connect_timeout_ms > 0 ? (long)r->connect_timeout_ms
+                                               : CONNECT_TIMEOUT_MS);
+    /* The client's cap; a little after the server's deadline, if sent. */
+    if (r->timeout_ms > 0)
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
+                         (long)r->timeout_ms + (r->wire_timeout ? 500L : 0L));
     if (k->c->share)
         curl_easy_setopt(e, CURLOPT_SHARE, k->c->share);
     return 0;

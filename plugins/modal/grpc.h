@@ -70,7 +70,10 @@ typedef struct modal__rpc_req {
     const char *path;              /* "/modal.client.ModalClient/X" */
     const char *const *metadata;   /* "name: value", NULL-terminated */
     const ProtobufCMessage *msg;   /* the one request message */
-    int64_t timeout_ms;            /* grpc-timeout and client cap; 0 none */
+    int64_t timeout_ms;            /* the client's cap on the call; 0 none */
+    int wire_timeout;              /* also send timeout_ms as grpc-timeout
+                                      (only where Modal's SDKs send one) */
+    int64_t connect_timeout_ms;    /* to set up a connection; 0: 10 s */
     modal__msg_fn on_msg;
     void *ctx;
 } modal__rpc_req;

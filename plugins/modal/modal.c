@@ -22,6 +22,25 @@
 
 const atp_host_api *modal__host;
 
+/*
+ * The seed's Lean warm-up, run by the core after the push (its budget is
+ * warmup_timeout_s): with the image's baked cache linked as .lake (the
+ * core does that, warm_cache below), `lake build` pages the image's
+ * layers in before timed work; its failure is ignored, as the seed's was,
+ * since a project with errors still warms the cache.  Skipped, and said
+ * so, when the image has no lake, nothing is linked as .lake (no baked
+ * cache) or the workdir has no lakefile.
+ */
+#define DEFAULT_WARMUP                                                     \
+    "if ! command -v lake >/dev/null 2>&1; then "                          \
+    "echo 'atp: warm-up skipped: the image has no lake'; "                 \
+    "elif [ ! -L .lake ]; then "                                           \
+    "echo 'atp: warm-up skipped: no baked cache linked as .lake'; "        \
+    "elif [ ! -f lakefile.lean ] && [ ! -f lakefile.toml ]; then "         \
+    "echo 'atp: warm-up skipped: no lakefile in the workdir'; "            \
+    "else lake build || echo \"atp: warm-up: lake build exited $? "        \
+    "(ignored)\"; fi"
+
 static const atp_option options[] = {
     {"app", ATP_OPT_STRING, "open-atp", NULL,
      "modal app the sandboxes belong to (created when missing)"},
@@ -30,21 +49,43 @@ static const atp_option options[] = {
     {"cpu", ATP_OPT_NUMBER, "2", NULL, "cpu cores requested per sandbox"},
     {"memory_mib", ATP_OPT_INT, "4096", NULL,
      "memory requested per sandbox, in MiB"},
+    {"lean_num_threads", ATP_OPT_INT, NULL, NULL,
+     "LEAN_NUM_THREADS in the sandbox, set over [env] and -e (default: the "
+     "cores requested; 0: not set)"},
     {"region", ATP_OPT_STRING, NULL, NULL,
      "region the sandboxes run in, e.g. us (default: anywhere)"},
     {"environment", ATP_OPT_STRING, NULL, NULL,
      "modal environment (default: MODAL_ENVIRONMENT, the profile's, or "
      "the workspace default)"},
     {"server_url", ATP_OPT_STRING, NULL, NULL,
-     "modal API url (default: MODAL_SERVER_URL, the profile's, or "
-     "https://api.modal.com)"},
+     "modal API url, or urls tried in turn separated by ',' (default: "
+     "MODAL_SERVER_URL, the profile's, or https://api.modal.com,"
+     "https://api.modal2.com)"},
     {"profile", ATP_OPT_STRING, NULL, NULL,
      "profile of ~/.modal.toml to use (default: MODAL_PROFILE or the "
      "active one)"},
     {"ca_file", ATP_OPT_STRING, NULL, NULL,
      "CA certificates to verify modal's TLS with (default: the system's)"},
+    {"warm_cache", ATP_OPT_STRING, "/workspace/.lake", NULL,
+     "the image's baked Lean cache, linked as .lake in the workdir when "
+     "present (over [image] warm_cache; empty: none)"},
+    {"warmup", ATP_OPT_STRING, DEFAULT_WARMUP, NULL,
+     "command run after the push (default: the seed's `lake build` "
+     "warm-up, skipped without lake, a linked cache or a lakefile)"},
     {"call_timeout_s", ATP_OPT_DURATION, "60", NULL,
      "longest wait for one modal API call before it is retried"},
+    {"router_ready_timeout_s", ATP_OPT_DURATION, "310", NULL,
+     "how long a new sandbox may take to answer (its image paged in), as "
+     "modal's SDK waits"},
+    {"client_type", ATP_OPT_INT, "9", NULL,
+     "x-modal-client-type sent to modal (9: an SDK that is not Python's, "
+     "as modal's Go SDK; 1: the Python SDK)"},
+    {"client_version", ATP_OPT_STRING, "1.0.0", NULL,
+     "x-modal-client-version: the Python SDK version this client behaves "
+     "like"},
+    {"libmodal_version", ATP_OPT_STRING, "atp-modal/" PACKAGE_VERSION, NULL,
+     "x-modal-libmodal-version: this client's own name and version (empty: "
+     "not sent)"},
     {NULL, 0, NULL, NULL, NULL},
 };
 
@@ -113,31 +154,6 @@ static char *opt_dup(atp_call *call, const char *key)
     return v && *v ? strdup(v) : NULL;
 }
 
-/* The control plane from the server url. */
-static int set_endpoint(atp_call *call, struct modal_backend *be)
-{
-    const char *url = be->creds.server_url;
-    size_t n;
-
-    memset(&be->cp, 0, sizeof(be->cp));
-    if (strncmp(url, "http://", 7) == 0) {
-        be->cp.plaintext = 1;
-    } else if (strncmp(url, "https://", 8) == 0) {
-        be->cp.verify = 1;
-    } else {
-        return modal__error(call, ATP_E_CONFIG, "modal server url "
-                            "'%s' must start with https:// (or "
-                            "http:// for a local test server)",
-                            url);
-    }
-    modal__copy(be->cp.url, sizeof(be->cp.url), url);
-    be->cp.ca_file = be->ca_file;
-    n = strlen(be->cp.url);
-    while (n > 0 && be->cp.url[n - 1] == '/')
-        be->cp.url[--n] = '\0';
-    return 0;
-}
-
 /*
  * Credentials, endpoint and metadata, resolved at open (no network) so
  * that the tokens are registered as backend secrets before anything can
@@ -153,17 +169,7 @@ static int resolve(atp_call *call, struct modal_backend *be)
     if (be->creds.token_secret[0])
         modal__host->add_secret(call, be->creds.token_secret);
     if (rc == 0)
-        rc = set_endpoint(call, be);
-    /* The Python SDK's header set (modal-protocol.md §1.3): client type
-     * CLIENT and the SDK version whose behaviour this follows. */
-    if (rc == 0 &&
-        (modal__strv_addf(&be->cp_meta, "x-modal-client-type: 1") ||
-         modal__strv_addf(&be->cp_meta, "x-modal-client-version: 1.5.4") ||
-         modal__strv_addf(&be->cp_meta, "x-modal-token-id: %s",
-                          be->creds.token_id) ||
-         modal__strv_addf(&be->cp_meta, "x-modal-token-secret: %s",
-                          be->creds.token_secret)))
-        rc = modal__error(call, ATP_E_NOMEM, "out of memory");
+        rc = modal__client_setup(call, be);
     return rc;
 }
 
@@ -179,6 +185,7 @@ static void backend_free(void *backend)
     for (i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_destroy(&be->share_mu[i]);
     pthread_mutex_destroy(&be->mu);
+    pthread_mutex_destroy(&be->hello_mu);
     modal__strv_free(&be->cp_meta);
     /* the tokens do not outlive the backend in memory */
     memset(&be->creds, 0, sizeof(be->creds));
@@ -189,6 +196,8 @@ static void backend_free(void *backend)
     free(be->server_url);
     free(be->profile);
     free(be->ca_file);
+    free(be->client_version);
+    free(be->libmodal_version);
     free(be);
 }
 
@@ -202,6 +211,7 @@ static int backend_open(atp_call *call, void **out)
     if (be == NULL)
         return modal__error(call, ATP_E_NOMEM, "out of memory");
     pthread_mutex_init(&be->mu, NULL);
+    pthread_mutex_init(&be->hello_mu, NULL);
     if (share_init(be) != 0) {
         backend_free(be);
         return modal__error(call, ATP_E_NOMEM, "out of memory");
@@ -213,6 +223,8 @@ static int backend_open(atp_call *call, void **out)
     be->server_url = opt_dup(call, "server_url");
     be->profile = opt_dup(call, "profile");
     be->ca_file = opt_dup(call, "ca_file");
+    be->client_version = opt_dup(call, "client_version");
+    be->libmodal_version = opt_dup(call, "libmodal_version");
     cpu = modal__host->config_string(call, "cpu");
     be->cpu = cpu ? strtod(cpu, &end) : 2.0;
     if (cpu && (end == cpu || *end != '\0' || !(be->cpu > 0) ||
@@ -231,10 +243,33 @@ static int backend_open(atp_call *call, void **out)
                             (long long)v);
     }
     be->memory_mib = v;
+    v = be->cpu < 1 ? 1 : (int64_t)be->cpu; /* as the seed: max(1, int) */
+    modal__host->config_int(call, "lean_num_threads", &v);
+    if (v < 0 || v > 4096) {
+        backend_free(be);
+        return modal__error(call, ATP_E_CONFIG, "lean_num_threads = %lld: "
+                            "give a number of threads, or 0 to leave "
+                            "LEAN_NUM_THREADS alone", (long long)v);
+    }
+    be->lean_threads = v;
     v = 60000;
     modal__host->config_int(call, "call_timeout_s", &v);
     be->call_timeout_ms = v > 0 ? v : 60000;
-    if (be->app == NULL && (be->app = strdup("open-atp")) == NULL) {
+    v = 310000;
+    modal__host->config_int(call, "router_ready_timeout_s", &v);
+    be->router_ready_ms = v > 0 ? v : 310000;
+    v = 9;
+    modal__host->config_int(call, "client_type", &v);
+    if (v < 0 || v > 1000) {
+        backend_free(be);
+        return modal__error(call, ATP_E_CONFIG, "client_type = %lld: give "
+                            "a modal client type number, e.g. 9",
+                            (long long)v);
+    }
+    be->client_type = v;
+    if ((be->app == NULL && (be->app = strdup("open-atp")) == NULL) ||
+        (be->client_version == NULL &&
+         (be->client_version = strdup("1.0.0")) == NULL)) {
         backend_free(be);
         return modal__error(call, ATP_E_NOMEM, "out of memory");
     }
@@ -267,7 +302,7 @@ static int check(atp_call *call, void *backend)
     modal__ctl ctl = modal__ctl_of(call);
     modal__conn *c = NULL;
     modal__status st;
-    char app_id[128];
+    char app_id[MODAL_ID_MAX];
     int rc;
 
     if ((rc = modal__backend_ready(call, be)) != 0)
@@ -275,13 +310,18 @@ static int check(atp_call *call, void *backend)
     if (modal__conn_new(&c, be->share) != 0)
         return modal__error(call, ATP_E_NOMEM, "out of memory");
     modal__conn_set_throttle(c, be->creds.max_throttle_ms);
+    rc = modal__hello(call, be, c, &ctl, 1);
+    if (rc) {
+        modal__conn_free(c);
+        return rc;
+    }
     rc = modal__find_app(be, c, &ctl, 0, app_id, sizeof(app_id), &st);
     if (rc == ATP_E_NOTFOUND)
         rc = 0; /* created by the first session */
     else if (rc)
         rc = modal__fail(call, rc, &st, ATP_E_BACKEND, "looking up the app");
     if (rc == 0 && be->image) {
-        char image_id[128];
+        char image_id[MODAL_ID_MAX];
 
         rc = modal__find_image(be, c, &ctl, be->image, image_id,
                                sizeof(image_id), &st);
@@ -306,7 +346,7 @@ static int reap_run(atp_call *call, struct modal_backend *be, modal__conn *c,
         MODAL__CLIENT__SANDBOX_LIST_REQUEST__INIT;
     Modal__Client__SandboxTag tag = MODAL__CLIENT__SANDBOX_TAG__INIT;
     Modal__Client__SandboxTag *tags[1] = {&tag};
-    char app_id[128];
+    char app_id[MODAL_ID_MAX];
     modal__status st;
     int rc, pages, failed = 0;
 
@@ -372,6 +412,10 @@ static int reap(atp_call *call, void *backend, const char *kind,
         return modal__error(call, ATP_E_NOMEM, "out of memory");
     modal__conn_set_throttle(c, be->creds.max_throttle_ms);
     ctl.cancellable = 0;
+    if ((rc = modal__hello(call, be, c, &ctl, 0)) != 0) {
+        modal__conn_free(c);
+        return rc;
+    }
     if (strcmp(kind, "sandbox") == 0) {
         const char *run = modal__host->run_id(call);
         int found = 0;

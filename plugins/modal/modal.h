@@ -2,7 +2,9 @@
  * plugins/modal/modal.h - what the files of the Modal plugin share.
  *
  *   modal.c    entry point, options, backend, check, reap
+ *   client.c   identity, server urls, ClientHello
  *   sandbox.c  session open/close: app, image, secret, sandbox, router
+ *   ready.c    a new sandbox's router reached, its workdir made
  *   exec.c     commands through the TaskCommandRouter
  *   creds.c    credentials and profiles
  *   grpc.c     gRPC calls over libcurl; rpc.c blocking calls and retries
@@ -38,17 +40,29 @@ extern const atp_host_api *modal__host;
 /* Where the workdir lives in the sandbox when the core does not say. */
 #define MODAL_SANDBOX_WORKDIR "/workspace/wd"
 
+/* Room for an id Modal gives (app, image, secret, sandbox, task). */
+#define MODAL_ID_MAX 128
+
 /* The tag that labels every sandbox with the atp run id. */
 #define MODAL_RUN_TAG "atp_run_id"
 
+/* Most server urls tried in turn ("URL,URL,..."). */
+#define MODAL_MAX_SERVERS 4
+
 struct modal_backend {
     pthread_mutex_t mu; /* guards ready_rc, cp_meta and app_id */
+    pthread_mutex_t hello_mu; /* held while the server is chosen */
     /* options */
     char *app, *image, *region, *environment, *server_url, *profile;
     char *ca_file;
+    char *client_version;   /* x-modal-client-version */
+    char *libmodal_version; /* x-modal-libmodal-version; NULL: not sent */
+    int64_t client_type;    /* x-modal-client-type */
     double cpu;
+    int64_t lean_threads;   /* LEAN_NUM_THREADS pinned; 0: not set */
     int64_t memory_mib;
     int64_t call_timeout_ms; /* per control-plane attempt */
+    int64_t router_ready_ms; /* for a new sandbox's router to answer */
     int64_t task_wait_ms;    /* for the sandbox to be scheduled */
     /* DNS and TLS sessions shared by every session of this backend */
     CURLSH *share;
@@ -56,16 +70,20 @@ struct modal_backend {
     /* resolved at open (no network), then read-only */
     int ready_rc;         /* how that went: 0 or an ATP_E_* */
     modal__creds creds;
-    modal__endpoint cp;   /* the control plane */
+    modal__endpoint servers[MODAL_MAX_SERVERS]; /* the urls to try */
+    size_t n_servers;
     modal__strv cp_meta;  /* its metadata lines, tokens included */
-    char app_id[128];     /* cached AppGetOrCreate */
+    /* set by the first ClientHello (hello_mu), then read-only */
+    int hello_done;
+    modal__endpoint cp;   /* the control plane: the server that answered */
+    char app_id[MODAL_ID_MAX]; /* cached AppGetOrCreate */
 };
 
 struct modal_session {
     struct modal_backend *be;
     modal__conn *conn;
-    char sandbox_id[128];
-    char task_id[128];
+    char sandbox_id[MODAL_ID_MAX];
+    char task_id[MODAL_ID_MAX];
     char *workdir;         /* in the sandbox */
     modal__endpoint router;
     char *jwt;             /* router access token */
@@ -96,6 +114,28 @@ const char *modal__error_text(void);
  * ATP_E_CONFIG with set_error() done for @call.
  */
 int modal__backend_ready(atp_call *call, struct modal_backend *be);
+
+/* ---- client.c ---------------------------------------------------------- */
+
+/*
+ * Parse the server url (one, or several separated by ',') into
+ * be->servers and build the metadata of control-plane calls: the client's
+ * identity and the tokens.  No network.  0, or ATP_E_CONFIG / ATP_E_NOMEM
+ * with set_error() done.
+ */
+int modal__client_setup(atp_call *call, struct modal_backend *be);
+
+/*
+ * Say hello to Modal (ClientHello), once per backend unless @always: the
+ * first time, the server urls are tried in turn and the first that
+ * answers becomes be->cp for every later call.  The server's warnings
+ * (deprecations) are logged as warnings and sent as "modal_warning"
+ * events.  Returns 0, or an ATP_E_* with set_error() done:
+ * ATP_E_CONFIG when Modal refuses this client (an old client version),
+ * saying which setting to change.
+ */
+int modal__hello(atp_call *call, struct modal_backend *be, modal__conn *c,
+                 const modal__ctl *ctl, int always);
 
 /* ---- sandbox.c --------------------------------------------------------- */
 
@@ -151,6 +191,20 @@ int modal__router_call(struct modal_session *s, const modal__ctl *ctl,
                        const ProtobufCMessageDescriptor *rd,
                        ProtobufCMessage **resp, modal__status *st);
 
+/* How modal__router_call_with() calls. */
+typedef struct modal__router_opts {
+    const modal__retry *pol; /* retries (JWT renewal comes on top) */
+    int64_t timeout_ms;      /* per attempt; 0: call_timeout_s */
+    int wire_timeout;        /* send it as grpc-timeout too */
+} modal__router_opts;
+
+/* modal__router_call() with another retry policy or time limit. */
+int modal__router_call_with(struct modal_session *s, const modal__ctl *ctl,
+                            const modal__router_opts *o, const char *rpc,
+                            const ProtobufCMessage *req,
+                            const ProtobufCMessageDescriptor *rd,
+                            ProtobufCMessage **resp, modal__status *st);
+
 /* The "authorization: Bearer ..." line for router calls (owned by @s). */
 const char *modal__router_auth(struct modal_session *s);
 
@@ -189,6 +243,19 @@ int modal__sandbox_finished(struct modal_session *s, const modal__ctl *ctl,
  */
 int modal__fail(atp_call *call, int rc, const modal__status *st, int code,
                 const char *what);
+
+/* ---- ready.c ----------------------------------------------------------- */
+
+/*
+ * Reach the router of a sandbox just scheduled, retrying for
+ * router_ready_timeout_s as it starts (with "sandbox_waiting" events),
+ * and create the session's workdir in it.  Returns 0, or an ATP_E_* with
+ * set_error() done: ATP_E_TIMEOUT when the router did not answer in time,
+ * ATP_E_PROVISION when the sandbox ended or the workdir could not be
+ * made.  The caller terminates the sandbox on failure.
+ */
+int modal__sandbox_ready(atp_call *call, struct modal_session *s,
+                         const modal__ctl *ctl);
 
 /* ---- exec.c ------------------------------------------------------------ */
 

@@ -127,8 +127,7 @@ static int keep_one(void *ctx, const uint8_t *buf, size_t len)
 /* The metadata of one attempt: the caller's, plus the retry headers. */
 static int attempt_metadata(modal__strv *md, const modal__rpc_req *r,
                             const modal__retry *pol, const char *key,
-                            int attempt, int throttled, double since_s,
-                            double throttle_s)
+                            int attempt, int throttled, double since_s)
 {
     size_t i;
     int rc = 0;
@@ -142,11 +141,12 @@ static int attempt_metadata(modal__strv *md, const modal__rpc_req *r,
         rc = modal__strv_addf(md, "x-retry-attempt: %d", attempt);
     if (rc == 0)
         rc = modal__strv_addf(md, "x-throttle-retry-attempt: %d", throttled);
+    /* Both delays count from the first attempt, as the SDKs send them
+     * (grpc_utils.py _retry_transient_errors; go/client.go). */
     if (rc == 0 && attempt > 0)
         rc = modal__strv_addf(md, "x-retry-delay: %.3f", since_s);
     if (rc == 0 && throttled > 0)
-        rc = modal__strv_addf(md, "x-throttle-retry-delay: %.3f",
-                              throttle_s);
+        rc = modal__strv_addf(md, "x-throttle-retry-delay: %.3f", since_s);
     return rc;
 }
 
@@ -181,7 +181,7 @@ int modal__unary(modal__conn *c, const modal__ctl *ctl,
                  ProtobufCMessage **resp, modal__status *st)
 {
     int64_t t0 = modal__host->now_ns(), delay = pol->base_ms;
-    int64_t throttle_max = modal__conn_throttle(c), throttle_ns = 0;
+    int64_t throttle_max = modal__conn_throttle(c);
     int attempt = 0, throttled = 0, rc;
     char key[37];
 
@@ -211,8 +211,7 @@ int modal__unary(modal__conn *c, const modal__ctl *ctl,
         if (cancelled(ctl))
             return ATP_E_CANCELLED;
         rc = attempt_metadata(&md, r, pol, key, attempt, throttled,
-                              (double)(now - t0) / 1e9,
-                              (double)throttle_ns / 1e9);
+                              (double)(now - t0) / 1e9);
         if (rc == 0)
             rc = attempt_once(c, ctl, r, (const char *const *)md.v,
                               timeout_ms, &o, st);
@@ -249,11 +248,10 @@ int modal__unary(modal__conn *c, const modal__ctl *ctl,
                                   : (int64_t)(st->retry_after * 1e9);
 
             if (throttle_max < 0 ||
-                (modal__host->now_ns() - t0 + wait_ns) / 1000000 <=
+                (modal__host->now_ns() - t0 + wait_ns) / 1000000 <
                     throttle_max) {
                 if ((rc = modal__sleep(c, ctl, wait_ns / 1000000)) != 0)
                     return rc;
-                throttle_ns += wait_ns;
                 throttled++;
                 continue;
             }

@@ -5,9 +5,11 @@
  * Provision (modal-protocol.md §2): AppGetOrCreate, ImageGetByTag (or
  * ImageFromId), SecretGetOrCreate with the session's environment,
  * SandboxCreate (an idle entrypoint; milli-CPU, MiB; timeout_secs = the
- * session's TTL; the workdir; tagged with the run id), then
+ * session's TTL; tagged with the run id), then
  * SandboxGetTaskId every 0.5 s until the task is scheduled, then
- * TaskGetCommandRouterAccess for the worker's exec endpoint and its JWT.
+ * TaskGetCommandRouterAccess for the worker's exec endpoint and its JWT,
+ * then (ready.c) that router reached as the sandbox starts and the
+ * workdir made.
  *
  * Never leak: SandboxCreate, once sent, is waited for even when the run
  * is cancelled; its id goes to the core's ledger the moment it is known;
@@ -108,11 +110,12 @@ int modal__find_app(struct modal_backend *be, modal__conn *c,
         return ATP_E_NOTFOUND;
     if (rc)
         return rc;
-    modal__copy(id, len, resp->app_id);
+    rc = modal__copy_id(id, len, resp->app_id);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
-    if (id[0] == '\0') {
+    if (rc != 0) {
         st->code = MODAL_INTERNAL;
-        snprintf(st->message, sizeof(st->message), "no app id came back");
+        snprintf(st->message, sizeof(st->message), "no usable app id came "
+                 "back (empty, or longer than %zu bytes)", len - 1);
         return ATP_E_BACKEND;
     }
     pthread_mutex_lock(&be->mu);
@@ -149,8 +152,8 @@ int modal__find_image(struct modal_backend *be, modal__conn *c,
                             MODAL_CP_DESC(image_from_id_response),
                             &resp, st);
         if (rc == 0)
-            modal__copy(id, len, ((Modal__Client__ImageFromIdResponse *)resp)
-                                     ->image_id);
+            modal__copy_id(id, len, ((Modal__Client__ImageFromIdResponse *)
+                                         resp)->image_id);
     } else {
         Modal__Client__ImageGetByTagRequest req =
             MODAL__CLIENT__IMAGE_GET_BY_TAG_REQUEST__INIT;
@@ -162,14 +165,15 @@ int modal__find_image(struct modal_backend *be, modal__conn *c,
                             MODAL_CP_DESC(image_get_by_tag_response),
                             &resp, st);
         if (rc == 0)
-            modal__copy(id, len, ((Modal__Client__ImageGetByTagResponse *)
-                                      resp)->image_id);
+            modal__copy_id(id, len, ((Modal__Client__ImageGetByTagResponse *)
+                                         resp)->image_id);
     }
     if (resp)
         protobuf_c_message_free_unpacked(resp, NULL);
     if (rc == 0 && id[0] == '\0') {
-        st->code = MODAL_NOT_FOUND;
-        snprintf(st->message, sizeof(st->message), "no image id came back");
+        st->code = MODAL_INTERNAL;
+        snprintf(st->message, sizeof(st->message), "no usable image id came "
+                 "back (empty, or longer than %zu bytes)", len - 1);
         return ATP_E_BACKEND;
     }
     return rc;
@@ -178,23 +182,45 @@ int modal__find_image(struct modal_backend *be, modal__conn *c,
 int modal__fail_image(atp_call *call, struct modal_backend *be, int rc,
                       const modal__status *st, const char *name)
 {
-    char tag[512];
+    const char *slash = strrchr(name, '/'), *said;
+    char tag[512], where[192];
+    const char *bare = slash ? slash + 1 : name;
 
-    if (rc == ATP_E_BACKEND &&
-        (st->code == MODAL_NOT_FOUND ||
-         (st->code == MODAL_FAILED_PRECONDITION &&
-          strstr(st->message, "not find image") != NULL))) {
-        image_tag(be, name, tag, sizeof(tag));
+    if (rc != ATP_E_BACKEND ||
+        !(st->code == MODAL_NOT_FOUND ||
+          (st->code == MODAL_FAILED_PRECONDITION &&
+           strstr(st->message, "not find image") != NULL)))
+        return modal__fail(call, rc, st, ATP_E_BACKEND,
+                           "looking up the image");
+    said = st->message[0] ? st->message : "no message";
+    if (strncmp(name, "im-", 3) == 0)
         return modal__error(
-            call, ATP_E_IMAGE, "modal image '%s' was not found (looked up "
-            "as %s%s): publish it with modal's Image.publish, or set "
-            "[image] name (or image in the backend section) to a "
-            "published image: %s", name,
-            strncmp(name, "im-", 3) == 0 ? "an image id" : tag,
-            be->creds.environment[0] ? "" : ", default environment",
-            st->message);
-    }
-    return modal__fail(call, rc, st, ATP_E_BACKEND, "looking up the image");
+            call, ATP_E_IMAGE, "modal image id '%s' was not found "
+            "(ImageFromId): check the id (`modal image names list` shows "
+            "the ids of published images), or set [image] name (or image "
+            "in the modal backend's section) to a published name[:tag]; "
+            "modal said: %s: %s", name, modal__code_name(st->code), said);
+    image_tag(be, name, tag, sizeof(tag));
+    if (slash)
+        snprintf(where, sizeof(where), "environment '%.*s'",
+                 (int)(slash - name), name);
+    else if (be->creds.environment[0])
+        snprintf(where, sizeof(where), "environment '%s'",
+                 be->creds.environment);
+    else
+        snprintf(where, sizeof(where), "the workspace's default environment");
+    return modal__error(
+        call, ATP_E_IMAGE, "modal image '%s' was not found: looked up as "
+        "'%s' (ImageGetByTag) in %s.  Publish it there with Modal's "
+        "Python SDK (image.build(app), then image.publish(\"%s\")%s%s), "
+        "see what is published with `modal image names list`, or set "
+        "[image] name (or image in the modal backend's section) to a "
+        "published name[:tag] or an im- id; modal said: %s: %s",
+        name, tag, where, bare,
+        !slash && be->creds.environment[0] ? " with MODAL_ENVIRONMENT="
+                                             : "",
+        !slash && be->creds.environment[0] ? be->creds.environment : "",
+        modal__code_name(st->code), said);
 }
 
 static int env_name_ok(const char *k, size_t n)
@@ -234,8 +260,11 @@ static int env_put(Modal__Client__SecretGetOrCreateRequest__EnvDictEntry *e,
 }
 
 /*
- * The sandbox's environment as an app-owned secret: IS_SANDBOX=1 and
- * LEAN_NUM_THREADS = the cores, then the session's variables (which win).
+ * The sandbox's environment as an app-owned secret: the session's
+ * variables ([env] < env.KEY < -e), then, pinned last as the seed did,
+ * IS_SANDBOX=1 and LEAN_NUM_THREADS = lean_num_threads (by default the
+ * cores), so that Lean does not oversubscribe whatever [env] says for
+ * other machines.  lean_num_threads = 0 leaves LEAN_NUM_THREADS alone.
  */
 static int make_secret(atp_call *call, struct modal_session *s,
                        const modal__ctl *ctl, const char *app_id,
@@ -252,19 +281,32 @@ static int make_secret(atp_call *call, struct modal_session *s,
     size_t n = 0, i, total = 2;
     int rc = 0;
 
-    for (i = 0; spec->env && spec->env[i]; i++)
+    for (i = 0; spec->env && spec->env[i]; i++) {
         total++;
+        if (be->lean_threads > 0 &&
+            strncmp(spec->env[i], "LEAN_NUM_THREADS=", 17) == 0)
+            modal__host->log(call, ATP_LOG_INFO, "LEAN_NUM_THREADS of [env] "
+                             "or -e is replaced by %lld in the modal "
+                             "sandbox (lean_num_threads chooses it)",
+                             (long long)be->lean_threads);
+    }
     e = calloc(total, sizeof(*e));
     ptrs = calloc(total, sizeof(*ptrs));
-    if (e == NULL || ptrs == NULL ||
-        modal__strv_addf(&kv, "IS_SANDBOX=1") ||
-        modal__strv_addf(&kv, "LEAN_NUM_THREADS=%d",
-                         be->cpu < 1 ? 1 : (int)be->cpu)) {
+    if (e == NULL || ptrs == NULL) {
         rc = modal__error(call, ATP_E_NOMEM, "out of memory");
         goto out;
     }
     for (i = 0; spec->env && spec->env[i] && rc == 0; i++)
         rc = modal__strv_addf(&kv, "%s", spec->env[i]);
+    if (rc == 0)
+        rc = modal__strv_addf(&kv, "IS_SANDBOX=1");
+    if (rc == 0 && be->lean_threads > 0)
+        rc = modal__strv_addf(&kv, "LEAN_NUM_THREADS=%lld",
+                              (long long)be->lean_threads);
+    if (rc) {
+        rc = modal__error(call, ATP_E_NOMEM, "out of memory");
+        goto out;
+    }
     for (i = 0; rc == 0 && i < kv.n; i++) {
         if (env_put(e, &n, kv.v[i]) != 0) {
             const char *eq = strchr(kv.v[i], '=');
@@ -293,7 +335,10 @@ static int make_secret(atp_call *call, struct modal_session *s,
                          "storing the sandbox environment");
         goto out;
     }
-    modal__copy(id, len, resp->secret_id);
+    if (modal__copy_id(id, len, resp->secret_id) != 0)
+        rc = modal__error(call, ATP_E_PROVISION, "storing the sandbox "
+                          "environment: no usable secret id came back "
+                          "(empty, or longer than %zu bytes)", len - 1);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
 out:
     free(e);
@@ -493,6 +538,17 @@ int modal__router_call(struct modal_session *s, const modal__ctl *ctl,
                        const ProtobufCMessageDescriptor *rd,
                        ProtobufCMessage **resp, modal__status *st)
 {
+    modal__router_opts o = {&modal__retry_router, 0, 0};
+
+    return modal__router_call_with(s, ctl, &o, rpc, req, rd, resp, st);
+}
+
+int modal__router_call_with(struct modal_session *s, const modal__ctl *ctl,
+                            const modal__router_opts *o, const char *rpc,
+                            const ProtobufCMessage *req,
+                            const ProtobufCMessageDescriptor *rd,
+                            ProtobufCMessage **resp, modal__status *st)
+{
     char path[128];
     int refreshed = 0, rc;
 
@@ -513,9 +569,9 @@ int modal__router_call(struct modal_session *s, const modal__ctl *ctl,
         r.path = path;
         r.metadata = md;
         r.msg = req;
-        r.timeout_ms = s->be->call_timeout_ms;
-        rc = modal__unary(s->conn, ctl, &modal__retry_router, &r, rd, resp,
-                          st);
+        r.timeout_ms = o->timeout_ms ? o->timeout_ms : s->be->call_timeout_ms;
+        r.wire_timeout = o->wire_timeout;
+        rc = modal__unary(s->conn, ctl, o->pol, &r, rd, resp, st);
         if (rc != ATP_E_BACKEND || st->code != MODAL_UNAUTHENTICATED ||
             refreshed)
             return rc;
@@ -562,8 +618,8 @@ static int create_sandbox(atp_call *call, struct modal_session *s,
     res.memory_mb = (uint32_t)be->memory_mib;
     def.resources = &res;
     def.timeout_secs = (uint32_t)ttl_s;
-    def.opt_workdir_case = MODAL__CLIENT__SANDBOX__OPT_WORKDIR_WORKDIR;
-    def.workdir = s->workdir;
+    /* No workdir here: modal__sandbox_ready() creates it (and every
+     * command names it). */
     def.open_ports_oneof_case =
         MODAL__CLIENT__SANDBOX__OPEN_PORTS_ONEOF_OPEN_PORTS;
     def.open_ports = &ports;
@@ -592,11 +648,24 @@ static int create_sandbox(atp_call *call, struct modal_session *s,
     if (rc)
         return modal__fail(call, rc, &st, ATP_E_PROVISION,
                            "creating the sandbox");
-    modal__copy(s->sandbox_id, sizeof(s->sandbox_id), resp->sandbox_id);
+    if (modal__copy_id(s->sandbox_id, sizeof(s->sandbox_id),
+                       resp->sandbox_id) != 0) {
+        /* Never lose a sandbox: terminate it by its id as given. */
+        size_t n = resp->sandbox_id ? strlen(resp->sandbox_id) : 0;
+
+        if (n > 0) {
+            modal__ctl tctl = teardown_ctl(call);
+
+            modal__terminate_id(be, s->conn, &tctl, resp->sandbox_id, &st);
+        }
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        return modal__error(call, ATP_E_PROVISION, "modal created a "
+                            "sandbox %s (%zu bytes; at most %zu are "
+                            "kept): it was terminated", n ? "whose id is "
+                            "too long" : "without an id", n,
+                            sizeof(s->sandbox_id) - 1);
+    }
     protobuf_c_message_free_unpacked(&resp->base, NULL);
-    if (s->sandbox_id[0] == '\0')
-        return modal__error(call, ATP_E_PROVISION, "modal created "
-                            "a sandbox without an id");
     s->created = 1;
     s->created_ns = modal__host->now_ns();
     s->expires_ns = s->created_ns + ttl_s * 1000000000LL;
@@ -635,8 +704,13 @@ static int reach_task(atp_call *call, struct modal_session *s,
                                 s->sandbox_id, why);
         }
         if (resp->task_id && resp->task_id[0]) {
-            modal__copy(s->task_id, sizeof(s->task_id), resp->task_id);
+            rc = modal__copy_id(s->task_id, sizeof(s->task_id),
+                                resp->task_id);
             protobuf_c_message_free_unpacked(&resp->base, NULL);
+            if (rc != 0)
+                return modal__error(call, ATP_E_PROVISION, "sandbox %s: "
+                                    "its task id is longer than %zu bytes",
+                                    s->sandbox_id, sizeof(s->task_id) - 1);
             break;
         }
         protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -662,7 +736,8 @@ int modal__session_open(atp_call *call, void *backend,
     struct modal_session *s;
     modal__ctl ctl = modal__ctl_of(call);
     const char *image = be->image ? be->image : spec->image;
-    char app_id[128], image_id[128], secret_id[128];
+    char app_id[MODAL_ID_MAX], image_id[MODAL_ID_MAX];
+    char secret_id[MODAL_ID_MAX];
     modal__status st;
     int rc;
 
@@ -686,6 +761,8 @@ int modal__session_open(atp_call *call, void *backend,
         return modal__error(call, ATP_E_NOMEM, "out of memory");
     }
     modal__conn_set_throttle(s->conn, be->creds.max_throttle_ms);
+    if ((rc = modal__hello(call, be, s->conn, &ctl, 0)) != 0)
+        goto fail;
     rc = modal__find_app(be, s->conn, &ctl, 1, app_id, sizeof(app_id), &st);
     if (rc) {
         rc = modal__fail(call, rc, &st, ATP_E_PROVISION, "getting the app");
@@ -707,6 +784,8 @@ int modal__session_open(atp_call *call, void *backend,
                           "creating the sandbox");
     if (rc == 0)
         rc = reach_task(call, s, &ctl);
+    if (rc == 0)
+        rc = modal__sandbox_ready(call, s, &ctl);
     if (rc)
         goto fail;
     *out = s;

@@ -168,6 +168,17 @@ int64_t modal__wall_s(void)
     return (int64_t)time(NULL);
 }
 
+int modal__copy_id(char *dst, size_t cap, const char *src)
+{
+    size_t n = src ? strlen(src) : 0;
+
+    dst[0] = '\0';
+    if (n == 0 || n >= cap)
+        return -1;
+    memcpy(dst, src, n + 1);
+    return 0;
+}
+
 void modal__copy(char *dst, size_t cap, const char *src)
 {
     size_t n = src ? strlen(src) : 0;

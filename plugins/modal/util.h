@@ -36,6 +36,14 @@ int64_t modal__wall_s(void);
 /* Copy @src into @dst of @cap bytes, truncating; always terminated. */
 void modal__copy(char *dst, size_t cap, const char *src);
 
+/*
+ * Copy an id Modal gave into @dst of @cap bytes.  Ids are opaque (V2
+ * sandboxes have other shapes than V1's sb- + 22 characters): nothing is
+ * assumed but that one fits.  Returns 0, or -1 with @dst empty when @src
+ * is empty or too long; an id is never truncated.
+ */
+int modal__copy_id(char *dst, size_t cap, const char *src);
+
 /* A NULL-terminated vector of strings that owns them. */
 typedef struct modal__strv {
     char **v;

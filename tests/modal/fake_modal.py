@@ -8,32 +8,48 @@ It follows ../shared/reference/modal-protocol.md §6:
 * every ModalClient call must carry x-modal-token-id/-secret (else
   UNAUTHENTICATED); router calls a Bearer JWT it minted (HS256, integer
   exp) for that task;
-* ids are V1-shaped (sb- + 22 base62; ta-... never ending in V);
+* ids are V1-shaped (sb- + 22 base62; ta-... never ending in V), unless
+  the knobs "id_style" ("v2") or "id_len" say otherwise;
 * SandboxCreate keeps its definition, is idempotent per x-idempotency-key,
   starts the entrypoint as a real process and enforces timeout_secs;
   SandboxGetTaskId answers empty for a while (task_delay), SandboxWait
   long-polls and leaves `result` out while the sandbox runs, terminate is
   idempotent;
+* images are published as [ENV/]NAME[:TAG] (environment "main", tag
+  "latest" when not given) and looked up the same way, or by id;
 * each sandbox has its own root directory; an exec runs a real process
   with its workdir mapped under that root (WORKDIR -> ROOT/WORKDIR), so
   the core's push and pull move real bytes; output is kept after the exit
   and served from any offset, the exit code or signal always set.
 
-Faults are injected with `ctl set` (a JSON object): "faults" is a list of
-{"rpc": NAME, "argv": TEXT (router calls: only for an exec whose command
-line contains TEXT), "nth": N (the Nth matching call since the faults were
-set), "times": K, "code": "UNAVAILABLE", "message": ...,
-"after": true (fail after doing the work), "delay": SECONDS,
-"retry_after": SECONDS (an RPCRetryPolicy detail), "drop_after": BYTES
-(TaskExecStdioRead: drop the stream after so many bytes), "fd": 0|1,
-"kill_after": SECONDS (TaskExecStart: kill the sandbox that long after)}.
-Knobs: "chunk" (bytes per stdio message), "task_delay", "jwt_ttl",
-"list_page".  `ctl stats` says what is alive and what was called (and
-from which client connection: "peers").  With --tls-cert/--tls-key the
-control plane speaks TLS (the router stays h2c, as a local test server's
-may).
+Faults are injected with `ctl set` (a JSON object): "faults" is a list
+of {"rpc": NAME, "argv": TEXT (router calls: only for an exec whose
+command line contains TEXT), "eof": BOOL (TaskExecStdinWrite: only a
+write that does or does not close stdin), "nth": N (the Nth matching
+call since the faults were set), "times": K, "code": "UNAVAILABLE",
+"message": ..., "after": true (fail after doing the work), "delay":
+SECONDS, "retry_after": SECONDS (an RPCRetryPolicy detail),
+"drop_after": BYTES (TaskExecStdioRead: drop the stream after so many
+bytes), "fd": 0|1, "kill_after": SECONDS (TaskExecStart: kill the
+sandbox that long after)}.
 
-    fake_modal.py serve --state DIR [--image NAME]... [--set JSON]
+Knobs: "chunk" (bytes per stdio message), "task_delay", "jwt_ttl",
+"list_page", "hello_warnings" (a list of {"type": N, "message": TEXT}
+that ClientHello answers with), "min_client_version" (older
+x-modal-client-version headers get FAILED_PRECONDITION "Old client", as
+Modal's own test server answers; the identity headers must be there and
+the client type one Modal knows), "router_delay" (seconds after a
+sandbox is scheduled before its router answers: until then its router
+url resets every connection), "missing_cwd" ("refuse", the default: an
+exec whose working directory does not exist fails with INVALID_ARGUMENT
+and is listed in the stats' "refused_cwd"; "create": made on the fly).
+
+`ctl stats` says what is alive and what was called (and from which
+client connection: "peers"; with which grpc-timeout: "deadlines", None
+for none). With --tls-cert/--tls-key the control plane speaks TLS (the
+router stays h2c, as a local test server's may).
+
+    fake_modal.py serve --state DIR [--image [ENV/]NAME[:TAG]]... [--set JSON]
     fake_modal.py ctl --state DIR stats|set JSON|kill ID|wait-ready
 """
 
@@ -46,7 +62,9 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import string
+import struct
 import subprocess
 import sys
 import tempfile
@@ -68,6 +86,28 @@ def new_id(prefix):
         s = "".join(secrets.choice(BASE62) for _ in range(22))
         if not s.endswith("V"):
             return prefix + "-" + s
+
+
+def relay(src, dst):
+    """Copy bytes from SRC to DST until SRC ends."""
+    try:
+        while True:
+            b = src.recv(65536)
+            if not b:
+                break
+            dst.sendall(b)
+    except OSError:
+        pass
+    for sock, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
+        try:
+            sock.shutdown(how)
+        except OSError:
+            pass
+
+
+def version(text):
+    """"1.5.4" as (1, 5, 4); what is not a number counts as 0."""
+    return tuple(int(p) if p.isdigit() else 0 for p in text.split("."))
 
 
 def b64url(b):
@@ -93,6 +133,8 @@ class Exec:
         self.sb = sb
         self.id = exec_id
         self.argv = list(req.command_args)
+        self.workdir = (req.workdir if req.WhichOneof("opt_workdir")
+                        else None)
         self.cond = threading.Condition()
         self.out = [bytearray(), bytearray()]
         self.closed = [False, False]
@@ -110,8 +152,15 @@ class Exec:
             raise Abort("INVALID_ARGUMENT", "workdir must be absolute")
         cwd = sb.path(workdir)
         if not os.path.isdir(cwd):
-            raise Abort("INVALID_ARGUMENT",
-                        "workdir %s does not exist in the sandbox" % workdir)
+            if sb.server.knobs.get("missing_cwd", "refuse") == "create":
+                os.makedirs(cwd, exist_ok=True)
+            else:
+                with sb.server.lock:
+                    sb.server.refused_cwd.append(
+                        {"sandbox": sb.id, "argv": self.argv,
+                         "workdir": workdir})
+                raise Abort("INVALID_ARGUMENT", "workdir %s does not exist "
+                            "in the sandbox" % workdir)
         env = dict(sb.env)
         env.update(dict(req.env))
         pipe = tcr.TASK_EXEC_STDOUT_CONFIG_PIPE
@@ -217,8 +266,7 @@ class Sandbox:
     def __init__(self, server, req, api):
         d = req.definition
         self.server = server
-        self.id = new_id("sb")
-        self.task_id = new_id("ta")
+        self.id, self.task_id = server.new_sandbox_ids()
         self.app_id = req.app_id
         self.definition = d
         self.tags = {t.tag_name: t.tag_value for t in req.tags}
@@ -226,7 +274,13 @@ class Sandbox:
         self.timeout_secs = d.timeout_secs or 300
         self.deadline = time.monotonic() + self.timeout_secs
         self.ready_at = time.monotonic() + server.knobs.get("task_delay", 0.3)
-        self.workdir = d.workdir if d.WhichOneof("opt_workdir") else "/"
+        # The router answers only this long after the task is scheduled.
+        self.router_at = self.ready_at + server.knobs.get("router_delay", 0)
+        self.router_refused = 0
+        self.proxy = None
+        self.def_workdir = (d.workdir if d.WhichOneof("opt_workdir")
+                            else None)
+        self.workdir = self.def_workdir or "/"
         self.cond = threading.Condition()
         self.result = None
         self.dead = False
@@ -287,8 +341,48 @@ class Sandbox:
         for e in list(self.execs.values()):
             with e.cond:
                 e.cond.notify_all()
+        if self.proxy is not None:
+            self.proxy.close()  # a dead worker's router refuses
         shutil.rmtree(self.root, ignore_errors=True)
         return True
+
+    def router_url(self, port):
+        """The url of this sandbox's router: with a router_delay, a port
+        of its own that resets every connection until the router is up,
+        then relays to the real router at PORT."""
+        if self.router_at <= self.ready_at:
+            return "http://127.0.0.1:%d" % port
+        with self.cond:
+            if self.proxy is None:
+                ls = socket.socket()
+                ls.bind(("127.0.0.1", 0))
+                ls.listen(64)
+                self.proxy = ls
+                threading.Thread(target=self.relay_loop, args=(ls, port),
+                                 daemon=True).start()
+            return "http://127.0.0.1:%d" % self.proxy.getsockname()[1]
+
+    def relay_loop(self, ls, port):
+        while True:
+            try:
+                c, _ = ls.accept()
+            except OSError:
+                return
+            if time.monotonic() < self.router_at:
+                # Not up yet: the connection is reset.
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                             struct.pack("ii", 1, 0))
+                c.close()
+                self.router_refused += 1
+                continue
+            try:
+                up = socket.create_connection(("127.0.0.1", port))
+            except OSError:
+                c.close()
+                continue
+            for a, b in ((c, up), (up, c)):
+                threading.Thread(target=relay, args=(a, b),
+                                 daemon=True).start()
 
     def live_procs(self):
         procs = [self.entry] + [e.proc for e in self.execs.values()]
@@ -311,7 +405,8 @@ class Fake:
         os.makedirs(self.sandbox_dir, exist_ok=True)
         self.images = {}
         for name in args.image:
-            self.images[self.norm_tag(name)] = new_id("im")
+            self.images[self.norm_tag(name, "")] = new_id("im")
+        self.image_lookups = []
         self.apps = {}
         self.secrets = {}
         self.sandboxes = {}
@@ -322,6 +417,9 @@ class Fake:
         self.attempts = {}
         self.headers = {}
         self.peers = {}
+        self.deadlines = {}
+        self.refused_cwd = []
+        self.fired = {}
         self.knobs = {"faults": []}
         self.knobs_gen = 0
         self.fault_hits = {}
@@ -329,10 +427,29 @@ class Fake:
         self.log = open(os.path.join(args.state, "fake.log"), "a",
                         buffering=1)
 
+    def new_sandbox_ids(self):
+        """A sandbox id and its task's: V1-shaped, or with "id_style":
+        "v2" of another shape (sb- and 40 characters; a task id ending in
+        V, as the SDKs tell a V2 task), or "id_len" characters long."""
+        sid, tid = new_id("sb"), new_id("ta")
+        if self.knobs.get("id_style") == "v2":
+            sid = "sb-" + "".join(secrets.choice(BASE62) for _ in range(40))
+            tid = tid[:-1] + "V"
+        if self.knobs.get("id_len"):
+            n = int(self.knobs["id_len"])
+            sid = (sid + "".join(secrets.choice(BASE62)
+                                 for _ in range(n)))[:n]
+        return sid, tid
+
     @staticmethod
-    def norm_tag(tag):
-        name = tag.rsplit("/", 1)[-1]
-        return name if ":" in name else name + ":latest"
+    def norm_tag(tag, environment):
+        """"[env/]name[:tag]" as "env/name:tag": the prefix, else
+        ENVIRONMENT, else the default environment "main"; ":latest" when
+        no tag is given (py/modal/_image.py _parse_image_name)."""
+        name_part, sep, tag_part = tag.partition(":")
+        env, slash, name = name_part.rpartition("/")
+        env = env if slash else (environment or "main")
+        return "%s/%s:%s" % (env, name, tag_part if sep else "latest")
 
     # ---- bookkeeping, auth, faults
 
@@ -351,10 +468,17 @@ class Fake:
                                  if k not in ("x-modal-token-secret",
                                               "authorization")}
             self.peers.setdefault(rpc, []).append(context.peer())
+            # The grpc-timeout the call came with (None: none), the last
+            # 100 per method.
+            left = context.time_remaining()
+            dl = self.deadlines.setdefault(rpc, [])
+            dl.append(None if left is None or left > 1e9 else round(left, 3))
+            del dl[:-100]
         self.log.write("%s %s #%d\n" % (time.strftime("%T"), rpc, n))
         if router:
             self.check_jwt(md)
         else:
+            self.check_client(md)
             tid = md.get("x-modal-token-id")
             tsec = md.get("x-modal-token-secret")
             if not tid or not tsec:
@@ -363,6 +487,19 @@ class Fake:
             if tid != self.token_id or tsec != self.token_secret:
                 raise Abort("UNAUTHENTICATED", "invalid token id or secret")
         return md, self.match_faults(rpc, req)
+
+    def check_client(self, md):
+        """As Modal's own test server does (py/test/conftest.py): the
+        identity headers must be there, the client type known, and the
+        client version not older than "min_client_version"."""
+        for h in ("x-modal-client-type", "x-modal-client-version"):
+            if h not in md:
+                raise Abort("FAILED_PRECONDITION", "Missing %s header" % h)
+        if md["x-modal-client-type"] not in ("1", "7", "8", "9"):
+            raise Abort("FAILED_PRECONDITION", "Unknown client type")
+        least = self.knobs.get("min_client_version")
+        if least and version(md["x-modal-client-version"]) < version(least):
+            raise Abort("FAILED_PRECONDITION", "Old client")
 
     def argv_of(self, rpc, req):
         """The command line of the exec a router call is about."""
@@ -388,11 +525,17 @@ class Fake:
             if "argv" in f and (req is None
                                 or f["argv"] not in self.argv_of(rpc, req)):
                 continue
+            if "eof" in f and (req is None
+                               or bool(getattr(req, "eof", False))
+                               != f["eof"]):
+                continue
             with self.lock:
                 n = self.fault_hits.get((gen, i), 0) + 1
                 self.fault_hits[(gen, i)] = n
             if self.fault_due(f, n):
                 out.append(f)
+                with self.lock:
+                    self.fired[rpc] = self.fired.get(rpc, 0) + 1
         return out
 
     def fault_due(self, f, n):
@@ -528,13 +671,24 @@ class Fake:
                 self.apps[k] = new_id("ap")
             return api.AppGetOrCreateResponse(app_id=self.apps[k])
 
+    def ClientHello(self, req, context, md):
+        resp = self.api.ClientHelloResponse()
+        for w in self.knobs.get("hello_warnings", []):
+            resp.server_warnings.add(type=w.get("type", 1),
+                                     message=w["message"])
+        return resp
+
     def AuthTokenGet(self, req, context, md):
         return self.api.AuthTokenGetResponse(token=self.mint_jwt("client"))
 
     def ImageGetByTag(self, req, context, md):
-        image_id = self.images.get(self.norm_tag(req.tag))
+        with self.lock:
+            self.image_lookups.append(
+                {"tag": req.tag, "environment": req.environment_name})
+        image_id = self.images.get(self.norm_tag(req.tag,
+                                                 req.environment_name))
         if image_id is None:
-            raise Abort("NOT_FOUND", "image '%s' not found" % req.tag)
+            raise Abort("NOT_FOUND", "Image '%s' not found" % req.tag)
         return self.api.ImageGetByTagResponse(image_id=image_id)
 
     def ImageFromId(self, req, context, md):
@@ -643,7 +797,7 @@ class Fake:
             raise Abort("FAILED_PRECONDITION", "the sandbox has finished")
         return self.api.TaskGetCommandRouterAccessResponse(
             jwt=self.mint_jwt(sb.task_id),
-            url="http://127.0.0.1:%d" % self.router_port)
+            url=sb.router_url(self.router_port))
 
     # ---- TaskCommandRouter
 
@@ -770,21 +924,29 @@ class Fake:
             sbs = list(self.sandboxes.values())
             out = {"calls": dict(self.calls), "keys": dict(self.keys),
                    "attempts": dict(self.attempts),
-                   "headers": dict(self.headers), "peers": dict(self.peers)}
+                   "headers": dict(self.headers), "peers": dict(self.peers),
+                   "deadlines": dict(self.deadlines),
+                   "refused_cwd": list(self.refused_cwd),
+                   "fired": dict(self.fired),
+                   "images": dict(self.images),
+                   "image_lookups": list(self.image_lookups)}
         out["alive"] = sum(1 for s in sbs if s.result is None)
         out["procs"] = sum(s.live_procs() for s in sbs)
         out["sandboxes"] = [{
             "id": s.id, "task_id": s.task_id,
             "status": None if s.result is None else int(s.result.status),
             "timeout_secs": s.timeout_secs, "tags": s.tags,
+            "image_id": s.definition.image_id,
             "milli_cpu": s.definition.resources.milli_cpu,
             "memory_mb": s.definition.resources.memory_mb,
-            "workdir": s.workdir,
+            "workdir": s.def_workdir,
+            "router_refused": s.router_refused,
             "entrypoint": list(s.definition.entrypoint_args),
             "regions": list(s.definition.scheduler_placement.regions),
             "env_keys": sorted(k for sid in s.definition.secret_ids
                                for k in self.secrets[sid]),
-            "execs": [{"id": e.id, "argv": e.argv, "running": e.running()}
+            "execs": [{"id": e.id, "argv": e.argv, "workdir": e.workdir,
+                       "running": e.running()}
                       for e in s.execs.values()],
         } for s in sbs]
         out["running_execs"] = sum(1 for s in sbs for e in s.execs.values()

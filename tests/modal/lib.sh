@@ -86,13 +86,14 @@ fake_ctl() {
     "$PYTHON" "$FAKE" ctl --state "$T/fake" "$@"
 }
 
-# fake_set JSON: set knobs (faults, chunk, task_delay, ...).
+# fake_set JSON: set knobs (faults, chunk, task_delay, router_delay, ...).
 fake_set() {
     fake_ctl set "$1" >/dev/null
 }
 
 # fake_eval EXPR: a Python expression over the fake's stats (names:
-# alive, procs, calls, keys, attempts, headers, sandboxes, running_execs).
+# alive, procs, calls, keys, attempts, headers, deadlines, sandboxes,
+# running_execs, refused_cwd, fired, images, image_lookups).
 fake_eval() {
     fake_ctl stats | "$PYTHON" -c '
 import json, sys

@@ -117,7 +117,7 @@ static void wrap_plain(void **state)
     struct atp__wrapped w;
 
     (void)state;
-    assert_int_equal(atp__wrap(&w, "echo hi", NULL, 0, 0, 5000, 1000), 0);
+    assert_int_equal(atp__wrap(&w, "echo hi", NULL, 0, 0, 5000, 1000, 1), 0);
     assert_string_equal(w.argv[0], "/bin/sh");
     assert_string_equal(w.argv[1], "-c");
     assert_string_equal(w.argv[2], "echo hi");
@@ -131,7 +131,7 @@ static void wrap_with_timeout_runs_the_command_verbatim(void **state)
     const char *cmd = "printf '%s' \"it's $((1+1))\"";
 
     (void)state;
-    assert_int_equal(atp__wrap(&w, cmd, NULL, 1, 0, 1500, 2500), 0);
+    assert_int_equal(atp__wrap(&w, cmd, NULL, 1, 0, 1500, 2500, 0), 0);
     assert_non_null(strstr(w.argv[2], "timeout -k 3 2 /bin/sh -c \"$1\""));
     assert_string_equal(w.argv[4], cmd);
     assert_string_equal(run_argv(w.argv), "it's 2");
@@ -147,13 +147,49 @@ static void wrap_announces_the_process_group(void **state)
     long pgid;
 
     (void)state;
-    assert_int_equal(atp__wrap(&w, "echo ran", NULL, 0, 1, 0, 0), 0);
+    assert_int_equal(atp__wrap(&w, "echo ran", NULL, 0, 1, 0, 0, 0), 0);
     out = run_argv(w.argv);
     assert_memory_equal(out, ATP__PGID_MARK, strlen(ATP__PGID_MARK));
     pgid = strtol(out + strlen(ATP__PGID_MARK), NULL, 10);
     assert_true(pgid > 1);
     assert_non_null(strstr(out, "\nran\n"));
     atp__wrapped_release(&w);
+}
+
+/* Without stdin the command reads /dev/null, whatever it inherited, when
+ * the command runs under a script at all (here: the group's
+ * announcement, as for a backend that signals from outside). */
+static void wrap_without_stdin_reads_dev_null(void **state)
+{
+    struct atp__wrapped w;
+    int p[2], saved;
+
+    (void)state;
+    saved = dup(0);
+    assert_true(saved >= 0);
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(write(p[1], "leaked\n", 7), 7);
+    close(p[1]);
+    assert_int_equal(dup2(p[0], 0), 0);
+    close(p[0]);
+    assert_int_equal(atp__wrap(&w, "cat; echo end", NULL, 0, 1, 0, 0, 1), 0);
+    assert_non_null(strstr(run_argv(w.argv), "\nend\n"));
+    assert_null(strstr(run_argv(w.argv), "leaked"));
+    atp__wrapped_release(&w);
+    assert_int_equal(dup2(saved, 0), 0);
+    close(saved);
+    /* With stdin (no_stdin 0) the command reads what it is given. */
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(write(p[1], "given\n", 6), 6);
+    close(p[1]);
+    saved = dup(0);
+    assert_int_equal(dup2(p[0], 0), 0);
+    close(p[0]);
+    assert_int_equal(atp__wrap(&w, "cat; echo end", NULL, 0, 1, 0, 0, 0), 0);
+    assert_non_null(strstr(run_argv(w.argv), "\ngiven\nend\n"));
+    atp__wrapped_release(&w);
+    assert_int_equal(dup2(saved, 0), 0);
+    close(saved);
 }
 
 static void wrap_warm_cache(void **state)
@@ -169,7 +205,7 @@ static void wrap_warm_cache(void **state)
     assert_int_equal(mkdir(cache, 0700), 0);
     assert_non_null(getcwd(cwd, sizeof(cwd)));
     assert_int_equal(chdir(dir), 0);
-    assert_int_equal(atp__wrap(&w, "echo ran", cache, 0, 0, 0, 0), 0);
+    assert_int_equal(atp__wrap(&w, "echo ran", cache, 0, 0, 0, 0, 0), 0);
     assert_string_equal(run_argv(w.argv), "ran\n");
     snprintf(link, sizeof(link), "%s/.lake", dir);
     n = readlink(link, target, sizeof(target) - 1);
@@ -240,6 +276,7 @@ int main(void)
         cmocka_unit_test(quoting_round_trips),
         cmocka_unit_test(wrap_plain),
         cmocka_unit_test(wrap_with_timeout_runs_the_command_verbatim),
+        cmocka_unit_test(wrap_without_stdin_reads_dev_null),
         cmocka_unit_test(wrap_warm_cache),
         cmocka_unit_test(wrap_announces_the_process_group),
         cmocka_unit_test(env_merge_order),

@@ -37,9 +37,11 @@
 
 extern char **environ;
 
-#define READ_CHUNK (256 * 1024)
+/* One read per wake-up: small enough that a slow consumer does not keep
+ * the loop from the schedule for long, big enough for throughput. */
+#define READ_CHUNK (64 * 1024)
 #define PIPE_SIZE (256 * 1024) /* fewer wakeups when output floods */
-#define SWEEP_CHUNKS 16        /* 4 MiB: more than a pipe holds */
+#define SWEEP_CHUNKS 64        /* 4 MiB: more than a pipe holds */
 
 static pthread_once_t subreaper_once = PTHREAD_ONCE_INIT;
 

@@ -3,23 +3,25 @@
  * TaskCommandRouter (modal-protocol.md §3.1).
  *
  * TaskExecStart with an exec id of our choosing (the start is idempotent
- * under retries), stdout and stderr piped.  Then, side by side on one
- * connection: a TaskExecStdioRead stream per descriptor, its bytes handed
- * to host->output() as they arrive and, when a stream drops, re-opened at
+ * under retries), stdout and stderr piped, the command's whole
+ * environment.  Then, side by side on one connection: a
+ * TaskExecStdioRead stream per descriptor, its bytes handed to
+ * host->output() as they arrive and, when a stream drops, re-opened at
  * the byte offset already received, so nothing is lost or repeated;
  * TaskExecWait for the exit code or signal; and stdin written with
- * TaskExecStdinWrite in bounded chunks as host->input() delivers it, then
- * EOF.  A command given no stdin reads /dev/null (the core's wrapper sees
- * to it) and its pipe gets EOF at once; a write the router refuses while
- * the command still reads its stdin fails the exec, since the command
- * would wait for it forever.
+ * TaskExecStdinWrite as host->stdin_peek() offers it, then EOF.  A
+ * command given no stdin reads /dev/null (the core's wrapper sees to it)
+ * and its pipe gets EOF at once; a write the router refuses while the
+ * command still reads its stdin fails the exec, since the command would
+ * wait for it forever.
  *
- * The core wraps the command in timeout(1); the call's deadline is the
- * backstop (without one, the sandbox's TTL).  A router that stops
- * answering, or a sandbox that died (SandboxWait says it finished), ends
- * the exec with ATP_E_TIMEOUT or ATP_E_SANDBOX_DEAD; cancellation and
- * the backstop terminate the sandbox, so that nothing of the command
- * keeps running.
+ * When to signal the command is the core's kill schedule
+ * (host->exec_due()); how is this file's: a second TaskExecStart of the
+ * command host->group_kill_argv() gives, aimed at the process group the
+ * core's wrapper announced.  When that cannot work (the group is not
+ * known, the router does not answer) a KILL ends the sandbox.  A router
+ * that stops answering, or a sandbox that died (SandboxWait says it
+ * finished), ends the exec with ATP_E_TIMEOUT or ATP_E_SANDBOX_DEAD.
  */
 #include "config.h"
 
@@ -53,6 +55,7 @@ typedef Modal__TaskCommandRouter__TaskExecPollResponse poll_resp;
 #define WAIT_RETRY_MS 1000
 #define CHECK_MS 10000            /* a liveness check */
 #define TTL_SLACK_MS 30000        /* past the TTL, the sandbox is gone */
+#define QUIET_NS 200000000LL      /* no output for this long: caught up */
 
 struct exec;
 
@@ -81,17 +84,19 @@ struct exec {
     size_t wlen;
     int wn, exited, code, sig, wait_refreshed;
     int64_t wait_at;
-    /* stdin */
+    /* stdin: in_len bytes of the core's buffer on their way */
     int input_fd;
-    unsigned char *in;
     size_t in_len;
     uint64_t in_off;
     int in_eof, in_done, in_failures, in_refreshed, in_sent_eof;
     int64_t in_at;
     modal__rpc *ik;
+    /* the schedule's signals: second execs of the group's kill */
+    modal__rpc *kill[2];
+    int n_kill, term_pending, stopped, signalled;
     /* how it is going */
     int64_t checked_at; /* the last liveness check */
-    int cancelled, timed_out, failed;
+    int timed_out, failed;
     char fail_what[64];
     modal__status fail_st;
     int64_t last_progress;
@@ -146,9 +151,8 @@ static int on_chunk(void *ctx, const uint8_t *buf, size_t len)
     if (r == NULL)
         return ATP_E_BACKEND;
     if (r->data.len > 0) {
-        if (modal__host->output(x->call, sr->out, r->data.data,
-                                r->data.len) == ATP_E_CANCELLED)
-            x->cancelled = 1;
+        /* A consumer that wants no more is a cancel: exec_due() says so. */
+        modal__host->output(x->call, sr->out, r->data.data, r->data.len);
         sr->offset += r->data.len;
         sr->failures = 0;
         sr->refreshed = 0;
@@ -328,31 +332,19 @@ static void wait_ended(struct exec *x, int64_t now)
 
 /* ---- stdin --------------------------------------------------------------- */
 
-/* Take what input is ready, up to a chunk, without blocking. */
-static void take_input(struct exec *x)
+/* What of stdin is ready to go: 0 when nothing (yet), or at its end. */
+static void take_input(struct exec *x, const void **data)
 {
-    while (x->in_len < STDIN_CHUNK && !x->in_eof) {
-        long n;
+    long n = modal__host->stdin_peek(x->call, data, &x->in_eof);
 
-        if (x->input_fd >= 0) {
-            struct pollfd p = {x->input_fd, POLLIN, 0};
-
-            if (poll(&p, 1, 0) <= 0)
-                return;
-        }
-        n = modal__host->input(x->call, x->in + x->in_len,
-                               STDIN_CHUNK - x->in_len);
-        if (n <= 0) {
-            x->in_eof = 1; /* end of input, or it failed: close stdin */
-            return;
-        }
-        x->in_len += (size_t)n;
-        if (x->input_fd < 0)
-            return; /* no descriptor to ask: one blocking read a turn */
-    }
+    x->in_len = n > 0 ? (size_t)n : 0;
+    if (x->in_len > STDIN_CHUNK)
+        x->in_len = STDIN_CHUNK;
+    if (n < 0)
+        x->in_eof = 1; /* it failed: close the command's stdin */
 }
 
-static void stdin_send(struct exec *x)
+static void stdin_send(struct exec *x, const void *data)
 {
     stdin_req req = MODAL_TCR(TASK_EXEC_STDIN_WRITE_REQUEST__INIT);
     modal__rpc_req r;
@@ -362,7 +354,7 @@ static void stdin_send(struct exec *x)
     req.task_id = x->s->task_id;
     req.exec_id = x->exec_id;
     req.offset = x->in_off;
-    req.data.data = x->in;
+    req.data.data = (uint8_t *)data;
     req.data.len = x->in_len;
     req.eof = x->in_eof;
     router_req(x, &r, ROUTER "TaskExecStdinWrite", md, &req.base);
@@ -418,6 +410,7 @@ static void stdin_ended(struct exec *x, int64_t now)
     modal__rpc_free(x->ik);
     x->ik = NULL;
     if (st.code == MODAL_OK) {
+        modal__host->stdin_consume(x->call, x->in_len);
         x->in_off += x->in_len;
         x->in_len = 0;
         x->in_failures = 0;
@@ -468,23 +461,28 @@ static int start_exec(struct exec *x, modal__status *st)
 
     while (spec->argv[req.n_command_args])
         req.n_command_args++;
-    for (i = 0; spec->env && spec->env[i]; i++)
-        n++;
-    e = calloc(n + 1, sizeof(*e));
-    ep = calloc(n + 1, sizeof(*ep));
+    for (i = 0; spec->envp && spec->envp[i]; i++)
+        ;
+    e = calloc(i + 1, sizeof(*e));
+    ep = calloc(i + 1, sizeof(*ep));
     if (e == NULL || ep == NULL) {
         free(e);
         free(ep);
         return ATP_E_NOMEM;
     }
-    for (i = 0; i < n; i++) {
-        const char *kv = spec->env[i], *eq = strchr(kv, '=');
+    /* The command's whole environment, but for what the sandbox pins
+     * (IS_SANDBOX, LEAN_NUM_THREADS: sandbox.c). */
+    for (i = 0; spec->envp && spec->envp[i]; i++) {
+        const char *kv = spec->envp[i], *eq = strchr(kv, '=');
 
+        if (modal__pinned(x->s->be, kv))
+            continue;
         modal__task_command_router__task_exec_start_request__env_entry__init(
-            &e[i]);
-        e[i].key = strndup(kv, eq ? (size_t)(eq - kv) : strlen(kv));
-        e[i].value = (char *)(eq ? eq + 1 : "");
-        ep[i] = &e[i];
+            &e[n]);
+        e[n].key = strndup(kv, eq ? (size_t)(eq - kv) : strlen(kv));
+        e[n].value = (char *)(eq ? eq + 1 : "");
+        ep[n] = &e[n];
+        n++;
     }
     req.task_id = x->s->task_id;
     req.exec_id = x->exec_id;
@@ -518,17 +516,88 @@ static int start_exec(struct exec *x, modal__status *st)
     return rc;
 }
 
-/* ---- the loop ------------------------------------------------------------ */
+/* ---- signals ------------------------------------------------------------ */
 
-static int64_t soonest(int64_t a, int64_t b)
+/*
+ * Signal the command's group: a second exec of the core's kill command,
+ * left to run while the loop goes on.  Returns 0 when it was sent, or
+ * ATP_E_NOTFOUND while the group is not known.
+ */
+static int kill_exec(struct exec *x, int sig, modal__rpc **out)
 {
-    return a == 0 ? b : b == 0 ? a : a < b ? a : b;
+    const char *const *argv = modal__host->group_kill_argv(x->call, sig);
+    start_req req = MODAL_TCR(TASK_EXEC_START_REQUEST__INIT);
+    modal__rpc_req r;
+    const char *md[2];
+    char id[37];
+
+    if (argv == NULL)
+        return ATP_E_NOTFOUND;
+    while (argv[req.n_command_args])
+        req.n_command_args++;
+    modal__uuid4(id);
+    req.task_id = x->s->task_id;
+    req.exec_id = id;
+    req.command_args = (char **)argv;
+    req.stdout_config =
+        MODAL_TCR(TASK_EXEC_STDOUT_CONFIG__TASK_EXEC_STDOUT_CONFIG_DEVNULL);
+    req.stderr_config =
+        MODAL_TCR(TASK_EXEC_STDERR_CONFIG__TASK_EXEC_STDERR_CONFIG_DEVNULL);
+    req.opt_workdir_case =
+        MODAL_TCR(TASK_EXEC_START_REQUEST__OPT_WORKDIR_WORKDIR);
+    req.workdir = (char *)"/";
+    router_req(x, &r, ROUTER "TaskExecStart", md, &req.base);
+    r.timeout_ms = x->s->be->call_timeout_ms;
+    return modal__rpc_start(x->s->conn, &r, out) == 0 ? 0 : ATP_E_BACKEND;
+}
+
+void modal__sweep_collect(struct modal_session *s)
+{
+    if (s->sweep && modal__rpc_done(s->sweep)) {
+        modal__rpc_free(s->sweep);
+        s->sweep = NULL;
+    }
+}
+
+/* Deliver what the schedule says, to the group or the whole sandbox. */
+static void act(struct exec *x, int due)
+{
+    int slot = x->n_kill < 2 ? x->n_kill : 1;
+
+    if (due == ATP_DUE_TERM || due == ATP_DUE_KILL)
+        x->signalled = 1;
+    if (due == ATP_DUE_TERM) {
+        x->term_pending = kill_exec(x, SIGTERM, &x->kill[slot]) ==
+                          ATP_E_NOTFOUND;
+        if (!x->term_pending)
+            x->n_kill = slot + 1;
+    } else if (due == ATP_DUE_KILL) {
+        x->term_pending = 0;
+        modal__rpc_free(x->kill[slot]);
+        x->kill[slot] = NULL;
+        if (kill_exec(x, SIGKILL, &x->kill[slot]) == 0) {
+            x->n_kill = slot + 1;
+        } else {
+            /* Nothing finer to aim at: the sandbox goes, and with it
+             * every process of the command. */
+            modal__session_terminate(x->call, x->s, "a command was killed "
+                                     "before its process group was known");
+            x->stopped = 1;
+        }
+    } else if (due == ATP_DUE_STOP) {
+        x->stopped = 1;
+    } else if (x->term_pending && modal__host->exec_pgid(x->call) > 0) {
+        x->term_pending = 0;
+        if (kill_exec(x, SIGTERM, &x->kill[slot]) == 0)
+            x->n_kill = slot + 1;
+    }
 }
 
 /*
  * After the exit: are the streams still open only because something
  * holds the pipes (connected, nothing coming), rather than re-opening
- * after a drop (whose bytes must still be read)?
+ * after a drop (whose bytes must still be read)?  Only then is the
+ * command's end the core's to drain.
  */
 static int streams_idle(const struct exec *x)
 {
@@ -540,25 +609,51 @@ static int streams_idle(const struct exec *x)
     return 1;
 }
 
+/* Ask the schedule and act; how long to wait at most (ms).  The exit is
+ * the core's to drain once the output already made has been fetched:
+ * streams connected and quiet for a moment. */
+static int64_t schedule(struct exec *x)
+{
+    unsigned state = x->exited && streams_idle(x) &&
+                             modal__host->now_ns() - x->last_progress >=
+                                 QUIET_NS
+                         ? ATP_EXEC_EXITED
+                         : 0;
+    int64_t wait = -1;
+    int due;
+
+    do {
+        due = modal__host->exec_due(x->call, state, &wait);
+        act(x, due);
+    } while (due != ATP_DUE_NONE && due != ATP_DUE_STOP && !x->stopped);
+    if (x->exited && state == 0 && (wait < 0 || wait > QUIET_NS / 1000000))
+        wait = QUIET_NS / 1000000; /* to see it caught up */
+    return wait < 0 || wait > 1000 ? 1000 : wait;
+}
+
+/* ---- the loop ------------------------------------------------------------ */
+
+static int64_t soonest(int64_t a, int64_t b)
+{
+    return a == 0 ? b : b == 0 ? a : a < b ? a : b;
+}
+
 /* Move everything on until the command has ended, or it must stop. */
 static void run(struct exec *x)
 {
-    int64_t drain_ns = (x->spec->drain_ms > 0 ? x->spec->drain_ms : 2000) *
-                       1000000LL;
     int cfd = modal__host->cancel_fd(x->call);
     int i;
 
     for (;;) {
-        int64_t now = modal__host->now_ns(), next = 0, wait_ms;
+        int64_t now, next = 0, wait_ms = schedule(x);
         struct curl_waitfd fds[2];
         unsigned nfds = 0;
 
-        if (!x->cancelled && modal__host->cancelled(x->call))
-            x->cancelled = 1;
-        if (x->cancelled || x->failed)
+        if (x->stopped || x->failed)
             return;
+        now = modal__host->now_ns();
         if (x->ctl.deadline_ns && now >= x->ctl.deadline_ns) {
-            x->timed_out = 1;
+            x->timed_out = 1; /* the router said nothing in all this time */
             return;
         }
         for (i = 0; i < 2; i++)
@@ -568,17 +663,10 @@ static void run(struct exec *x)
             wait_ended(x, now);
         if (x->ik && modal__rpc_done(x->ik))
             stdin_ended(x, now);
-        if (x->failed || x->cancelled)
+        if (x->failed)
             return;
         if (x->exited && x->io[0].eof && x->io[1].eof)
             return;
-        if (x->exited && now - x->last_progress >= drain_ns &&
-            streams_idle(x)) {
-            modal__host->log(x->call, ATP_LOG_DEBUG, "exec %s: output still "
-                             "open %lld ms after the exit; not waiting",
-                             x->exec_id, (long long)(drain_ns / 1000000));
-            return;
-        }
         for (i = 0; i < 2; i++) {
             struct stream *sr = &x->io[i];
 
@@ -596,26 +684,30 @@ static void run(struct exec *x)
                 next = soonest(next, x->wait_at);
         }
         if (!x->in_done && x->ik == NULL) {
-            if (x->in_len == 0 && !x->in_eof)
-                take_input(x);
+            const void *data = NULL;
+
+            take_input(x, &data);
             if (x->in_len > 0 || x->in_eof) {
                 if (x->in_at <= now)
-                    stdin_send(x);
+                    stdin_send(x, data);
                 else
                     next = soonest(next, x->in_at);
             } else if (x->input_fd >= 0) {
                 fds[nfds].fd = x->input_fd;
                 fds[nfds].events = CURL_WAIT_POLLIN;
                 fds[nfds++].revents = 0;
+            } else {
+                wait_ms = 0; /* nothing to wait on: ask again at once */
             }
         }
-        if (x->exited)
-            next = soonest(next, x->last_progress + drain_ns);
         next = soonest(next, x->ctl.deadline_ns);
-        wait_ms = next ? (next - now + 999999) / 1000000 : 1000;
-        if (wait_ms > 1000)
-            wait_ms = 1000;
-        if (cfd >= 0) {
+        if (next) {
+            int64_t until = (next - now + 999999) / 1000000;
+
+            if (until < wait_ms)
+                wait_ms = until;
+        }
+        if (cfd >= 0 && !x->signalled) {
             fds[nfds].fd = cfd;
             fds[nfds].events = CURL_WAIT_POLLIN;
             fds[nfds++].revents = 0;
@@ -636,8 +728,9 @@ static void exec_release(struct exec *x)
         modal__rpc_free(x->io[i].k);
     modal__rpc_free(x->wk);
     modal__rpc_free(x->ik);
+    for (i = 0; i < 2; i++)
+        modal__rpc_free(x->kill[i]);
     free(x->wmsg);
-    free(x->in);
 }
 
 /* The exec could not go on: a dead sandbox, or the router's failure. */
@@ -698,21 +791,20 @@ int modal__exec(atp_call *call, void *session, const atp_exec_spec *spec,
     x.io[1].fd = 1;
     x.io[1].out = ATP_STDERR;
     x.input_fd = -1;
-    if (spec->flags & ATP_EXEC_STDIN) {
+    if (spec->flags & ATP_EXEC_STDIN)
         x.input_fd = modal__host->input_fd(call);
-        x.in = malloc(STDIN_CHUNK);
-        if (x.in == NULL)
-            return modal__error(call, ATP_E_NOMEM, "out of memory");
-    } else {
+    else
         x.in_eof = 1; /* EOF at once: nothing waits on an open stdin */
-    }
     modal__uuid4(x.exec_id);
     x.last_progress = modal__host->now_ns();
+    modal__sweep_collect(s);
     rc = start_exec(&x, &st);
-    if (rc == ATP_E_CANCELLED) {
-        x.cancelled = 1;
-    } else if (rc == ATP_E_TIMEOUT) {
-        x.timed_out = 1;
+    if (rc == ATP_E_CANCELLED || rc == ATP_E_TIMEOUT) {
+        exec_release(&x);
+        return modal__error(call, rc, "%s", rc == ATP_E_CANCELLED
+                            ? "cancelled while the command was starting"
+                            : "the router did not start the command in "
+                              "time");
     } else if (rc == ATP_E_NOMEM) {
         exec_release(&x);
         return modal__error(call, rc, "out of memory");
@@ -721,26 +813,43 @@ int modal__exec(atp_call *call, void *session, const atp_exec_spec *spec,
     } else {
         run(&x);
     }
-    exec_release(&x);
-    if (x.cancelled) {
-        /* No per-command kill in Modal: the sandbox goes, and with it
-         * every process of the command. */
-        modal__session_terminate(call, s, "the run was cancelled");
-        out->flags = ATP_OUTCOME_CANCELLED;
+    if (x.failed) {
+        exec_release(&x);
+        return report_failure(&x);
+    }
+    if (!x.exited && (x.stopped || x.timed_out)) {
+        /* Killed, and no end seen (or the router went quiet): whatever
+         * is left of it goes with the sandbox. */
+        int quiet = x.timed_out || (x.io[0].eof && x.io[1].eof);
+
+        exec_release(&x);
+        modal__session_terminate(call, s, quiet
+                                 ? "the sandbox was terminated when the "
+                                   "router did not report a command's end"
+                                 : "a killed command was not seen to end");
+        if (quiet)
+            /* Its output ended, but the router never said how. */
+            return modal__error(call, ATP_E_TIMEOUT, "the command in sandbox "
+                                "%s did not end by its deadline (budget, "
+                                "grace and margin) and the router said "
+                                "nothing more; the sandbox was terminated",
+                                s->sandbox_id);
+        out->flags = 0;
         out->exit_code = -1;
         out->signal = SIGKILL;
         return 0;
     }
-    if (x.timed_out) {
-        modal__session_terminate(call, s, "the sandbox was terminated when "
-                                 "a command outlived its deadline");
-        return modal__error(call, ATP_E_TIMEOUT, "the command in sandbox %s "
-                            "did not end by its deadline (budget, grace and "
-                            "margin) and the router said nothing more; the "
-                            "sandbox was terminated", s->sandbox_id);
+    {
+        int64_t wait;
+
+        /* What it left running (background jobs) goes with it; the
+         * kill runs on while the next command starts. */
+        if (modal__host->exec_due(call, ATP_EXEC_EXITED | ATP_EXEC_ENDED,
+                                  &wait) == ATP_DUE_KILL && !s->one_shot &&
+            kill_exec(&x, SIGKILL, &s->sweep) != 0)
+            s->sweep = NULL;
     }
-    if (x.failed)
-        return report_failure(&x);
+    exec_release(&x);
     out->flags = 0;
     out->exit_code = x.sig ? -1 : x.code;
     out->signal = x.sig;

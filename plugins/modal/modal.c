@@ -454,7 +454,7 @@ static const atp_plugin_ops modal_ops = {
     "runs commands in modal sandboxes, over modal's grpc api",
     ATP_CAP_ISOLATED_FS | ATP_CAP_STREAMING | ATP_CAP_STDIN |
         ATP_CAP_SESSIONS | ATP_CAP_CPU_LIMIT | ATP_CAP_MEMORY_LIMIT |
-        ATP_CAP_GC,
+        ATP_CAP_GC | ATP_CAP_KILLS_TREE | ATP_CAP_GROUP_SIGNALS,
     options,
     backend_open,
     backend_free,
@@ -478,6 +478,11 @@ ATP_PLUGIN_EXPORT int atp_plugin_entry_v1(const atp_host_api *api,
 
     if (api == NULL || api->abi_major != ATP_PLUGIN_ABI_MAJOR)
         return ATP_E_ABI;
+    if (!ATP_HAS_FIELD(api, atp_host_api, spawn))
+        return api->set_error(call, ATP_E_ABI, "the modal plugin delivers "
+                              "the core's kill schedule: it needs a core of "
+                              "plugin ABI 1.2 or later (this one is %u.%u)",
+                              api->abi_major, api->abi_minor);
     modal__host = api;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return api->set_error(call, ATP_E_BACKEND, "libcurl could not be "

@@ -94,6 +94,8 @@ struct modal_session {
     int terminated;
     int dead;              /* no more commands: dead_why says why */
     char dead_why[512];
+    modal__rpc *sweep;     /* the kill of what the last command left */
+    int one_shot;          /* one command, then the sandbox goes */
 };
 
 /* ---- modal.c ----------------------------------------------------------- */
@@ -224,6 +226,16 @@ int modal__terminate_id(struct modal_backend *be, modal__conn *c,
  * Terminate the session's sandbox once, tell the ledger, mark the session
  * dead with @why.  Returns 0 or an ATP_E_* with set_error() done.
  */
+/* Is "KEY=VALUE" @kv a variable the sandbox pins (IS_SANDBOX,
+ * LEAN_NUM_THREADS), which a command's environment must not override? */
+int modal__pinned(const struct modal_backend *be, const char *kv);
+
+/*
+ * The kill of what the last command left behind, if it has been answered:
+ * free it (it runs on with the next command's calls otherwise).
+ */
+void modal__sweep_collect(struct modal_session *s);
+
 int modal__session_terminate(atp_call *call, struct modal_session *s,
                              const char *why);
 

@@ -259,6 +259,12 @@ static int env_put(Modal__Client__SecretGetOrCreateRequest__EnvDictEntry *e,
     return 0;
 }
 
+int modal__pinned(const struct modal_backend *be, const char *kv)
+{
+    return strncmp(kv, "IS_SANDBOX=", 11) == 0 ||
+           (be->lean_threads > 0 && strncmp(kv, "LEAN_NUM_THREADS=", 17) == 0);
+}
+
 /*
  * The sandbox's environment as an app-owned secret: the session's
  * variables ([env] < env.KEY < -e), then, pinned last as the seed did,
@@ -753,6 +759,7 @@ int modal__session_open(atp_call *call, void *backend,
     if (s == NULL)
         return modal__error(call, ATP_E_NOMEM, "out of memory");
     s->be = be;
+    s->one_shot = (spec->flags & ATP_SESSION_ONE_SHOT) != 0;
     s->workdir = strdup(spec->sandbox_workdir && spec->sandbox_workdir[0]
                             ? spec->sandbox_workdir
                             : MODAL_SANDBOX_WORKDIR);
@@ -821,6 +828,7 @@ void modal__session_free(void *session)
 
     if (s == NULL)
         return;
+    modal__rpc_free(s->sweep); /* the sandbox is gone: so is its target */
     modal__conn_free(s->conn);
     free(s->workdir);
     free(s->jwt);

@@ -424,6 +424,7 @@ struct atp_session {
     volatile sig_atomic_t cancelled;
     atp__secrets secrets;
     char *lease;               /* ledger file, or NULL */
+    int processes_leased;      /* the lease names its host processes */
     unsigned n_cmd;            /* commands run (names spill files) */
     unsigned n_exec;           /* execs, transfers included (exec ids) */
     struct atp__xfer_state *xfer; /* sync state (isolated backends) */
@@ -480,6 +481,9 @@ int atp__state_dir(const atp_config *cfg, char *out, size_t outlen);
 
 /* Write the lease of a session before anything is created. */
 int atp__lease_open(struct atp_session *s);
+/* The same with its first resource in it; a note when it exists. */
+int atp__lease_open_with(struct atp_session *s, const char *kind,
+                         const char *id);
 /* Record or forget a resource of the session. */
 int atp__lease_note(struct atp_session *s, const char *kind, const char *id);
 int atp__lease_forget(struct atp_session *s, const char *id);

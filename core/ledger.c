@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <json.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,12 +195,20 @@ static json_object *read_lease(const char *path)
 
 int atp__lease_open(struct atp_session *s)
 {
+    return atp__lease_open_with(s, NULL, NULL);
+}
+
+int atp__lease_open_with(struct atp_session *s, const char *kind,
+                         const char *id)
+{
     const atp_config *cfg = s->be->cfg;
     char dir[PATH_MAX], path[PATH_MAX];
-    json_object *obj;
+    json_object *obj, *arr;
     time_t now = time(NULL);
     int rc;
 
+    if (s->lease)
+        return kind ? atp__lease_note(s, kind, id) : 0;
     if ((rc = leases_dir(cfg, dir, sizeof(dir))) != 0)
         return rc;
     if (snprintf(path, sizeof(path), "%s/%s.json", dir, s->run_id) >=
@@ -219,7 +228,15 @@ int atp__lease_open(struct atp_session *s)
     json_object_object_add(obj, "pid_start",
                            json_object_new_uint64(proc_start(getpid())));
     json_object_object_add(obj, "created", json_object_new_int64(now));
-    json_object_object_add(obj, "resources", json_object_new_array());
+    arr = json_object_new_array();
+    if (kind && arr) {
+        json_object *item = json_object_new_object();
+
+        json_object_object_add(item, "kind", json_object_new_string(kind));
+        json_object_object_add(item, "id", json_object_new_string(id));
+        json_object_array_add(arr, item);
+    }
+    json_object_object_add(obj, "resources", arr);
     rc = write_lease(path, obj);
     json_object_put(obj);
     if (rc == 0 && (s->lease = strdup(path)) == NULL)
@@ -275,17 +292,69 @@ void atp__lease_close(struct atp_session *s)
 
     if (s->lease == NULL)
         return;
-    obj = read_lease(s->lease);
-    /* Keep a lease that still lists resources: they may have leaked. */
-    if (obj && json_object_object_get_ex(obj, "resources", &arr) &&
-        json_object_array_length(arr) > 0 && s->state != ATP__CLOSED) {
+    if (s->state != ATP__CLOSED) {
+        /* Keep a lease that still lists resources: they may have leaked. */
+        obj = read_lease(s->lease);
+        if (obj && json_object_object_get_ex(obj, "resources", &arr) &&
+            json_object_array_length(arr) > 0) {
+            json_object_put(obj);
+            return;
+        }
         json_object_put(obj);
-        return;
     }
-    json_object_put(obj);
     unlink(s->lease);
     free(s->lease);
     s->lease = NULL;
+}
+
+/*
+ * Kill the host processes of run @run that outlived their owner: those
+ * whose environment carries ATP_EXEC_ID=RUN.N (the core's runner puts it
+ * in every command's), and their process groups.  Returns how many.
+ */
+static int reap_processes(const char *run)
+{
+    char prefix[96], path[64], buf[65536];
+    size_t plen;
+    struct dirent *de;
+    DIR *d;
+    int killed = 0;
+
+    if (snprintf(prefix, sizeof(prefix), ATP__MARKER "%s.", run) >=
+            (int)sizeof(prefix) ||
+        (d = opendir("/proc")) == NULL)
+        return 0;
+    plen = strlen(prefix);
+    while ((de = readdir(d)) != NULL) {
+        long pid = strtol(de->d_name, NULL, 10);
+        size_t off = 0;
+        ssize_t n;
+        int fd;
+
+        if (pid <= 1 || pid == (long)getpid())
+            continue;
+        snprintf(path, sizeof(path), "/proc/%ld/environ", pid);
+        if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+            continue;
+        n = read(fd, buf, sizeof(buf) - 1);
+        close(fd);
+        if (n <= 0)
+            continue;
+        buf[n] = '\0';
+        while (off < (size_t)n) {
+            size_t len = strlen(buf + off);
+
+            if (len > plen && strncmp(buf + off, prefix, plen) == 0) {
+                kill(-(pid_t)pid, SIGKILL); /* its group, if it leads one */
+                kill((pid_t)pid, SIGKILL);
+                killed++;
+                break;
+            }
+            off += len + 1;
+        }
+    }
+    closedir(d);
+    return killed;
 }
 
 static const char *jstr(json_object *obj, const char *key)
@@ -359,7 +428,13 @@ static int reap_lease(atp_config *cfg, const char *path, json_object *lease,
         item.id = jstr(it, "id");
         item.run_id = run_id;
         item.owner_pid = pid;
-        if (!dry_run && be && item.id) {
+        if (item.kind && strcmp(item.kind, "processes") == 0) {
+            /* Host commands of the run: the core's own to reap. */
+            if (!dry_run && item.id) {
+                reap_processes(item.id);
+                removed = 1;
+            }
+        } else if (!dry_run && be && item.id) {
             if (!ATP__OPS_HAS(be->plugin, reap)) {
                 snprintf(why, sizeof(why), "plugin %s cannot reap",
                          be->plugin->name);

@@ -450,6 +450,26 @@ static int run(struct proc *p)
     return 0;
 }
 
+/*
+ * While a host process of a session runs, the session's lease names its
+ * processes (by the run id of their ATP_EXEC_ID), so that after a crash
+ * `atp-run gc` kills what is left.  Written once, after the first start
+ * (beside the process's own start-up), and dropped when the session
+ * closes.
+ */
+static void lease_processes(atp_call *call)
+{
+    struct atp_session *s = call ? call->session : NULL;
+
+    if (s == NULL || s->processes_leased)
+        return;
+    if (atp__lease_open_with(s, "processes", s->run_id) == 0)
+        s->processes_leased = 1;
+    else
+        atp__log(s->be->cfg, ATP_LOG_WARN, "core", "cannot record the "
+                 "session's processes in the ledger: %s", atp_last_error());
+}
+
 int atp__spawn(atp_call *call, const atp_spawn_spec *spec,
                atp_exec_outcome *out)
 {
@@ -510,6 +530,8 @@ int atp__spawn(atp_call *call, const atp_spawn_spec *spec,
         goto out;
     }
     rc = start(&p, envp, out_p[1], err_p[1], in_p[0]);
+    if (rc == 0)
+        lease_processes(call);
     close_fd(&out_p[1]);
     close_fd(&err_p[1]);
     close_fd(&in_p[0]);

@@ -570,9 +570,22 @@ static int start(struct atp_session *s, atp_result *res, int one_shot)
                     atp__call_message(&call, rc));
     }
     s->state = ATP__OPEN;
-    f[0] = fstr("run_id", s->run_id);
-    f[1] = fdbl("seconds", since_s(t0));
-    atp__session_event(s, "provisioned", f, 2);
+    {
+        /* What the image carries, as the configuration says, goes with
+         * the run's record. */
+        const char *tc = atp_config_get(s->be->cfg, "image",
+                                        "lean_toolchain");
+        const char *mr = atp_config_get(s->be->cfg, "image", "mathlib_rev");
+        size_t n = 0;
+
+        f[n++] = fstr("run_id", s->run_id);
+        f[n++] = fdbl("seconds", since_s(t0));
+        if (tc && *tc)
+            f[n++] = fstr("lean_toolchain", tc);
+        if (mr && *mr)
+            f[n++] = fstr("mathlib_rev", mr);
+        atp__session_event(s, "provisioned", f, n);
+    }
     if (atp_backend_caps(s->be) & ATP_CAP_ISOLATED_FS) {
         size_t i;
 

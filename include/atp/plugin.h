@@ -38,10 +38,27 @@
  *     a call must watch one of them and return ATP_E_CANCELLED promptly.
  *   - Every host function may be called from any thread.
  *
- * Errors
+ * Errors and logs
  *   Every plugin function returns 0 or a negative ATP_E_* code.  The detail
  *   goes through host->set_error(); unknown negative codes are treated as
- *   ATP_E_BACKEND.
+ *   ATP_E_BACKEND.  host->log() lines reach the embedder's log callback
+ *   with the plugin's name as their origin (atp-run prints them as
+ *   "atp: NAME: LEVEL: message"); a plugin never writes to stdout or
+ *   stderr itself.
+ *
+ * Processes, signals and descriptors
+ *   A plugin installs no signal handler and changes no process-wide
+ *   disposition or mask; the core's host functions never raise SIGPIPE
+ *   in the process.  Descriptors a plugin opens are O_CLOEXEC: host
+ *   processes started by the core get stdin, stdout and stderr and
+ *   nothing else, but a plugin's own fork would leak them.  A backend
+ *   of host processes uses host->spawn() rather than forking.
+ *
+ * Names
+ *   The plugin's name is the NAME of its file atp-NAME.so; ops.name is
+ *   for display.  A [backend.X] section picks a plugin with `plugin =`
+ *   (default X) and may load it from a file with `path =` (a file, not a
+ *   directory; relative to the configuration file).
  */
 #ifndef ATP_PLUGIN_H
 #define ATP_PLUGIN_H

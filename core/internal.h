@@ -38,6 +38,9 @@ int64_t atp__now_ns(void);
 int atp__parse_bool(const char *s, int *out);
 int atp__parse_int(const char *s, int64_t *out);
 int atp__parse_number(const char *s, double *out);
+/* "30", "1.5s", "500ms", "5m", "2h" into milliseconds: 0, or at least 1
+ * (a smaller positive duration would round to 0, "none"); else
+ * ATP_E_INVAL. */
 int atp__parse_duration_ms(const char *s, int64_t *out);
 int atp__parse_size(const char *s, int64_t *out);
 int atp__parse_choice(const char *s, const char *choices);

@@ -50,6 +50,14 @@ static void durations(void **state)
     assert_int_not_equal(atp__parse_duration_ms("10sec", &v), 0);
     assert_int_not_equal(atp__parse_duration_ms("1e3", &v), 0);
     assert_int_not_equal(atp__parse_duration_ms("s", &v), 0);
+    /* A positive budget that would round to 0 ("none") is refused. */
+    assert_int_equal(dur("1ms"), 1);
+    assert_int_equal(dur("0.0"), 0);
+    assert_int_equal(dur("0ms"), 0);
+    assert_int_not_equal(atp__parse_duration_ms("0.0004", &v), 0);
+    assert_int_not_equal(atp__parse_duration_ms("0.1ms", &v), 0);
+    assert_int_not_equal(atp__parse_duration_ms("0.9ms", &v), 0);
+    assert_int_not_equal(atp__parse_duration_ms("0.0000001h", &v), 0);
 }
 
 static void sizes(void **state)
@@ -121,6 +129,19 @@ static void load_bad(const char *text, const char *want)
     assert_null(cfg);
     if (strstr(atp_last_error(), want) == NULL)
         fail_msg("message '%s' lacks '%s'", atp_last_error(), want);
+}
+
+static void tiny_durations_refused_in_config(void **state)
+{
+    atp_config *cfg = load_ok("[atp]\ntimeout_s = 0\n");
+
+    (void)state;
+    assert_int_equal(cfg->set.timeout_ms, 0); /* 0: no budget */
+    atp_config_free(cfg);
+    load_bad("[atp]\ntimeout_s = 0.0004\n",
+             "test.ini:2: bad value '0.0004' for timeout_s in [atp]: a "
+             "duration under 1ms would round to 0");
+    load_bad("[atp]\nkill_grace_s = 0.1ms\n", "under 1ms");
 }
 
 static void defaults(void **state)
@@ -344,6 +365,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(durations),
+        cmocka_unit_test(tiny_durations_refused_in_config),
         cmocka_unit_test(sizes),
         cmocka_unit_test(booleans_and_ints),
         cmocka_unit_test(nearest),

@@ -230,6 +230,10 @@ ATP_EXTERN int atp_session_create(atp_session **out, atp_backend *be,
                                           : strerror(errno));
     if (stat(real, &st) != 0 || !S_ISDIR(st.st_mode))
         return atp__error(ATP_E_CONFIG, "workdir %s is not a directory", wd);
+    if (faccessat(AT_FDCWD, real, R_OK | X_OK, AT_EACCESS) != 0)
+        return atp__error(ATP_E_CONFIG, "workdir %s cannot be read and "
+                          "entered (%s); fix its permissions or pick "
+                          "another directory", wd, strerror(errno));
     s = calloc(1, sizeof(*s));
     if (s == NULL)
         return atp__error(ATP_E_NOMEM, "out of memory");

@@ -603,12 +603,12 @@ static int host_changed(int rootfd, struct atp__ment *h, struct atp__ment *b)
         return 0;
     if (h->size != b->size)
         return 1;
-    if (h->mtime_ns == b->mtime_ns)
+    if (atp__time_eq(h->mtime, b->mtime))
         return 0;
     /* Same size, new mtime: the content decides. */
     if (b->has_hash && atp__hash_file(rootfd, h->path, &hash) == 0 &&
         hash == b->hash) {
-        b->mtime_ns = h->mtime_ns; /* remember: no need to hash again */
+        b->mtime = h->mtime; /* remember: no need to hash again */
         return 0;
     }
     return 1;
@@ -627,7 +627,7 @@ static int sandbox_changed(const struct atp__ment *x,
                       b->target ? b->target : "") != 0;
     if (x->type == ATP__T_DIR)
         return 0;
-    return x->size != b->size || x->mtime_ns != b->sb_mtime_ns;
+    return x->size != b->size || !atp__time_eq(x->mtime, b->sb_mtime);
 }
 
 /* Same entry on both sides, as far as metadata can tell. */
@@ -642,7 +642,7 @@ static int same_entry(const struct atp__ment *h, const struct atp__ment *x)
                       x->target ? x->target : "") == 0;
     if (h->type == ATP__T_DIR)
         return 1;
-    return h->size == x->size && h->mtime_ns == x->mtime_ns;
+    return h->size == x->size && atp__time_eq(h->mtime, x->mtime);
 }
 
 /* Walk the union of up to three sorted manifests in path order. */
@@ -922,14 +922,14 @@ int atp__sync_push(struct atp_session *s)
         for (i = 0; rc == 0 && i < send.n; i++) {
             struct atp__ment *sx = atp__manifest_find(&S2, send.e[i].path);
 
-            send.e[i].sb_mtime_ns = sx ? sx->mtime_ns : -1;
+            send.e[i].sb_mtime = sx ? sx->mtime : ATP__TIME_NONE;
         }
         atp__manifest_free(&S2);
         if (rc)
             goto out;
     } else {
         for (i = 0; i < send.n; i++)
-            send.e[i].sb_mtime_ns = send.e[i].mtime_ns;
+            send.e[i].sb_mtime = send.e[i].mtime;
     }
     atp__manifest_sort(&gone);
     if ((rc = rebase(&x->base, &gone, &send, &nb)) != 0)
@@ -1094,7 +1094,7 @@ int atp__sync_pull(struct atp_session *s)
     for (i = 0; i < c.got.n; i++) {
         struct atp__ment *sx = atp__manifest_find(&S, c.got.e[i].path);
 
-        c.got.e[i].sb_mtime_ns = sx ? sx->mtime_ns : c.got.e[i].mtime_ns;
+        c.got.e[i].sb_mtime = sx ? sx->mtime : c.got.e[i].mtime;
     }
     atp__manifest_sort(&gone);
     if (full) {

@@ -231,13 +231,59 @@ static void bad_inputs(void **state)
     load_bad("[atp]\nmax_line = 10\n", "max_line must be at least 64");
 }
 
-static void long_line_is_an_error(void **state)
+/*
+ * Lines of any length (inih's own buffer holds 199 bytes): a 64 KiB value,
+ * with the inline comment and blanks cut as on a short line, on a key
+ * line, on a continuation line and beside long comments.
+ */
+static void long_lines_work(void **state)
 {
-    char text[512];
+    size_t big = 65536, cap = 4 * big + 4096, used = 0;
+    char *text = malloc(cap), *want = malloc(big + 1), *two;
+    const char *v;
+    atp_config *cfg;
 
     (void)state;
-    snprintf(text, sizeof(text), "[atp]\nbackend = %0300d\n", 1);
-    load_bad(text, "test.ini:2: line is longer than");
+    memset(want, 'v', big);
+    want[big] = '\0';
+    want[0] = 'a';
+    want[big / 2] = ';'; /* not after a blank: no comment */
+    want[big / 2 + 1] = '=';
+    want[big - 1] = 'z';
+    used += (size_t)snprintf(text + used, cap - used,
+                             "; %0300d\n[env]   ; %0300d\n"
+                             "LONG = %s   ; an inline comment %0300d\n"
+                             "AFTER:after\n", 0, 0, want, 0);
+    used += (size_t)snprintf(text + used, cap - used,
+                             "MULTI = first\n    %s\n  # %0300d\n"
+                             "[atp]\nbackend = local\n", want, 0);
+    (void)used;
+    cfg = load_ok(text);
+    v = atp_config_get(cfg, "env", "LONG");
+    assert_non_null(v);
+    assert_int_equal(strlen(v), big);
+    assert_string_equal(v, want);
+    assert_string_equal(atp_config_get(cfg, "env", "AFTER"), "after");
+    two = malloc(big + 8);
+    snprintf(two, big + 8, "first\n%s", want);
+    assert_string_equal(atp_config_get(cfg, "env", "MULTI"), two);
+    assert_string_equal(atp_config_backend(cfg), "local");
+    atp_config_free(cfg);
+
+    /* Errors on a long line still name that line. */
+    snprintf(text, cap, "[atp]\nno equals sign %0300d\n", 0);
+    load_bad(text, "test.ini:2: syntax error");
+    snprintf(text, cap, "[atp]\nbackend = %0300d\n", 1);
+    cfg = load_ok(text);
+    assert_int_equal(strlen(atp_config_backend(cfg)), 300);
+    atp_config_free(cfg);
+    snprintf(text, cap, "[env]\nX = 1\n[%0300d]\n", 0);
+    load_bad(text, "test.ini:3: section name too long");
+    snprintf(text, cap, "[env]\n%0300d = 1\n", 0);
+    load_bad(text, "test.ini:2:");
+    free(text);
+    free(want);
+    free(two);
 }
 
 static void backend_section_checked_against_plugin(void **state)
@@ -373,7 +419,7 @@ int main(void)
         cmocka_unit_test(full_file),
         cmocka_unit_test(empty_backend_section_exists),
         cmocka_unit_test(bad_inputs),
-        cmocka_unit_test(long_line_is_an_error),
+        cmocka_unit_test(long_lines_work),
         cmocka_unit_test(backend_section_checked_against_plugin),
         cmocka_unit_test(search_order),
         cmocka_unit_test(example_file_loads),

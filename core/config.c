@@ -98,6 +98,11 @@ struct parse_state {
     const char *last_key;
     int ini_has_key;      /* inih would take an indented line as more */
     char *long_value;     /* the value of a line too long for inih */
+    /* Keys seen, hashed: (section index + 1, key index); sec 0 is free. */
+    struct key_slot {
+        size_t sec, kv;
+    } *slot;
+    size_t n_slot, n_keys;
 };
 
 static void fail_at(struct parse_state *st, int line, const char *fmt, ...)
@@ -340,13 +345,80 @@ static char *reader(char *str, int num, void *stream)
     return ret;
 }
 
+static size_t key_hash(size_t sec, const char *key)
+{
+    uint64_t h = 14695981039346656037u ^ sec; /* FNV-1a */
+
+    while (*key)
+        h = (h ^ (unsigned char)*key++) * 1099511628211u;
+    return (size_t)(h ^ (h >> 32));
+}
+
+/* The key @key of section number @sec seen so far, or NULL. */
+static struct atp__kv *find_key(const struct parse_state *st, size_t sec,
+                                const char *key)
+{
+    size_t i, mask = st->n_slot - 1;
+    struct atp__section *s = &st->cfg->sec[sec];
+
+    if (st->n_slot == 0)
+        return NULL;
+    for (i = key_hash(sec, key) & mask; st->slot[i].sec; i = (i + 1) & mask)
+        if (st->slot[i].sec == sec + 1 &&
+            strcmp(s->kv[st->slot[i].kv].key, key) == 0)
+            return &s->kv[st->slot[i].kv];
+    return NULL;
+}
+
+/* Remember key number @kv of section number @sec; 0 or ATP_E_NOMEM. */
+static int index_key(struct parse_state *st, size_t sec, size_t kv)
+{
+    size_t i, mask;
+
+    if ((st->n_keys + 1) * 2 > st->n_slot) {
+        size_t n = st->n_slot ? st->n_slot * 2 : 64, j;
+        struct key_slot *grown = calloc(n, sizeof(*grown));
+
+        if (grown == NULL)
+            return ATP_E_NOMEM;
+        for (j = 0; j < st->n_slot; j++) {
+            const struct key_slot *o = &st->slot[j];
+
+            if (o->sec == 0)
+                continue;
+            for (i = key_hash(o->sec - 1, st->cfg->sec[o->sec - 1]
+                                              .kv[o->kv].key) & (n - 1);
+                 grown[i].sec; i = (i + 1) & (n - 1))
+                ;
+            grown[i] = *o;
+        }
+        free(st->slot);
+        st->slot = grown;
+        st->n_slot = n;
+    }
+    mask = st->n_slot - 1;
+    for (i = key_hash(sec, st->cfg->sec[sec].kv[kv].key) & mask;
+         st->slot[i].sec; i = (i + 1) & mask)
+        ;
+    st->slot[i].sec = sec + 1;
+    st->slot[i].kv = kv;
+    st->n_keys++;
+    return 0;
+}
+
 static int append_kv(struct atp__section *sec, const char *key,
                      const char *value, int line)
 {
-    struct atp__kv *grown = realloc(sec->kv, (sec->n_kv + 1) * sizeof(*grown));
+    struct atp__kv *grown = sec->kv;
 
-    if (grown == NULL)
-        return ATP_E_NOMEM;
+    if (sec->n_kv == sec->cap_kv) {
+        size_t cap = sec->cap_kv ? sec->cap_kv * 2 : 8;
+
+        grown = realloc(sec->kv, cap * sizeof(*grown));
+        if (grown == NULL)
+            return ATP_E_NOMEM;
+        sec->cap_kv = cap;
+    }
     sec->kv = grown;
     grown[sec->n_kv].key = strdup(key);
     grown[sec->n_kv].value = strdup(value);
@@ -377,7 +449,7 @@ static int handler(void *user, const char *section, const char *name,
     sec = atp__config_section(st->cfg, section);
     if (sec == NULL)
         return 0; /* unknown section, already reported */
-    kv = (struct atp__kv *)atp__section_get(sec, name);
+    kv = find_key(st, (size_t)(sec - st->cfg->sec), name);
     if (kv && st->leading_space && st->last_sec &&
         strcmp(st->last_sec, section) == 0 && st->last_key &&
         strcmp(st->last_key, name) == 0) {
@@ -397,7 +469,8 @@ static int handler(void *user, const char *section, const char *name,
                 name, section, kv->line);
         return 0;
     }
-    if (append_kv(sec, name, value, st->line) != 0) {
+    if (append_kv(sec, name, value, st->line) != 0 ||
+        index_key(st, (size_t)(sec - st->cfg->sec), sec->n_kv - 1) != 0) {
         fail_at(st, st->line, "out of memory");
         return 0;
     }
@@ -697,6 +770,7 @@ static int parse_text(atp_config *cfg, const char *text, size_t size)
     st.size = size;
     rc = ini_parse_stream(reader, &st, handler, &st);
     free(st.long_value);
+    free(st.slot);
     /* Report whichever error comes first in the file. */
     if (st.err_line && !(rc > 0 && rc < st.err_line))
         return atp__error(ATP_E_CONFIG, "%s:%d: %s", st.name, st.err_line,

@@ -71,7 +71,7 @@ struct atp__section {
     char *name;
     int line;
     struct atp__kv *kv;
-    size_t n_kv;
+    size_t n_kv, cap_kv;
 };
 
 /* Settings of [atp] and [image], parsed and defaulted. */
@@ -239,10 +239,14 @@ void atp__wrapped_release(struct atp__wrapped *w);
 
 /* ---- env.c ------------------------------------------------------------ */
 
-/* A NULL-terminated "KEY=VALUE" array with its own storage. */
+/* A NULL-terminated "KEY=VALUE" array with its own storage (v, n), and
+ * an index of its keys; {NULL, 0} is an empty one. */
 typedef struct atp__env {
     char **v;
     size_t n;
+    size_t cap;       /* room in v, NULL included */
+    size_t *slot;     /* hash of the keys: 1 + index into v, 0 free */
+    size_t n_slot;
 } atp__env;
 
 /* Set KEY=VALUE (replacing KEY). */
@@ -260,6 +264,8 @@ typedef struct atp__secrets {
     pthread_mutex_t lock;
     char **v;
     size_t n;
+    size_t *slot;     /* hash of the values: 1 + index into v, 0 free */
+    size_t n_slot;
 } atp__secrets;
 
 void atp__secrets_init(atp__secrets *s);

@@ -601,7 +601,7 @@ ATP_EXTERN int atp_session_exec(atp_session *s, const char *command,
     struct exec_ctx x;
     atp_exec_spec spec;
     atp_exec_outcome out;
-    atp__env env = {NULL, 0};
+    atp__env env = {0};
     atp__sink sink;
     atp_call call;
     atp_field f[2];

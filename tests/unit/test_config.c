@@ -286,6 +286,50 @@ static void long_lines_work(void **state)
     free(two);
 }
 
+/*
+ * 100k keys in [env] are read whole and in order; a key set twice among
+ * them is still found, naming both lines.  (Each key used to be compared
+ * with every key before it: 100k took tens of seconds.)
+ */
+static void many_env_keys(void **state)
+{
+    enum { N = 100000 };
+    size_t cap = (size_t)N * 32 + 64, used = 0, i;
+    char *text = malloc(cap), key[32], val[32];
+    const struct atp__section *env;
+    atp_config *cfg;
+
+    (void)state;
+    used += (size_t)snprintf(text + used, cap - used, "[env]\n");
+    for (i = 0; i < N; i++)
+        used += (size_t)snprintf(text + used, cap - used, "K%zu = v%zu\n",
+                                 i, i * 7);
+    snprintf(text + used, cap - used, "  more\n[atp]\nbackend = local\n");
+    cfg = load_ok(text);
+    env = atp__config_section(cfg, "env");
+    assert_non_null(env);
+    assert_int_equal(env->n_kv, N);
+    for (i = 0; i < N; i++) {
+        snprintf(key, sizeof(key), "K%zu", i);
+        assert_string_equal(env->kv[i].key, key);
+        assert_int_equal(env->kv[i].line, (int)i + 2);
+    }
+    for (i = 0; i < N; i += 997) {
+        snprintf(key, sizeof(key), "K%zu", i);
+        snprintf(val, sizeof(val), "v%zu", i * 7);
+        assert_string_equal(atp_config_get(cfg, "env", key), val);
+    }
+    assert_string_equal(atp_config_get(cfg, "env", "K99999"),
+                        "v699993\nmore");
+    assert_null(atp_config_get(cfg, "env", "K100000"));
+    atp_config_free(cfg);
+
+    snprintf(text + used, cap - used, "K54321 = again\n");
+    load_bad(text, "test.ini:100002: key 'K54321' in [env] is already set "
+                   "on line 54323");
+    free(text);
+}
+
 static void backend_section_checked_against_plugin(void **state)
 {
     static const atp_option opts[] = {
@@ -420,6 +464,7 @@ int main(void)
         cmocka_unit_test(empty_backend_section_exists),
         cmocka_unit_test(bad_inputs),
         cmocka_unit_test(long_lines_work),
+        cmocka_unit_test(many_env_keys),
         cmocka_unit_test(backend_section_checked_against_plugin),
         cmocka_unit_test(search_order),
         cmocka_unit_test(example_file_loads),

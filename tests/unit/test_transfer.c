@@ -469,7 +469,32 @@ static void dotdot_refused(void **state)
     };
 
     (void)state;
-    expect_refused(f, 2, "'../escaped'");
+    /* atp's own reason, not only libarchive's refusal of '..'. */
+    expect_refused(f, 2, "'../escaped': a '..' or empty component");
+}
+
+/*
+ * Names libarchive itself would extract ("sub/./x", "sub//x", "sub/x/."
+ * clean up to sub/x) are refused by atp's own check: a manifest keyed by
+ * such a name would not match the file, and the agreed state would break.
+ */
+static void unclean_names_refused(void **state)
+{
+    static const char *const names[] = {"sub/./x", "sub//x", "./sub/../x",
+                                        "sub/x/."};
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const struct fake f[] = {
+            {"sub", AE_IFDIR, NULL, 0, NULL, 0, 0755},
+            {names[i], AE_IFREG, NULL, 0, "x", -1, 0},
+        };
+        char want[64];
+
+        snprintf(want, sizeof(want), "a '..' or empty component");
+        expect_refused(f, 2, want);
+    }
 }
 
 static void symlink_then_file_through_it_refused(void **state)
@@ -1026,6 +1051,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(absolute_path_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(dotdot_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(unclean_names_refused, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(symlink_then_file_through_it_refused,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(hardlink_to_outside_refused, setup,

@@ -206,9 +206,10 @@ static const char *parse_time(const char *s, struct atp__time *t)
     return p;
 }
 
-/* Parse "TYPE SIZE MTIME MODE"; 0 or -1. */
+/* Parse "TYPE SIZE MTIME CTIME MODE"; 0 or -1. */
 static int parse_attrs(const char *s, char *type, long long *size,
-                       struct atp__time *mtime, unsigned *mode)
+                       struct atp__time *mtime, struct atp__time *ctime,
+                       unsigned *mode)
 {
     char *end;
     unsigned long mv;
@@ -221,6 +222,9 @@ static int parse_attrs(const char *s, char *type, long long *size,
     if (errno == ERANGE || *end != ' ')
         return -1;
     s = parse_time(end + 1, mtime);
+    if (s == NULL || *s != ' ')
+        return -1;
+    s = parse_time(s + 1, ctime);
     if (s == NULL || *s != ' ' || !(s[1] >= '0' && s[1] <= '7'))
         return -1;
     mv = strtoul(s + 1, &end, 8);
@@ -231,9 +235,9 @@ static int parse_attrs(const char *s, char *type, long long *size,
 }
 
 /*
- * The listing is what `find . -mindepth 1 ... -printf '%y %s %T@ %m\0%P\0
- * %l\0'` prints: three NUL-terminated fields per entry.  It comes from
- * the sandbox, so every name is checked like any untrusted input.
+ * The listing is what `find . -mindepth 1 ... -printf '%y %s %T@ %C@ %m\0
+ * %P\0%l\0'` prints: three NUL-terminated fields per entry.  It comes
+ * from the sandbox, so every name is checked like any untrusted input.
  */
 int atp__manifest_parse_listing(struct atp__manifest *m, const char *buf,
                                 size_t len, const char *const *excludes)
@@ -243,7 +247,7 @@ int atp__manifest_parse_listing(struct atp__manifest *m, const char *buf,
     while (p < end) {
         const char *f[3];
         struct atp__ment me;
-        struct atp__time mtime;
+        struct atp__time mtime, ctime;
         char tchar;
         long long size;
         unsigned mode;
@@ -258,7 +262,7 @@ int atp__manifest_parse_listing(struct atp__manifest *m, const char *buf,
             f[i] = p;
             p = nul + 1;
         }
-        if (parse_attrs(f[0], &tchar, &size, &mtime, &mode) != 0)
+        if (parse_attrs(f[0], &tchar, &size, &mtime, &ctime, &mode) != 0)
             return atp__error(ATP_E_TRANSFER, "sandbox listing line '%.60s' "
                               "is malformed", f[0]);
         if (tchar != ATP__T_FILE && tchar != ATP__T_DIR &&
@@ -274,6 +278,7 @@ int atp__manifest_parse_listing(struct atp__manifest *m, const char *buf,
         me.target = tchar == ATP__T_LINK ? (char *)f[2] : NULL;
         me.size = tchar == ATP__T_FILE ? size : 0;
         me.mtime = mtime;
+        me.ctime = ctime;
         me.mode = mode & 07777;
         if (atp__manifest_add(m, &me) != 0)
             return atp__error(ATP_E_NOMEM, "out of memory");

@@ -3,7 +3,7 @@
  * it back, incrementally and with deletions, through commands run in the
  * sandbox:
  *
- *   listing   find . -mindepth 1 ... -printf '%y %s %T@ %m\0%P\0%l\0'
+ *   listing   find . -mindepth 1 ... -printf '%y %s %T@ %C@ %m\0%P\0%l\0'
  *   push      tar -x -f -            (the core's tar stream on stdin)
  *   pull      tar -c -f - --no-recursion --null -T -   (names on stdin)
  *   delete    rm -rf -- NAME...
@@ -450,7 +450,7 @@ static char *listing_script(const char *const *excludes)
     }
     if (rc == 0)
         rc = append_str(&buf, &len, &cap,
-                        "-printf '%y %s %T@ %m\\0%P\\0%l\\0'");
+                        "-printf '%y %s %T@ %C@ %m\\0%P\\0%l\\0'");
     if (rc) {
         free(buf);
         return NULL;
@@ -519,7 +519,7 @@ static int list_paths(struct atp_session *s, const struct atp__manifest *which,
             rc = append_dot_word(&script, &len, &cap, which->e[i++].path);
         if (rc == 0)
             rc = append_str(&script, &len, &cap, " -maxdepth 0 -printf "
-                            "'%y %s %T@ %m\\0%p\\0%l\\0'");
+                            "'%y %s %T@ %C@ %m\\0%p\\0%l\\0'");
         if (rc) {
             free(script);
             rc = atp__error(ATP_E_NOMEM, "out of memory");
@@ -614,7 +614,11 @@ static int host_changed(int rootfd, struct atp__ment *h, struct atp__ment *b)
     return 1;
 }
 
-/* Did the sandbox side change @path since the base? */
+/*
+ * Did the sandbox side change @path since the base?  A file whose size and
+ * mtime are as agreed may still have been edited, its mtime set back
+ * (touch -d, cp -p, tar x, rsync -t): its ctime moved all the same.
+ */
 static int sandbox_changed(const struct atp__ment *x,
                            const struct atp__ment *b)
 {
@@ -627,7 +631,8 @@ static int sandbox_changed(const struct atp__ment *x,
                       b->target ? b->target : "") != 0;
     if (x->type == ATP__T_DIR)
         return 0;
-    return x->size != b->size || !atp__time_eq(x->mtime, b->sb_mtime);
+    return x->size != b->size || !atp__time_eq(x->mtime, b->sb_mtime) ||
+           !atp__time_eq(x->ctime, b->sb_ctime);
 }
 
 /* Same entry on both sides, as far as metadata can tell. */
@@ -923,13 +928,16 @@ int atp__sync_push(struct atp_session *s)
             struct atp__ment *sx = atp__manifest_find(&S2, send.e[i].path);
 
             send.e[i].sb_mtime = sx ? sx->mtime : ATP__TIME_NONE;
+            send.e[i].sb_ctime = sx ? sx->ctime : ATP__TIME_NONE;
         }
         atp__manifest_free(&S2);
         if (rc)
             goto out;
     } else {
-        for (i = 0; i < send.n; i++)
+        for (i = 0; i < send.n; i++) { /* full: so are the pulls */
             send.e[i].sb_mtime = send.e[i].mtime;
+            send.e[i].sb_ctime = ATP__TIME_NONE;
+        }
     }
     atp__manifest_sort(&gone);
     if ((rc = rebase(&x->base, &gone, &send, &nb)) != 0)
@@ -1090,11 +1098,13 @@ int atp__sync_pull(struct atp_session *s)
             atp__session_event(s, "transfer_warning", f, 1);
         }
     }
-    /* What was fetched: host mtime as extracted, sandbox mtime as listed. */
+    /* What was fetched: host mtime as extracted, sandbox times as
+     * listed. */
     for (i = 0; i < c.got.n; i++) {
         struct atp__ment *sx = atp__manifest_find(&S, c.got.e[i].path);
 
         c.got.e[i].sb_mtime = sx ? sx->mtime : c.got.e[i].mtime;
+        c.got.e[i].sb_ctime = sx ? sx->ctime : ATP__TIME_NONE;
     }
     atp__manifest_sort(&gone);
     if (full) {

@@ -923,12 +923,12 @@ static void remove_under_never_follows_symlinks(void **state)
 static void listing_parse(void **state)
 {
     static const char listing[] =
-        "f 5 1700000000.1234567890 644\0a/b.lean\0\0"
-        "d 4096 1700000000.0000000000 755\0a\0\0"
-        "l 3 1700000001.5 777\0ln\0a/b.lean\0"
-        "f 1 1.0 644\0../evil\0\0"
-        "p 0 1.0 644\0fifo\0\0"
-        "f 1 1.0 644\0.lake/x\0\0";
+        "f 5 1700000000.1234567890 1700000002.0000000010 644\0a/b.lean\0\0"
+        "d 4096 1700000000.0000000000 1.0 755\0a\0\0"
+        "l 3 1700000001.5 1.0 777\0ln\0a/b.lean\0"
+        "f 1 1.0 1.0 644\0../evil\0\0"
+        "p 0 1.0 1.0 644\0fifo\0\0"
+        "f 1 1.0 1.0 644\0.lake/x\0\0";
     const char *const ex[] = {".lake", NULL};
     struct atp__manifest m = {0};
 
@@ -941,14 +941,21 @@ static void listing_parse(void **state)
     assert_string_equal(m.e[1].path, "a/b.lean");
     assert_int_equal(m.e[1].mtime.sec, 1700000000);
     assert_int_equal(m.e[1].mtime.nsec, 123456789);
+    assert_int_equal(m.e[1].ctime.sec, 1700000002);
+    assert_int_equal(m.e[1].ctime.nsec, 1);
     assert_int_equal(m.e[1].size, 5);
     assert_int_equal(m.e[1].mode, 0644);
     assert_string_equal(m.e[2].target, "a/b.lean");
     assert_int_equal(m.e[2].mtime.sec, 1700000001);
     assert_int_equal(m.e[2].mtime.nsec, 500000000);
     atp__manifest_free(&m);
-    assert_int_equal(atp__manifest_parse_listing(&m, "f 1 1.0 644\0x", 13,
-                                                 ex),
+    assert_int_equal(atp__manifest_parse_listing(&m, "f 1 1.0 1.0 644\0x",
+                                                 17, ex),
+                     ATP_E_TRANSFER);
+    atp__manifest_free(&m);
+    /* A listing without the ctime is malformed. */
+    assert_int_equal(atp__manifest_parse_listing(&m, "f 1 1.0 644\0x\0\0",
+                                                 15, ex),
                      ATP_E_TRANSFER);
     atp__manifest_free(&m);
 }
@@ -963,15 +970,17 @@ static void far_dates_compare_exactly(void **state)
     /* find prints the seconds and the nanoseconds apart: "-2.25..." is
      * 1969-12-31 23:59:58.25. */
     static const char listing[] =
-        "f 5 10413792000.7500000000 644\0y2300\0\0"
-        "f 5 -2.2500000000 644\0y1969\0\0"
-        "f 5 0.0000000000 644\0epoch\0\0"
+        "f 5 10413792000.7500000000 1.0 644\0y2300\0\0"
+        "f 5 -2.2500000000 1.0 644\0y1969\0\0"
+        "f 5 0.0000000000 1.0 644\0epoch\0\0"
         /* 2^64 ns after the epoch: the same as the epoch in 64-bit
          * nanoseconds that wrap. */
-        "f 5 18446744073.7095516160 644\0y2554\0\0";
+        "f 5 18446744073.7095516160 1.0 644\0y2554\0\0";
     static const char *const bad[] = {
-        "f 1 99999999999999999999.0 644", "f 1 1e30 644",
-        "f 1 -99999999999999999999.5 644", "f 99999999999999999999 1.0 644",
+        "f 1 99999999999999999999.0 1.0 644", "f 1 1e30 1.0 644",
+        "f 1 -99999999999999999999.5 1.0 644",
+        "f 99999999999999999999 1.0 1.0 644",
+        "f 1 1.0 99999999999999999999.0 644",
     };
     char *src = new_dir("src"), *dst = new_dir("dst"), lst[128];
     struct atp__manifest m = {0}, a = {0}, got = {0};

@@ -343,3 +343,12 @@ kill_matching() {
 pid_gone() {
     ! kill -0 "$1" 2>/dev/null
 }
+
+# blocked_in PID WHAT: process PID sleeps in the kernel function matching
+# WHAT (pipe_read, pipe_write: /proc/PID/wchan).
+blocked_in() {
+    case $(cat "/proc/$1/wchan" 2>/dev/null) in
+    *"$2"*) return 0 ;;
+    esac
+    return 1
+}

@@ -603,12 +603,14 @@ static int host_changed(int rootfd, struct atp__ment *h, struct atp__ment *b)
         return 0;
     if (h->size != b->size)
         return 1;
-    if (atp__time_eq(h->mtime, b->mtime))
+    if (atp__time_eq(h->mtime, b->mtime) && atp__time_eq(h->ctime, b->ctime))
         return 0;
-    /* Same size, new mtime: the content decides. */
+    /* Same size, a time moved (the ctime too when the mtime was set
+     * back): the content decides. */
     if (b->has_hash && atp__hash_file(rootfd, h->path, &hash) == 0 &&
         hash == b->hash) {
         b->mtime = h->mtime; /* remember: no need to hash again */
+        b->ctime = h->ctime;
         return 0;
     }
     return 1;

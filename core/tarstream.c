@@ -95,6 +95,7 @@ static int send_file(struct archive *a, struct archive_entry *ae, int rootfd,
     }
     me->size = sb.st_size;
     me->mtime = (struct atp__time){sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec};
+    me->ctime = (struct atp__time){sb.st_ctim.tv_sec, sb.st_ctim.tv_nsec};
     me->mode = sb.st_mode & 07777;
     archive_entry_clear(ae);
     archive_entry_set_pathname(ae, me->path);
@@ -208,6 +209,8 @@ int atp__x_tar_create(const char *root, struct atp__manifest *list,
         me->mode = sb.st_mode & 07777;
         me->mtime = (struct atp__time){sb.st_mtim.tv_sec,
                                        sb.st_mtim.tv_nsec};
+        me->ctime = (struct atp__time){sb.st_ctim.tv_sec,
+                                       sb.st_ctim.tv_nsec};
         if (me->type == ATP__T_DIR) {
             archive_entry_set_filetype(ae, AE_IFDIR);
         } else {
@@ -670,6 +673,19 @@ int atp__x_tar_extract(const char *root, const char *const *excludes,
             me.size = me.type == ATP__T_FILE ? archive_entry_size(ae) : 0;
             me.mtime = (struct atp__time){archive_entry_mtime(ae),
                                           archive_entry_mtime_nsec(ae)};
+            me.ctime = ATP__TIME_NONE;
+            if (me.type == ATP__T_FILE) {
+                /* The times of the file as written, for the next scan
+                 * to compare with. */
+                struct stat sb;
+
+                if (fstatat(AT_FDCWD, full, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
+                    me.mtime = (struct atp__time){sb.st_mtim.tv_sec,
+                                                  sb.st_mtim.tv_nsec};
+                    me.ctime = (struct atp__time){sb.st_ctim.tv_sec,
+                                                  sb.st_ctim.tv_nsec};
+                }
+            }
             me.mode = archive_entry_perm(ae) & 07777;
             if (link)
                 me.has_hash = 0;
@@ -792,6 +808,8 @@ int atp__x_manifest_scan(struct atp__manifest *m, const char *root,
         me.size = type == ATP__T_FILE ? archive_entry_size(e) : 0;
         me.mtime = (struct atp__time){archive_entry_mtime(e),
                                       archive_entry_mtime_nsec(e)};
+        me.ctime = (struct atp__time){archive_entry_ctime(e),
+                                      archive_entry_ctime_nsec(e)};
         me.mode = archive_entry_perm(e) & 07777;
         if (atp__manifest_add(m, &me) != 0) {
             rc = atp__error(ATP_E_NOMEM, "out of memory");

@@ -45,8 +45,9 @@ struct atp__ment {
     char type;        /* ATP__T_* */
     uint8_t has_hash;
     uint64_t hash;    /* XXH3-64 of the content, when has_hash */
-    /* The sandbox's listing also gives the inode change time, which no
-     * tool sets back: an edit whose mtime was restored still moves it. */
+    /* The inode change time, which no tool sets back: an edit whose mtime
+     * was restored still moves it.  (Host scans and the sandbox listing
+     * give it; ATP__TIME_NONE where unknown.) */
     struct atp__time ctime;
     /* The agreed state also remembers the sandbox's own times. */
     struct atp__time sb_mtime, sb_ctime;

@@ -1340,7 +1340,7 @@ static void secrets_never_on_a_command_line(void **state)
         ": cmdline-marker-42\n"
         "echo \"len ${#ATP_T_TOKEN} ${#ATP_T_PASS} ${#ATP_T_CFG} "
         "${#ATP_T_BE}\"\n"
-        "sleep 5 &\n"
+        "sleep 60 &\n" /* killed below, once the walk is done */
         "field() { sed 's/.*) [A-Za-z] //' \"/proc/$1/stat\" 2>/dev/null |"
         " cut -d' ' -f\"$2\"; }\n"
         "p=$$\n"
@@ -1373,7 +1373,7 @@ static void secrets_never_on_a_command_line(void **state)
     assert_string_equal(nth(&cap, ATP_STDOUT, 0)->text, "len 25 22 24 25");
     /* The method works: the command's own line and its child show. */
     assert_true(seen(&cap, "cmdline-marker-42"));
-    assert_true(seen(&cap, "sleep 5"));
+    assert_true(seen(&cap, "sleep 60"));
     assert_true(seen(&cap, "anc "));
     assert_true(seen(&cap, reached));
     for (i = 0; i < cap.n; i++)

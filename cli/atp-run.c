@@ -143,15 +143,23 @@ static void usage(FILE *f)
  * and nanoseconds as 64-bit integers. */
 #define MAX_SECONDS 1e9
 
+/* Shortest budget accepted: under 1 ms it would round to 0, "none". */
+#define MIN_SECONDS 0.001
+
+/* -t VALUE into seconds: 0 (the configured budget), or MIN_SECONDS to
+ * MAX_SECONDS; -1 for something else, -2 for a budget too small. */
 static int parse_seconds(const char *s, double *out)
 {
     char *end;
-    double v = strtod(s, &end);
-    double mult = 1;
+    double v, mult = 1;
 
+    errno = 0;
+    v = strtod(s, &end);
     /* Also refuses nan and inf, which strtod accepts. */
     if (end == s || !(v >= 0 && v <= MAX_SECONDS))
         return -1;
+    if (errno == ERANGE)
+        return -2; /* 1e-400: a positive number too small for a double */
     if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
         mult = 1;
     else if (strcmp(end, "ms") == 0)
@@ -164,6 +172,8 @@ static int parse_seconds(const char *s, double *out)
         return -1;
     if (v * mult > MAX_SECONDS)
         return -1;
+    if (v > 0 && v * mult < MIN_SECONDS)
+        return -2;
     *out = v * mult;
     return 0;
 }
@@ -272,7 +282,14 @@ static int parse_opts(int argc, char **argv, struct opts *o, int for_gc)
                 return -1;
             break;
         case 't':
-            if (parse_seconds(optarg, &o->timeout_s)) {
+            switch (parse_seconds(optarg, &o->timeout_s)) {
+            case 0:
+                break;
+            case -2:
+                fprintf(stderr, "atp-run: -t %s: a budget under 1 ms cannot "
+                                "be enforced; give at least 1ms\n", optarg);
+                return -1;
+            default:
                 fprintf(stderr, "atp-run: -t %s: expected seconds, such as "
                                 "30, 1.5, 2m or 1h\n", optarg);
                 return -1;

@@ -18,9 +18,6 @@
 
 #include "internal.h"
 
-/* inih's compiled-in line buffer (INI_MAX_LINE). */
-#define INI_LINE_LIMIT 200
-
 static const atp_option atp_keys[] = {
     {"backend", ATP_OPT_STRING, "local", NULL,
      "backend instance to use: local, or NAME of a [backend.NAME]"},
@@ -102,6 +99,13 @@ struct parse_state {
     char err[768];
     const char *last_sec; /* previous key, to join continuations */
     const char *last_key;
+    int ini_has_key;      /* inih would take an indented line as more */
+    char *long_value;     /* the value of a line too long for inih */
+    /* Keys seen, hashed: (section index + 1, key index); sec 0 is free. */
+    struct key_slot {
+        size_t sec, kv;
+    } *slot;
+    size_t n_slot, n_keys;
 };
 
 static void fail_at(struct parse_state *st, int line, const char *fmt, ...)
@@ -200,13 +204,124 @@ static void note_section_line(struct parse_state *st, const char *line,
         fail_at(st, st->line, "out of memory");
 }
 
+static int is_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' ||
+           c == '\f';
+}
+
+/*
+ * inih's end of a field in [@s, @e): the first of @chars, or a ';' that
+ * follows a blank (an inline comment).
+ */
+static const char *field_end(const char *s, const char *e, const char *chars)
+{
+    int was_space = 0;
+
+    for (; s < e; s++) {
+        if ((chars && *s && strchr(chars, *s)) || (was_space && *s == ';'))
+            break;
+        was_space = is_blank(*s);
+    }
+    return s;
+}
+
+/* Keep [@s, @e) without its blanks at both ends as st->long_value. */
+static int keep_value(struct parse_state *st, const char *s, const char *e)
+{
+    while (s < e && is_blank(*s))
+        s++;
+    while (e > s && is_blank(e[-1]))
+        e--;
+    free(st->long_value);
+    st->long_value = strndup(s, (size_t)(e - s));
+    return st->long_value ? 0 : -1;
+}
+
+/*
+ * inih reads a line into a buffer of @num bytes, fixed when inih is built
+ * (INI_MAX_LINE: 200 in Debian's build).  A longer line (@len bytes at
+ * @line, without its newline) reaches inih as a short one of the same
+ * kind, written into @str: a key line as "KEY=-", a continuation as " -",
+ * a comment as ";".  The value, cut out by inih's own rules (after the
+ * first '=' or ':', up to an inline "; comment", blanks trimmed), waits
+ * in st->long_value for the handler.  Returns @str, or NULL when out of
+ * memory or the key is too long (reported).
+ */
+static char *shorten(struct parse_state *st, const char *line, size_t len,
+                     char *str, int num)
+{
+    const char *s = line, *e = line + len, *sep;
+    size_t n;
+
+    if (st->line == 1 && len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
+        s += 3;
+    while (s < e && is_blank(*s))
+        s++;
+    if (s == e || *s == ';' || *s == '#') {
+        snprintf(str, (size_t)num, ";\n"); /* a comment stays one */
+        return str;
+    }
+    if (st->ini_has_key && s > line) {
+        sep = field_end(s, e, NULL);
+        if (keep_value(st, s, sep) != 0)
+            return NULL;
+        snprintf(str, (size_t)num, " -\n");
+        return str;
+    }
+    if (*s == '[') {
+        sep = field_end(s + 1, e, "]");
+        n = (size_t)(sep - s) + 1;
+        if (sep == e || n + 2 > (size_t)num)
+            n = 1; /* no ']' near: inih reports the syntax error */
+        snprintf(str, (size_t)num, "%.*s\n", (int)n, s);
+        return str;
+    }
+    sep = field_end(s, e, "=:");
+    if (sep == e || (*sep != '=' && *sep != ':')) {
+        snprintf(str, (size_t)num, "-\n"); /* no '=': a syntax error */
+        return str;
+    }
+    n = (size_t)(sep - s);
+    if (n + 4 > (size_t)num) {
+        fail_at(st, st->line, "key of %zu characters is too long", n);
+        return NULL;
+    }
+    if (keep_value(st, sep + 1, field_end(sep + 1, e, NULL)) != 0)
+        return NULL;
+    snprintf(str, (size_t)num, "%.*s=-\n", (int)n, s);
+    return str;
+}
+
+/* What inih will make of @line: does it start or continue a key? */
+static void track_kind(struct parse_state *st, const char *line, size_t len)
+{
+    const char *s = line, *e = line + len, *sep;
+
+    while (s < e && is_blank(*s))
+        s++;
+    if (s == e || *s == ';' || *s == '#' || (st->ini_has_key && s > line))
+        return;
+    if (*s == '[') {
+        if (*field_end(s + 1, e, "]") == ']')
+            st->ini_has_key = 0;
+        return;
+    }
+    sep = field_end(s, e, "=:");
+    if (sep < e && (*sep == '=' || *sep == ':'))
+        st->ini_has_key = 1;
+}
+
 /* An fgets() over the text that counts lines for the handler. */
 static char *reader(char *str, int num, void *stream)
 {
     struct parse_state *st = stream;
     const char *start, *nl;
-    size_t len, copy;
+    size_t len;
+    char *ret = str;
 
+    free(st->long_value);
+    st->long_value = NULL;
     if (st->pos >= st->size)
         return NULL;
     start = st->text + st->pos;
@@ -215,28 +330,98 @@ static char *reader(char *str, int num, void *stream)
     st->pos += len;
     st->line++;
     st->leading_space = len > 0 && (start[0] == ' ' || start[0] == '\t');
-    copy = len;
-    if (copy > (size_t)num - 1) {
-        fail_at(st, st->line, "line is longer than %d characters; split "
-                "the value over indented continuation lines",
-                INI_LINE_LIMIT - 2);
-        copy = (size_t)num - 1;
-    }
-    memcpy(str, start, copy);
-    str[copy] = '\0';
     if (memchr(start, '\0', len))
         fail_at(st, st->line, "NUL byte in the file");
+    if (len > (size_t)num - 1) {
+        ret = shorten(st, start, nl ? len - 1 : len, str, num);
+        if (ret == NULL) {
+            fail_at(st, st->line, "out of memory");
+            snprintf(str, (size_t)num, ";\n");
+            ret = str;
+        }
+    } else {
+        memcpy(str, start, len);
+        str[len] = '\0';
+    }
+    track_kind(st, start, nl ? len - 1 : len);
     note_section_line(st, start, nl ? len - 1 : len);
-    return str;
+    return ret;
+}
+
+static size_t key_hash(size_t sec, const char *key)
+{
+    uint64_t h = 14695981039346656037u ^ sec; /* FNV-1a */
+
+    while (*key)
+        h = (h ^ (unsigned char)*key++) * 1099511628211u;
+    return (size_t)(h ^ (h >> 32));
+}
+
+/* The key @key of section number @sec seen so far, or NULL. */
+static struct atp__kv *find_key(const struct parse_state *st, size_t sec,
+                                const char *key)
+{
+    size_t i, mask = st->n_slot - 1;
+    struct atp__section *s = &st->cfg->sec[sec];
+
+    if (st->n_slot == 0)
+        return NULL;
+    for (i = key_hash(sec, key) & mask; st->slot[i].sec; i = (i + 1) & mask)
+        if (st->slot[i].sec == sec + 1 &&
+            strcmp(s->kv[st->slot[i].kv].key, key) == 0)
+            return &s->kv[st->slot[i].kv];
+    return NULL;
+}
+
+/* Remember key number @kv of section number @sec; 0 or ATP_E_NOMEM. */
+static int index_key(struct parse_state *st, size_t sec, size_t kv)
+{
+    size_t i, mask;
+
+    if ((st->n_keys + 1) * 2 > st->n_slot) {
+        size_t n = st->n_slot ? st->n_slot * 2 : 64, j;
+        struct key_slot *grown = calloc(n, sizeof(*grown));
+
+        if (grown == NULL)
+            return ATP_E_NOMEM;
+        for (j = 0; j < st->n_slot; j++) {
+            const struct key_slot *o = &st->slot[j];
+
+            if (o->sec == 0)
+                continue;
+            for (i = key_hash(o->sec - 1, st->cfg->sec[o->sec - 1]
+                                              .kv[o->kv].key) & (n - 1);
+                 grown[i].sec; i = (i + 1) & (n - 1))
+                ;
+            grown[i] = *o;
+        }
+        free(st->slot);
+        st->slot = grown;
+        st->n_slot = n;
+    }
+    mask = st->n_slot - 1;
+    for (i = key_hash(sec, st->cfg->sec[sec].kv[kv].key) & mask;
+         st->slot[i].sec; i = (i + 1) & mask)
+        ;
+    st->slot[i].sec = sec + 1;
+    st->slot[i].kv = kv;
+    st->n_keys++;
+    return 0;
 }
 
 static int append_kv(struct atp__section *sec, const char *key,
                      const char *value, int line)
 {
-    struct atp__kv *grown = realloc(sec->kv, (sec->n_kv + 1) * sizeof(*grown));
+    struct atp__kv *grown = sec->kv;
 
-    if (grown == NULL)
-        return ATP_E_NOMEM;
+    if (sec->n_kv == sec->cap_kv) {
+        size_t cap = sec->cap_kv ? sec->cap_kv * 2 : 8;
+
+        grown = realloc(sec->kv, cap * sizeof(*grown));
+        if (grown == NULL)
+            return ATP_E_NOMEM;
+        sec->cap_kv = cap;
+    }
     sec->kv = grown;
     grown[sec->n_kv].key = strdup(key);
     grown[sec->n_kv].value = strdup(value);
@@ -257,6 +442,8 @@ static int handler(void *user, const char *section, const char *name,
     struct atp__section *sec;
     struct atp__kv *kv;
 
+    if (st->long_value)
+        value = st->long_value; /* the line inih could not hold */
     if (*section == '\0') {
         fail_at(st, st->line, "key '%s' is outside any section; put it "
                 "under [atp], [image], [env] or [backend.NAME]", name);
@@ -265,7 +452,7 @@ static int handler(void *user, const char *section, const char *name,
     sec = atp__config_section(st->cfg, section);
     if (sec == NULL)
         return 0; /* unknown section, already reported */
-    kv = (struct atp__kv *)atp__section_get(sec, name);
+    kv = find_key(st, (size_t)(sec - st->cfg->sec), name);
     if (kv && st->leading_space && st->last_sec &&
         strcmp(st->last_sec, section) == 0 && st->last_key &&
         strcmp(st->last_key, name) == 0) {
@@ -285,7 +472,8 @@ static int handler(void *user, const char *section, const char *name,
                 name, section, kv->line);
         return 0;
     }
-    if (append_kv(sec, name, value, st->line) != 0) {
+    if (append_kv(sec, name, value, st->line) != 0 ||
+        index_key(st, (size_t)(sec - st->cfg->sec), sec->n_kv - 1) != 0) {
         fail_at(st, st->line, "out of memory");
         return 0;
     }
@@ -586,6 +774,8 @@ static int parse_text(atp_config *cfg, const char *text, size_t size)
     st.text = text;
     st.size = size;
     rc = ini_parse_stream(reader, &st, handler, &st);
+    free(st.long_value);
+    free(st.slot);
     /* Report whichever error comes first in the file. */
     if (st.err_line && !(rc > 0 && rc < st.err_line))
         return atp__error(ATP_E_CONFIG, "%s:%d: %s", st.name, st.err_line,

@@ -27,32 +27,102 @@ int atp__env_name_ok(const char *s, size_t len)
     return 1;
 }
 
+/* FNV-1a of @n bytes at @s. */
+static size_t hash_bytes(const char *s, size_t n)
+{
+    uint64_t h = 14695981039346656037u;
+
+    while (n--)
+        h = (h ^ (unsigned char)*s++) * 1099511628211u;
+    return (size_t)(h ^ (h >> 32));
+}
+
+/*
+ * Grow a hash of indices (1 + index into @v, 0 free) to twice the size,
+ * or to 64 slots, rehashing the @n strings of @v by their first
+ * @key_len(string) bytes.  0 or ATP_E_NOMEM.
+ */
+static int rehash(size_t **slot, size_t *n_slot, char *const *v, size_t n,
+                  size_t (*key_len)(const char *))
+{
+    size_t cap = *n_slot ? *n_slot * 2 : 64, i, j;
+    size_t *grown = calloc(cap, sizeof(*grown));
+
+    if (grown == NULL)
+        return ATP_E_NOMEM;
+    for (j = 0; j < n; j++) {
+        for (i = hash_bytes(v[j], key_len(v[j])) & (cap - 1); grown[i];
+             i = (i + 1) & (cap - 1))
+            ;
+        grown[i] = j + 1;
+    }
+    free(*slot);
+    *slot = grown;
+    *n_slot = cap;
+    return 0;
+}
+
+static size_t env_key_len(const char *kv)
+{
+    return strcspn(kv, "=");
+}
+
+static size_t whole_len(const char *s)
+{
+    return strlen(s);
+}
+
+/* The slot of @key in @e: the one holding it, or the free one where it
+ * goes.  @e has a free slot. */
+static size_t *env_slot(const atp__env *e, const char *key, size_t keylen)
+{
+    size_t i, mask = e->n_slot - 1;
+
+    for (i = hash_bytes(key, keylen) & mask; e->slot[i]; i = (i + 1) & mask) {
+        const char *kv = e->v[e->slot[i] - 1];
+
+        if (strncmp(kv, key, keylen) == 0 && kv[keylen] == '=')
+            break;
+    }
+    return &e->slot[i];
+}
+
 int atp__env_set(atp__env *e, const char *key, size_t keylen,
                  const char *value)
 {
-    size_t vlen = strlen(value), i;
-    char *kv = malloc(keylen + vlen + 2), **grown;
+    size_t vlen = strlen(value), *slot;
+    char *kv = malloc(keylen + vlen + 2);
 
     if (kv == NULL)
         return ATP_E_NOMEM;
     memcpy(kv, key, keylen);
     kv[keylen] = '=';
     memcpy(kv + keylen + 1, value, vlen + 1);
-    for (i = 0; i < e->n; i++) {
-        if (strncmp(e->v[i], key, keylen) == 0 && e->v[i][keylen] == '=') {
-            free(e->v[i]);
-            e->v[i] = kv;
-            return 0;
-        }
-    }
-    grown = realloc(e->v, (e->n + 2) * sizeof(*grown));
-    if (grown == NULL) {
+    if ((e->n + 1) * 2 > e->n_slot &&
+        rehash(&e->slot, &e->n_slot, e->v, e->n, env_key_len) != 0) {
         free(kv);
         return ATP_E_NOMEM;
     }
-    e->v = grown;
+    slot = env_slot(e, key, keylen);
+    if (*slot) {
+        free(e->v[*slot - 1]);
+        e->v[*slot - 1] = kv;
+        return 0;
+    }
+    if (e->n + 2 > e->cap) {
+        size_t cap = e->cap ? e->cap * 2 : 16;
+        char **grown = realloc(e->v, cap * sizeof(*grown));
+
+        if (grown == NULL) {
+            free(kv);
+            return ATP_E_NOMEM;
+        }
+        e->v = grown;
+        e->cap = cap;
+    }
     e->v[e->n++] = kv;
     e->v[e->n] = NULL;
+    *slot = e->n;
     return 0;
 }
 
@@ -95,8 +165,8 @@ void atp__env_free(atp__env *e)
     for (i = 0; i < e->n; i++)
         free(e->v[i]);
     free(e->v);
-    e->v = NULL;
-    e->n = 0;
+    free(e->slot);
+    memset(e, 0, sizeof(*e));
 }
 
 void atp__secrets_init(atp__secrets *s)
@@ -107,22 +177,27 @@ void atp__secrets_init(atp__secrets *s)
 
 void atp__secrets_add(atp__secrets *s, const char *value)
 {
-    char **grown;
-    size_t i;
+    size_t len, i, mask;
 
-    if (value == NULL || strlen(value) < 3)
+    if (value == NULL || (len = strlen(value)) < 3)
         return; /* too short to hide without mangling every message */
     pthread_mutex_lock(&s->lock);
-    for (i = 0; i < s->n; i++)
-        if (strcmp(s->v[i], value) == 0)
+    if ((s->n + 1) * 2 > s->n_slot &&
+        rehash(&s->slot, &s->n_slot, s->v, s->n, whole_len) != 0)
+        goto out;
+    mask = s->n_slot - 1;
+    for (i = hash_bytes(value, len) & mask; s->slot[i]; i = (i + 1) & mask)
+        if (strcmp(s->v[s->slot[i] - 1], value) == 0)
             goto out;
-    grown = realloc(s->v, (s->n + 1) * sizeof(*grown));
-    if (grown) {
+    if ((s->n & (s->n - 1)) == 0) { /* 0, 1, 2, 4...: grow to 2n */
+        char **grown = realloc(s->v, (s->n ? s->n * 2 : 1) * sizeof(*grown));
+
+        if (grown == NULL)
+            goto out;
         s->v = grown;
-        s->v[s->n] = strdup(value);
-        if (s->v[s->n])
-            s->n++;
     }
+    if ((s->v[s->n] = strdup(value)) != NULL)
+        s->slot[i] = ++s->n;
 out:
     pthread_mutex_unlock(&s->lock);
 }
@@ -190,7 +265,9 @@ void atp__secrets_free(atp__secrets *s)
     for (i = 0; i < s->n; i++)
         free(s->v[i]);
     free(s->v);
+    free(s->slot);
     s->v = NULL;
-    s->n = 0;
+    s->slot = NULL;
+    s->n = s->n_slot = 0;
     pthread_mutex_destroy(&s->lock);
 }

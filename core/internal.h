@@ -40,6 +40,9 @@ int64_t atp__now_ns(void);
 int atp__parse_bool(const char *s, int *out);
 int atp__parse_int(const char *s, int64_t *out);
 int atp__parse_number(const char *s, double *out);
+/* "30", "1.5s", "500ms", "5m", "2h" into milliseconds: 0, or at least 1
+ * (a smaller positive duration would round to 0, "none"); else
+ * ATP_E_INVAL. */
 int atp__parse_duration_ms(const char *s, int64_t *out);
 int atp__parse_size(const char *s, int64_t *out);
 /* The index of @s among the '|'-separated @choices, or ATP_E_INVAL. */
@@ -71,7 +74,7 @@ struct atp__section {
     char *name;
     int line;
     struct atp__kv *kv;
-    size_t n_kv;
+    size_t n_kv, cap_kv;
 };
 
 /* Settings of [atp] and [image], parsed and defaulted. */
@@ -346,10 +349,14 @@ void atp__wrapped_release(struct atp__wrapped *w);
 
 /* ---- env.c ------------------------------------------------------------ */
 
-/* A NULL-terminated "KEY=VALUE" array with its own storage. */
+/* A NULL-terminated "KEY=VALUE" array with its own storage (v, n), and
+ * an index of its keys; {NULL, 0} is an empty one. */
 typedef struct atp__env {
     char **v;
     size_t n;
+    size_t cap;       /* room in v, NULL included */
+    size_t *slot;     /* hash of the keys: 1 + index into v, 0 free */
+    size_t n_slot;
 } atp__env;
 
 /* Set KEY=VALUE (replacing KEY). */
@@ -367,6 +374,8 @@ typedef struct atp__secrets {
     pthread_mutex_t lock;
     char **v;
     size_t n;
+    size_t *slot;     /* hash of the values: 1 + index into v, 0 free */
+    size_t n_slot;
 } atp__secrets;
 
 void atp__secrets_init(atp__secrets *s);

@@ -175,9 +175,69 @@ int atp__excluded(const char *path, const char *const *excludes)
 }
 
 /*
- * The listing is what `find . -mindepth 1 ... -printf '%y %s %T@ %m\0%P\0
- * %l\0'` prints: three NUL-terminated fields per entry.  It comes from
- * the sandbox, so every name is checked like any untrusted input.
+ * Parse find's %T@ at @s ("1700000000.1234567890", "-2.2500000000": the
+ * seconds and the nanoseconds of the file's time, printed apart) into
+ * @t, exactly; returns the end, or NULL when it is not such a time.
+ */
+static const char *parse_time(const char *s, struct atp__time *t)
+{
+    const char *p = s;
+    int digits = 0;
+    char *end;
+    long long sec;
+
+    if (!(*p >= '0' && *p <= '9') && !(*p == '-' && p[1] >= '0' &&
+                                        p[1] <= '9'))
+        return NULL;
+    errno = 0;
+    sec = strtoll(p, &end, 10);
+    if (errno == ERANGE)
+        return NULL;
+    t->sec = sec;
+    t->nsec = 0;
+    p = end;
+    if (*p == '.') {
+        for (p++; *p >= '0' && *p <= '9'; p++)
+            if (digits++ < 9)
+                t->nsec = t->nsec * 10 + (*p - '0');
+        for (; digits < 9; digits++)
+            t->nsec *= 10;
+    }
+    return p;
+}
+
+/* Parse "TYPE SIZE MTIME CTIME MODE"; 0 or -1. */
+static int parse_attrs(const char *s, char *type, long long *size,
+                       struct atp__time *mtime, struct atp__time *ctime,
+                       unsigned *mode)
+{
+    char *end;
+    unsigned long mv;
+
+    if (s[0] == '\0' || s[1] != ' ' || !(s[2] >= '0' && s[2] <= '9'))
+        return -1;
+    *type = s[0];
+    errno = 0;
+    *size = strtoll(s + 2, &end, 10);
+    if (errno == ERANGE || *end != ' ')
+        return -1;
+    s = parse_time(end + 1, mtime);
+    if (s == NULL || *s != ' ')
+        return -1;
+    s = parse_time(s + 1, ctime);
+    if (s == NULL || *s != ' ' || !(s[1] >= '0' && s[1] <= '7'))
+        return -1;
+    mv = strtoul(s + 1, &end, 8);
+    if (*end != '\0' || mv > 07777777)
+        return -1;
+    *mode = (unsigned)mv;
+    return 0;
+}
+
+/*
+ * The listing is what `find . -mindepth 1 ... -printf '%y %s %T@ %C@ %m\0
+ * %P\0%l\0'` prints: three NUL-terminated fields per entry.  It comes
+ * from the sandbox, so every name is checked like any untrusted input.
  */
 int atp__manifest_parse_listing(struct atp__manifest *m, const char *buf,
                                 size_t len, const char *const *excludes)
@@ -187,9 +247,9 @@ int atp__manifest_parse_listing(struct atp__manifest *m, const char *buf,
     while (p < end) {
         const char *f[3];
         struct atp__ment me;
+        struct atp__time mtime, ctime;
         char tchar;
         long long size;
-        double mtime;
         unsigned mode;
         int i;
 
@@ -202,7 +262,7 @@ int atp__manifest_parse_listing(struct atp__manifest *m, const char *buf,
             f[i] = p;
             p = nul + 1;
         }
-        if (sscanf(f[0], "%c %lld %lf %o", &tchar, &size, &mtime, &mode) != 4)
+        if (parse_attrs(f[0], &tchar, &size, &mtime, &ctime, &mode) != 0)
             return atp__error(ATP_E_TRANSFER, "sandbox listing line '%.60s' "
                               "is malformed", f[0]);
         if (tchar != ATP__T_FILE && tchar != ATP__T_DIR &&
@@ -217,24 +277,8 @@ int atp__manifest_parse_listing(struct atp__manifest *m, const char *buf,
         me.type = tchar;
         me.target = tchar == ATP__T_LINK ? (char *)f[2] : NULL;
         me.size = tchar == ATP__T_FILE ? size : 0;
-        {
-            /* %T@ has nanosecond digits; parse them exactly. */
-            const char *dot = strchr(f[0] + 2, '.');
-            long long sec = (long long)mtime, ns = 0;
-            int digits = 0;
-
-            if (dot) {
-                const char *q = dot + 1;
-
-                while (*q >= '0' && *q <= '9' && digits < 9) {
-                    ns = ns * 10 + (*q++ - '0');
-                    digits++;
-                }
-                while (digits++ < 9)
-                    ns *= 10;
-            }
-            me.mtime_ns = sec * 1000000000 + ns;
-        }
+        me.mtime = mtime;
+        me.ctime = ctime;
         me.mode = mode & 07777;
         if (atp__manifest_add(m, &me) != 0)
             return atp__error(ATP_E_NOMEM, "out of memory");

@@ -362,6 +362,10 @@ ATP_EXTERN int atp_session_create(atp_session **out, atp_backend *be,
                                           : strerror(errno));
     if (stat(real, &st) != 0 || !S_ISDIR(st.st_mode))
         return atp__error(ATP_E_CONFIG, "workdir %s is not a directory", wd);
+    if (faccessat(AT_FDCWD, real, R_OK | X_OK, AT_EACCESS) != 0)
+        return atp__error(ATP_E_CONFIG, "workdir %s cannot be read and "
+                          "entered (%s); fix its permissions or pick "
+                          "another directory", wd, strerror(errno));
     s = calloc(1, sizeof(*s));
     if (s == NULL)
         return atp__error(ATP_E_NOMEM, "out of memory");
@@ -815,7 +819,7 @@ static int exec_impl(struct atp_session *s, const char *command,
     struct exec_ctx x;
     atp_exec_spec spec;
     atp_exec_outcome out;
-    atp__env env = {NULL, 0}, all = {NULL, 0};
+    atp__env env = {0}, all = {0};
     atp__sink sink;
     atp_call call;
     atp_field f[2];

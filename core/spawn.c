@@ -61,42 +61,27 @@ static int pidfd_of(pid_t pid)
 #endif
 }
 
-/* Put "KEY=VALUE" into @envp (@n entries), replacing KEY if present. */
-static void env_put(const char **envp, size_t *n, const char *kv)
+/*
+ * The environment: the host's own (optional) < @over < the marker, into
+ * @e (keys hashed: a hundred thousand variables merge in linear time).
+ */
+static int build_envp(atp__env *e, int host_env, const char *const *over,
+                      const char *marker)
 {
-    const char *eq = strchr(kv, '=');
-    size_t klen = eq ? (size_t)(eq - kv) : strlen(kv), i;
+    const char *const one[] = {marker, NULL};
+    size_t i;
 
-    for (i = 0; i < *n; i++) {
-        if (strncmp(envp[i], kv, klen) == 0 && envp[i][klen] == '=') {
-            envp[i] = kv;
-            return;
-        }
+    for (i = 0; host_env && environ[i]; i++) {
+        const char *eq = strchr(environ[i], '=');
+
+        if (eq && eq > environ[i] &&
+            atp__env_set(e, environ[i], (size_t)(eq - environ[i]),
+                         eq + 1) != 0)
+            return ATP_E_NOMEM;
     }
-    envp[(*n)++] = kv;
-}
-
-/* The environment: the host's own (optional) < @over < the marker. */
-static const char **build_envp(int host_env, const char *const *over,
-                               const char *marker)
-{
-    size_t cap = 2, n = 0, i;
-    const char **envp;
-
-    for (i = 0; host_env && environ[i]; i++)
-        cap++;
-    for (i = 0; over && over[i]; i++)
-        cap++;
-    envp = calloc(cap, sizeof(*envp));
-    if (envp == NULL)
-        return NULL;
-    for (i = 0; host_env && environ[i]; i++)
-        envp[n++] = environ[i];
-    for (i = 0; over && over[i]; i++)
-        env_put(envp, &n, over[i]);
-    env_put(envp, &n, marker);
-    envp[n] = NULL;
-    return envp;
+    if (atp__env_merge(e, over) != 0 || atp__env_merge(e, one) != 0)
+        return ATP_E_NOMEM;
+    return 0;
 }
 
 /* Does process @pid carry the environment entry @marker?  The whole
@@ -474,7 +459,7 @@ int atp__spawn(atp_call *call, const atp_spawn_spec *spec,
                atp_exec_outcome *out)
 {
     struct atp__exec own, *x = atp__call_exec(call);
-    const char **envp = NULL;
+    atp__env env = {0};
     int out_p[2] = {-1, -1}, err_p[2] = {-1, -1}, in_p[2] = {-1, -1};
     int want_stdin = (spec->flags & ATP_SPAWN_STDIN) != 0;
     struct proc p;
@@ -515,11 +500,11 @@ int atp__spawn(atp_call *call, const atp_spawn_spec *spec,
         pthread_once(&subreaper_once, become_subreaper);
     snprintf(marker, sizeof(marker), ATP__MARKER "%s",
              x->plan.exec_id ? x->plan.exec_id : "atp");
-    envp = build_envp((spec->flags & ATP_SPAWN_HOST_ENV) != 0,
-                      spec->envp ? spec->envp : atp__call_envp(call),
-                      marker);
     p.buf = malloc(READ_CHUNK);
-    if (envp == NULL || p.buf == NULL) {
+    if (build_envp(&env, (spec->flags & ATP_SPAWN_HOST_ENV) != 0,
+                   spec->envp ? spec->envp : atp__call_envp(call),
+                   marker) != 0 ||
+        p.buf == NULL) {
         rc = atp__call_error(call, ATP_E_NOMEM, "out of memory");
         goto out;
     }
@@ -529,7 +514,7 @@ int atp__spawn(atp_call *call, const atp_spawn_spec *spec,
                              strerror(errno));
         goto out;
     }
-    rc = start(&p, envp, out_p[1], err_p[1], in_p[0]);
+    rc = start(&p, (const char **)env.v, out_p[1], err_p[1], in_p[0]);
     if (rc == 0)
         lease_processes(call);
     close_fd(&out_p[1]);
@@ -583,6 +568,6 @@ out:
     close_fd(&in_p[0]);
     close_fd(&in_p[1]);
     free(p.buf);
-    free(envp);
+    atp__env_free(&env);
     return rc;
 }

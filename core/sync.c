@@ -3,7 +3,7 @@
  * it back, incrementally and with deletions, through commands run in the
  * sandbox:
  *
- *   listing   find . -mindepth 1 ... -printf '%y %s %T@ %m\0%P\0%l\0'
+ *   listing   find . -mindepth 1 ... -printf '%y %s %T@ %C@ %m\0%P\0%l\0'
  *   push      tar -x -f -            (the core's tar stream on stdin)
  *   pull      tar -c -f - --no-recursion --null -T -   (names on stdin)
  *   delete    rm -rf -- NAME...
@@ -488,7 +488,7 @@ static char *listing_script(const char *const *excludes)
     }
     if (rc == 0)
         rc = append_str(&buf, &len, &cap,
-                        "-printf '%y %s %T@ %m\\0%P\\0%l\\0'");
+                        "-printf '%y %s %T@ %C@ %m\\0%P\\0%l\\0'");
     if (rc) {
         free(buf);
         return NULL;
@@ -557,7 +557,7 @@ static int list_paths(struct atp_session *s, const struct atp__manifest *which,
             rc = append_dot_word(&script, &len, &cap, which->e[i++].path);
         if (rc == 0)
             rc = append_str(&script, &len, &cap, " -maxdepth 0 -printf "
-                            "'%y %s %T@ %m\\0%p\\0%l\\0'");
+                            "'%y %s %T@ %C@ %m\\0%p\\0%l\\0'");
         if (rc) {
             free(script);
             rc = atp__error(ATP_E_NOMEM, "out of memory");
@@ -641,18 +641,24 @@ static int host_changed(int rootfd, struct atp__ment *h, struct atp__ment *b)
         return 0;
     if (h->size != b->size)
         return 1;
-    if (h->mtime_ns == b->mtime_ns)
+    if (atp__time_eq(h->mtime, b->mtime) && atp__time_eq(h->ctime, b->ctime))
         return 0;
-    /* Same size, new mtime: the content decides. */
+    /* Same size, a time moved (the ctime too when the mtime was set
+     * back): the content decides. */
     if (b->has_hash && atp__hash_file(rootfd, h->path, &hash) == 0 &&
         hash == b->hash) {
-        b->mtime_ns = h->mtime_ns; /* remember: no need to hash again */
+        b->mtime = h->mtime; /* remember: no need to hash again */
+        b->ctime = h->ctime;
         return 0;
     }
     return 1;
 }
 
-/* Did the sandbox side change @path since the base? */
+/*
+ * Did the sandbox side change @path since the base?  A file whose size and
+ * mtime are as agreed may still have been edited, its mtime set back
+ * (touch -d, cp -p, tar x, rsync -t): its ctime moved all the same.
+ */
 static int sandbox_changed(const struct atp__ment *x,
                            const struct atp__ment *b)
 {
@@ -665,7 +671,8 @@ static int sandbox_changed(const struct atp__ment *x,
                       b->target ? b->target : "") != 0;
     if (x->type == ATP__T_DIR)
         return 0;
-    return x->size != b->size || x->mtime_ns != b->sb_mtime_ns;
+    return x->size != b->size || !atp__time_eq(x->mtime, b->sb_mtime) ||
+           !atp__time_eq(x->ctime, b->sb_ctime);
 }
 
 /* Same entry on both sides, as far as metadata can tell. */
@@ -680,7 +687,7 @@ static int same_entry(const struct atp__ment *h, const struct atp__ment *x)
                       x->target ? x->target : "") == 0;
     if (h->type == ATP__T_DIR)
         return 1;
-    return h->size == x->size && h->mtime_ns == x->mtime_ns;
+    return h->size == x->size && atp__time_eq(h->mtime, x->mtime);
 }
 
 /* Walk the union of up to three sorted manifests in path order. */
@@ -960,14 +967,17 @@ int atp__sync_push(struct atp_session *s)
         for (i = 0; rc == 0 && i < send.n; i++) {
             struct atp__ment *sx = atp__manifest_find(&S2, send.e[i].path);
 
-            send.e[i].sb_mtime_ns = sx ? sx->mtime_ns : -1;
+            send.e[i].sb_mtime = sx ? sx->mtime : ATP__TIME_NONE;
+            send.e[i].sb_ctime = sx ? sx->ctime : ATP__TIME_NONE;
         }
         atp__manifest_free(&S2);
         if (rc)
             goto out;
     } else {
-        for (i = 0; i < send.n; i++)
-            send.e[i].sb_mtime_ns = send.e[i].mtime_ns;
+        for (i = 0; i < send.n; i++) { /* full: so are the pulls */
+            send.e[i].sb_mtime = send.e[i].mtime;
+            send.e[i].sb_ctime = ATP__TIME_NONE;
+        }
     }
     atp__manifest_sort(&gone);
     if ((rc = rebase(&x->base, &gone, &send, &nb)) != 0)
@@ -1128,11 +1138,13 @@ int atp__sync_pull(struct atp_session *s)
             atp__session_event(s, "transfer_warning", f, 1);
         }
     }
-    /* What was fetched: host mtime as extracted, sandbox mtime as listed. */
+    /* What was fetched: host mtime as extracted, sandbox times as
+     * listed. */
     for (i = 0; i < c.got.n; i++) {
         struct atp__ment *sx = atp__manifest_find(&S, c.got.e[i].path);
 
-        c.got.e[i].sb_mtime_ns = sx ? sx->mtime_ns : c.got.e[i].mtime_ns;
+        c.got.e[i].sb_mtime = sx ? sx->mtime : c.got.e[i].mtime;
+        c.got.e[i].sb_ctime = sx ? sx->ctime : ATP__TIME_NONE;
     }
     atp__manifest_sort(&gone);
     if (full) {

@@ -18,18 +18,39 @@
 
 enum { ATP__T_FILE = 'f', ATP__T_DIR = 'd', ATP__T_LINK = 'l' };
 
+/*
+ * A file time as the kernel keeps it: seconds and nanoseconds, compared
+ * apart (their sum in nanoseconds overflows 64 bits past 2262 and before
+ * 1677).  An nsec of -1 is a time that equals no other, itself included.
+ */
+struct atp__time {
+    int64_t sec;
+    long nsec;
+};
+
+#define ATP__TIME_NONE ((struct atp__time){0, -1})
+
+static inline int atp__time_eq(struct atp__time a, struct atp__time b)
+{
+    return a.nsec >= 0 && a.sec == b.sec && a.nsec == b.nsec;
+}
+
 /* What one side has at one path, relative to the workdir. */
 struct atp__ment {
     char *path;       /* "a/b.lean", never "", "/..." or with ".." */
     char *target;     /* symlink target, or NULL */
     int64_t size;
-    int64_t mtime_ns;
+    struct atp__time mtime;
     uint32_t mode;    /* permission bits, 07777 */
     char type;        /* ATP__T_* */
     uint8_t has_hash;
     uint64_t hash;    /* XXH3-64 of the content, when has_hash */
-    /* The agreed state also remembers the sandbox's own mtime. */
-    int64_t sb_mtime_ns;
+    /* The inode change time, which no tool sets back: an edit whose mtime
+     * was restored still moves it.  (Host scans and the sandbox listing
+     * give it; ATP__TIME_NONE where unknown.) */
+    struct atp__time ctime;
+    /* The agreed state also remembers the sandbox's own times. */
+    struct atp__time sb_mtime, sb_ctime;
 };
 
 /* A set of entries, sorted by path (byte order) once frozen. */

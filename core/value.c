@@ -77,7 +77,11 @@ int atp__parse_number(const char *s, double *out)
     return end != NULL && *end == '\0' ? 0 : ATP_E_INVAL;
 }
 
-int atp__parse_duration_ms(const char *s, int64_t *out)
+/*
+ * A duration in milliseconds, unrounded: 0, or ATP_E_INVAL when @s is not
+ * a number with a known unit.
+ */
+static int duration_ms(const char *s, double *out)
 {
     static const struct {
         const char *unit;
@@ -94,14 +98,22 @@ int atp__parse_duration_ms(const char *s, int64_t *out)
         return ATP_E_INVAL;
     for (i = 0; i < ATP__ARRAY_SIZE(units); i++) {
         if (strcmp(end, units[i].unit) == 0) {
-            v *= units[i].ms;
-            if (v > 1e15)
-                return ATP_E_INVAL;
-            *out = (int64_t)(v + 0.5); /* v >= 0: rounds to nearest */
+            *out = v * units[i].ms;
             return 0;
         }
     }
     return ATP_E_INVAL;
+}
+
+int atp__parse_duration_ms(const char *s, int64_t *out)
+{
+    double v;
+
+    /* Under 1 ms a budget would round to 0, which reads as "none". */
+    if (duration_ms(s, &v) != 0 || v > 1e15 || (v > 0 && v < 1))
+        return ATP_E_INVAL;
+    *out = (int64_t)(v + 0.5); /* v >= 0: rounds to nearest */
+    return 0;
 }
 
 int atp__parse_size(const char *s, int64_t *out)
@@ -178,8 +190,13 @@ int atp__check_value(int type, const char *choices, const char *value,
     case ATP_OPT_DURATION:
         if (atp__parse_duration_ms(value, &i) == 0)
             return 0;
-        snprintf(why, whylen, "expected a duration such as 30, 1.5s, "
-                              "500ms, 5m or 2h (plain numbers are seconds)");
+        if (duration_ms(value, &d) == 0 && d > 0 && d < 1)
+            snprintf(why, whylen, "a duration under 1ms would round to 0; "
+                                  "give 0 or at least 1ms");
+        else
+            snprintf(why, whylen, "expected a duration such as 30, 1.5s, "
+                                  "500ms, 5m or 2h (plain numbers are "
+                                  "seconds)");
         break;
     case ATP_OPT_SIZE:
         if (atp__parse_size(value, &i) == 0)

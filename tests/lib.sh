@@ -96,6 +96,18 @@ skip() {
     echo "ok $tap_n - $1 # SKIP $2"
 }
 
+# fail_all WHY DESC...: fail each DESC, saying WHY: the checks of a branch
+# that could not run, so that every path counts the same checks.
+fail_all() {
+    tap_why=$1
+    shift
+    for tap_d in "$@"; do
+        fail "$tap_d"
+        diag "$tap_why"
+    done
+    return 1
+}
+
 # ok DESC COMMAND [ARG...]: passes when COMMAND succeeds.
 ok() {
     tap_desc=$1
@@ -330,4 +342,13 @@ kill_matching() {
 
 pid_gone() {
     ! kill -0 "$1" 2>/dev/null
+}
+
+# blocked_in PID WHAT: process PID sleeps in the kernel function matching
+# WHAT (pipe_read, pipe_write: /proc/PID/wchan).
+blocked_in() {
+    case $(cat "/proc/$1/wchan" 2>/dev/null) in
+    *"$2"*) return 0 ;;
+    esac
+    return 1
 }

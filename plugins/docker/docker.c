@@ -225,13 +225,19 @@ static int check(atp_call *call, void *backend)
     rc = dk_api_negotiate(&b->ctl, call);
     if (rc == 0 && b->image) {
         rc = dk_api_image_exists(&b->ctl, call, b->image);
+        /* Whether a pull would work is known only by pulling: until the
+         * image is there, the backend is not known to be usable. */
         if (rc == ATP_E_NOTFOUND && b->pull == 0)
             rc = dk_host->set_error(call, ATP_E_IMAGE, "image %s is not on "
                                     "the docker daemon at %s and pull = "
                                     "never: run `docker pull %s`", b->image,
                                     b->ep.display, b->image);
         else if (rc == ATP_E_NOTFOUND)
-            rc = 0; /* pulled at the first session */
+            rc = dk_host->set_error(call, ATP_E_IMAGE, "image %s is not on "
+                                    "the docker daemon at %s yet; the first "
+                                    "session will try to pull it, or run "
+                                    "`docker pull %s` now", b->image,
+                                    b->ep.display, b->image);
     }
     pthread_mutex_unlock(&b->ctl_lock);
     return rc;

@@ -50,6 +50,14 @@ static void durations(void **state)
     assert_int_not_equal(atp__parse_duration_ms("10sec", &v), 0);
     assert_int_not_equal(atp__parse_duration_ms("1e3", &v), 0);
     assert_int_not_equal(atp__parse_duration_ms("s", &v), 0);
+    /* A positive budget that would round to 0 ("none") is refused. */
+    assert_int_equal(dur("1ms"), 1);
+    assert_int_equal(dur("0.0"), 0);
+    assert_int_equal(dur("0ms"), 0);
+    assert_int_not_equal(atp__parse_duration_ms("0.0004", &v), 0);
+    assert_int_not_equal(atp__parse_duration_ms("0.1ms", &v), 0);
+    assert_int_not_equal(atp__parse_duration_ms("0.9ms", &v), 0);
+    assert_int_not_equal(atp__parse_duration_ms("0.0000001h", &v), 0);
 }
 
 static void sizes(void **state)
@@ -124,6 +132,19 @@ static void load_bad(const char *text, const char *want)
     assert_null(cfg);
     if (strstr(atp_last_error(), want) == NULL)
         fail_msg("message '%s' lacks '%s'", atp_last_error(), want);
+}
+
+static void tiny_durations_refused_in_config(void **state)
+{
+    atp_config *cfg = load_ok("[atp]\ntimeout_s = 0\n");
+
+    (void)state;
+    assert_int_equal(cfg->set.timeout_ms, 0); /* 0: no budget */
+    atp_config_free(cfg);
+    load_bad("[atp]\ntimeout_s = 0.0004\n",
+             "test.ini:2: bad value '0.0004' for timeout_s in [atp]: a "
+             "duration under 1ms would round to 0");
+    load_bad("[atp]\nkill_grace_s = 0.1ms\n", "under 1ms");
 }
 
 static void defaults(void **state)
@@ -213,13 +234,103 @@ static void bad_inputs(void **state)
     load_bad("[atp]\nmax_line = 10\n", "max_line must be at least 64");
 }
 
-static void long_line_is_an_error(void **state)
+/*
+ * Lines of any length (inih's own buffer holds 199 bytes): a 64 KiB value,
+ * with the inline comment and blanks cut as on a short line, on a key
+ * line, on a continuation line and beside long comments.
+ */
+static void long_lines_work(void **state)
 {
-    char text[512];
+    size_t big = 65536, cap = 4 * big + 4096, used = 0;
+    char *text = malloc(cap), *want = malloc(big + 1), *two;
+    const char *v;
+    atp_config *cfg;
 
     (void)state;
-    snprintf(text, sizeof(text), "[atp]\nbackend = %0300d\n", 1);
-    load_bad(text, "test.ini:2: line is longer than");
+    memset(want, 'v', big);
+    want[big] = '\0';
+    want[0] = 'a';
+    want[big / 2] = ';'; /* not after a blank: no comment */
+    want[big / 2 + 1] = '=';
+    want[big - 1] = 'z';
+    used += (size_t)snprintf(text + used, cap - used,
+                             "; %0300d\n[env]   ; %0300d\n"
+                             "LONG = %s   ; an inline comment %0300d\n"
+                             "AFTER:after\n", 0, 0, want, 0);
+    used += (size_t)snprintf(text + used, cap - used,
+                             "MULTI = first\n    %s\n  # %0300d\n"
+                             "[atp]\nbackend = local\n", want, 0);
+    (void)used;
+    cfg = load_ok(text);
+    v = atp_config_get(cfg, "env", "LONG");
+    assert_non_null(v);
+    assert_int_equal(strlen(v), big);
+    assert_string_equal(v, want);
+    assert_string_equal(atp_config_get(cfg, "env", "AFTER"), "after");
+    two = malloc(big + 8);
+    snprintf(two, big + 8, "first\n%s", want);
+    assert_string_equal(atp_config_get(cfg, "env", "MULTI"), two);
+    assert_string_equal(atp_config_backend(cfg), "local");
+    atp_config_free(cfg);
+
+    /* Errors on a long line still name that line. */
+    snprintf(text, cap, "[atp]\nno equals sign %0300d\n", 0);
+    load_bad(text, "test.ini:2: syntax error");
+    snprintf(text, cap, "[atp]\nbackend = %0300d\n", 1);
+    cfg = load_ok(text);
+    assert_int_equal(strlen(atp_config_backend(cfg)), 300);
+    atp_config_free(cfg);
+    snprintf(text, cap, "[env]\nX = 1\n[%0300d]\n", 0);
+    load_bad(text, "test.ini:3: section name too long");
+    snprintf(text, cap, "[env]\n%0300d = 1\n", 0);
+    load_bad(text, "test.ini:2:");
+    free(text);
+    free(want);
+    free(two);
+}
+
+/*
+ * 100k keys in [env] are read whole and in order; a key set twice among
+ * them is still found, naming both lines.  (Each key used to be compared
+ * with every key before it: 100k took tens of seconds.)
+ */
+static void many_env_keys(void **state)
+{
+    enum { N = 100000 };
+    size_t cap = (size_t)N * 32 + 64, used = 0, i;
+    char *text = malloc(cap), key[32], val[32];
+    const struct atp__section *env;
+    atp_config *cfg;
+
+    (void)state;
+    used += (size_t)snprintf(text + used, cap - used, "[env]\n");
+    for (i = 0; i < N; i++)
+        used += (size_t)snprintf(text + used, cap - used, "K%zu = v%zu\n",
+                                 i, i * 7);
+    snprintf(text + used, cap - used, "  more\n[atp]\nbackend = local\n");
+    cfg = load_ok(text);
+    env = atp__config_section(cfg, "env");
+    assert_non_null(env);
+    assert_int_equal(env->n_kv, N);
+    for (i = 0; i < N; i++) {
+        snprintf(key, sizeof(key), "K%zu", i);
+        assert_string_equal(env->kv[i].key, key);
+        assert_int_equal(env->kv[i].line, (int)i + 2);
+    }
+    for (i = 0; i < N; i += 997) {
+        snprintf(key, sizeof(key), "K%zu", i);
+        snprintf(val, sizeof(val), "v%zu", i * 7);
+        assert_string_equal(atp_config_get(cfg, "env", key), val);
+    }
+    assert_string_equal(atp_config_get(cfg, "env", "K99999"),
+                        "v699993\nmore");
+    assert_null(atp_config_get(cfg, "env", "K100000"));
+    atp_config_free(cfg);
+
+    snprintf(text + used, cap - used, "K54321 = again\n");
+    load_bad(text, "test.ini:100002: key 'K54321' in [env] is already set "
+                   "on line 54323");
+    free(text);
 }
 
 static void backend_section_checked_against_plugin(void **state)
@@ -347,6 +458,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(durations),
+        cmocka_unit_test(tiny_durations_refused_in_config),
         cmocka_unit_test(sizes),
         cmocka_unit_test(booleans_and_ints),
         cmocka_unit_test(nearest),
@@ -354,7 +466,8 @@ int main(void)
         cmocka_unit_test(full_file),
         cmocka_unit_test(empty_backend_section_exists),
         cmocka_unit_test(bad_inputs),
-        cmocka_unit_test(long_line_is_an_error),
+        cmocka_unit_test(long_lines_work),
+        cmocka_unit_test(many_env_keys),
         cmocka_unit_test(backend_section_checked_against_plugin),
         cmocka_unit_test(search_order),
         cmocka_unit_test(example_file_loads),

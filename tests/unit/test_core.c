@@ -226,7 +226,7 @@ static void wrap_warm_cache(void **state)
 
 static void env_merge_order(void **state)
 {
-    atp__env e = {NULL, 0};
+    atp__env e = {0};
     const char *const base[] = {"A=1", "B=2", NULL};
     const char *const over[] = {"B=3", "C=x=y", NULL};
     const char *const bad[] = {"NOEQUALS", NULL};
@@ -248,7 +248,7 @@ static void env_merge_order(void **state)
 static void redaction(void **state)
 {
     atp__secrets s;
-    atp__env e = {NULL, 0};
+    atp__env e = {0};
     const char *const vars[] = {"API_TOKEN=abc", "HOME_DIR=/very/long/path",
                                 "N=1", NULL};
     char msg[256];
@@ -268,6 +268,48 @@ static void redaction(void **state)
     atp__secrets_free(&s);
 }
 
+/*
+ * 100k variables: each set once, then every seventh set again, keeps one
+ * entry per name, in first-set order, with the last value; 100k long
+ * values are each remembered once as secrets.
+ */
+static void env_many_keys(void **state)
+{
+    enum { N = 100000 };
+    atp__env e = {0};
+    atp__secrets s;
+    char key[32], val[64], want[96];
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < N; i++) {
+        snprintf(key, sizeof(key), "K%zu", i);
+        snprintf(val, sizeof(val), "first-value-%zu", i);
+        assert_int_equal(atp__env_set(&e, key, strlen(key), val), 0);
+    }
+    for (i = 0; i < N; i += 7) {
+        snprintf(key, sizeof(key), "K%zu", i);
+        snprintf(val, sizeof(val), "second-value-%zu", i);
+        assert_int_equal(atp__env_set(&e, key, strlen(key), val), 0);
+    }
+    assert_int_equal(e.n, N);
+    assert_null(e.v[N]);
+    for (i = 0; i < N; i++) {
+        snprintf(want, sizeof(want), "K%zu=%s-value-%zu", i,
+                 i % 7 ? "first" : "second", i);
+        assert_string_equal(e.v[i], want);
+    }
+    atp__secrets_init(&s);
+    atp__secrets_add_env(&s, &e);
+    atp__secrets_add_env(&s, &e);
+    assert_int_equal(s.n, N);
+    snprintf(want, sizeof(want), "got first-value-%d here", 1);
+    atp__secrets_redact(&s, want, sizeof(want));
+    assert_string_equal(want, "got *** here");
+    atp__secrets_free(&s);
+    atp__env_free(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -275,6 +317,7 @@ int main(void)
         cmocka_unit_test(status_names_and_errors),
         cmocka_unit_test(quoting_round_trips),
         cmocka_unit_test(wrap_plain),
+        cmocka_unit_test(env_many_keys),
         cmocka_unit_test(wrap_with_timeout_runs_the_command_verbatim),
         cmocka_unit_test(wrap_without_stdin_reads_dev_null),
         cmocka_unit_test(wrap_warm_cache),

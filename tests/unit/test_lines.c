@@ -164,6 +164,47 @@ static void exactly_max_is_whole(void **state)
     assert_int_equal(c.longest, 64);
 }
 
+/*
+ * Lines of exactly max_line and max_line + 1 bytes, however the chunks
+ * cut them: the first is one whole line, the second a full piece and a
+ * 1-byte rest, and no piece is ever longer than max_line.
+ */
+static void max_and_one_more(void **state)
+{
+    static const size_t at[] = {1, 2, 32, 63, 64, 65};
+    char in[66];
+    size_t n, k, i, cuts[66];
+    struct capture c;
+
+    (void)state;
+    for (n = 64; n <= 65; n++) {
+        memset(in, n == 64 ? 'q' : 'r', n);
+        in[n] = '\n';
+        for (k = 0; k <= sizeof(at) / sizeof(at[0]) + 1; k++) {
+            size_t n_cuts = 0;
+
+            if (k == sizeof(at) / sizeof(at[0]) + 1) {
+                for (i = 1; i <= n; i++) /* a byte at a time */
+                    cuts[n_cuts++] = i;
+            } else if (k > 0 && at[k - 1] <= n) {
+                cuts[n_cuts++] = at[k - 1];
+            }
+            frame(&c, in, n + 1, 64, cuts, n_cuts);
+            assert_int_equal(c.longest, 64);
+            if (n == 64) {
+                assert_int_equal(c.calls, 1);
+                assert_int_equal(c.len, 2 + 64 + 1);
+                assert_int_equal(c.text[0], '0');
+            } else {
+                assert_int_equal(c.calls, 2);
+                assert_int_equal(c.text[0], '0' + ATP_LINE_PARTIAL);
+                assert_int_equal(c.len, (2 + 64 + 1) + (2 + 1 + 1));
+                assert_memory_equal(c.text + 2 + 64 + 1, "0|r\n", 4);
+            }
+        }
+    }
+}
+
 static void memory_stays_bounded(void **state)
 {
     atp__framer f;
@@ -193,6 +234,7 @@ int main(void)
         cmocka_unit_test(nul_bytes_are_data),
         cmocka_unit_test(long_lines_come_in_pieces),
         cmocka_unit_test(exactly_max_is_whole),
+        cmocka_unit_test(max_and_one_more),
         cmocka_unit_test(memory_stays_bounded),
     };
 

@@ -1340,7 +1340,7 @@ static void secrets_never_on_a_command_line(void **state)
         ": cmdline-marker-42\n"
         "echo \"len ${#ATP_T_TOKEN} ${#ATP_T_PASS} ${#ATP_T_CFG} "
         "${#ATP_T_BE}\"\n"
-        "sleep 60 &\n"
+        "sleep 60 &\n" /* killed below, once the walk is done */
         "field() { sed 's/.*) [A-Za-z] //' \"/proc/$1/stat\" 2>/dev/null |"
         " cut -d' ' -f\"$2\"; }\n"
         "p=$$\n"

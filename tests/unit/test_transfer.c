@@ -236,8 +236,7 @@ static void round_trip_keeps_everything(void **state)
         assert_int_equal(a.e[i].size, b.e[i].size);
         /* Tar keeps whole seconds (ustar headers, as tar(1) does). */
         if (a.e[i].type != ATP__T_DIR && a.e[i].type != ATP__T_LINK)
-            assert_int_equal(a.e[i].mtime_ns / 1000000000,
-                             b.e[i].mtime_ns / 1000000000);
+            assert_int_equal(a.e[i].mtime.sec, b.e[i].mtime.sec);
         if (a.e[i].type == ATP__T_LINK)
             assert_string_equal(a.e[i].target, b.e[i].target);
     }
@@ -470,7 +469,32 @@ static void dotdot_refused(void **state)
     };
 
     (void)state;
-    expect_refused(f, 2, "'../escaped'");
+    /* atp's own reason, not only libarchive's refusal of '..'. */
+    expect_refused(f, 2, "'../escaped': a '..' or empty component");
+}
+
+/*
+ * Names libarchive itself would extract ("sub/./x", "sub//x", "sub/x/."
+ * clean up to sub/x) are refused by atp's own check: a manifest keyed by
+ * such a name would not match the file, and the agreed state would break.
+ */
+static void unclean_names_refused(void **state)
+{
+    static const char *const names[] = {"sub/./x", "sub//x", "./sub/../x",
+                                        "sub/x/."};
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        const struct fake f[] = {
+            {"sub", AE_IFDIR, NULL, 0, NULL, 0, 0755},
+            {names[i], AE_IFREG, NULL, 0, "x", -1, 0},
+        };
+        char want[64];
+
+        snprintf(want, sizeof(want), "a '..' or empty component");
+        expect_refused(f, 2, want);
+    }
 }
 
 static void symlink_then_file_through_it_refused(void **state)
@@ -899,12 +923,12 @@ static void remove_under_never_follows_symlinks(void **state)
 static void listing_parse(void **state)
 {
     static const char listing[] =
-        "f 5 1700000000.1234567890 644\0a/b.lean\0\0"
-        "d 4096 1700000000.0000000000 755\0a\0\0"
-        "l 3 1700000001.5 777\0ln\0a/b.lean\0"
-        "f 1 1.0 644\0../evil\0\0"
-        "p 0 1.0 644\0fifo\0\0"
-        "f 1 1.0 644\0.lake/x\0\0";
+        "f 5 1700000000.1234567890 1700000002.0000000010 644\0a/b.lean\0\0"
+        "d 4096 1700000000.0000000000 1.0 755\0a\0\0"
+        "l 3 1700000001.5 1.0 777\0ln\0a/b.lean\0"
+        "f 1 1.0 1.0 644\0../evil\0\0"
+        "p 0 1.0 1.0 644\0fifo\0\0"
+        "f 1 1.0 1.0 644\0.lake/x\0\0";
     const char *const ex[] = {".lake", NULL};
     struct atp__manifest m = {0};
 
@@ -915,16 +939,112 @@ static void listing_parse(void **state)
     assert_int_equal(m.n, 3);
     assert_string_equal(m.e[0].path, "a");
     assert_string_equal(m.e[1].path, "a/b.lean");
-    assert_int_equal(m.e[1].mtime_ns, INT64_C(1700000000123456789));
+    assert_int_equal(m.e[1].mtime.sec, 1700000000);
+    assert_int_equal(m.e[1].mtime.nsec, 123456789);
+    assert_int_equal(m.e[1].ctime.sec, 1700000002);
+    assert_int_equal(m.e[1].ctime.nsec, 1);
     assert_int_equal(m.e[1].size, 5);
     assert_int_equal(m.e[1].mode, 0644);
     assert_string_equal(m.e[2].target, "a/b.lean");
-    assert_int_equal(m.e[2].mtime_ns, INT64_C(1700000001500000000));
+    assert_int_equal(m.e[2].mtime.sec, 1700000001);
+    assert_int_equal(m.e[2].mtime.nsec, 500000000);
     atp__manifest_free(&m);
-    assert_int_equal(atp__manifest_parse_listing(&m, "f 1 1.0 644\0x", 13,
-                                                 ex),
+    assert_int_equal(atp__manifest_parse_listing(&m, "f 1 1.0 1.0 644\0x",
+                                                 17, ex),
                      ATP_E_TRANSFER);
     atp__manifest_free(&m);
+    /* A listing without the ctime is malformed. */
+    assert_int_equal(atp__manifest_parse_listing(&m, "f 1 1.0 644\0x\0\0",
+                                                 15, ex),
+                     ATP_E_TRANSFER);
+    atp__manifest_free(&m);
+}
+
+/*
+ * File times past 2262 and before 1970 are kept exactly (seconds and
+ * nanoseconds apart: in nanoseconds alone they overflow 64 bits), so a
+ * change among them is seen.
+ */
+static void far_dates_compare_exactly(void **state)
+{
+    /* find prints the seconds and the nanoseconds apart: "-2.25..." is
+     * 1969-12-31 23:59:58.25. */
+    static const char listing[] =
+        "f 5 10413792000.7500000000 1.0 644\0y2300\0\0"
+        "f 5 -2.2500000000 1.0 644\0y1969\0\0"
+        "f 5 0.0000000000 1.0 644\0epoch\0\0"
+        /* 2^64 ns after the epoch: the same as the epoch in 64-bit
+         * nanoseconds that wrap. */
+        "f 5 18446744073.7095516160 1.0 644\0y2554\0\0";
+    static const char *const bad[] = {
+        "f 1 99999999999999999999.0 1.0 644", "f 1 1e30 1.0 644",
+        "f 1 -99999999999999999999.5 1.0 644",
+        "f 99999999999999999999 1.0 1.0 644",
+        "f 1 1.0 99999999999999999999.0 644",
+    };
+    char *src = new_dir("src"), *dst = new_dir("dst"), lst[128];
+    struct atp__manifest m = {0}, a = {0}, got = {0};
+    struct atp__ment *e;
+    size_t i;
+
+    (void)state;
+    assert_int_equal(atp__manifest_parse_listing(&m, listing,
+                                                 sizeof(listing) - 1,
+                                                 no_excludes),
+                     0);
+    e = atp__manifest_find(&m, "y2300");
+    assert_int_equal(e->mtime.sec, INT64_C(10413792000));
+    assert_int_equal(e->mtime.nsec, 750000000);
+    e = atp__manifest_find(&m, "y1969");
+    assert_int_equal(e->mtime.sec, -2);
+    assert_int_equal(e->mtime.nsec, 250000000);
+    assert_false(atp__time_eq(atp__manifest_find(&m, "epoch")->mtime,
+                              atp__manifest_find(&m, "y2554")->mtime));
+    assert_false(atp__time_eq(atp__manifest_find(&m, "y2300")->mtime,
+                              atp__manifest_find(&m, "y2554")->mtime));
+    atp__manifest_free(&m);
+    /* Times no file can have are a malformed listing, not a guess. */
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        size_t n = (size_t)snprintf(lst, sizeof(lst), "%s%cx%c%c", bad[i],
+                                    0, 0, 0);
+
+        assert_int_equal(atp__manifest_parse_listing(&m, lst, n,
+                                                     no_excludes),
+                         ATP_E_TRANSFER);
+        atp__manifest_free(&m);
+    }
+
+    /* Host files: scanned, sent and extracted with their dates. */
+    write_file(src, "y2300", "later", 0644);
+    write_file(src, "y1969", "early", 0644);
+    set_mtime(src, "y2300", (time_t)INT64_C(10413792000), 750000000);
+    set_mtime(src, "y1969", -2, 250000000);
+    assert_int_equal(atp__manifest_scan(&a, src, no_excludes), 0);
+    e = atp__manifest_find(&a, "y2300");
+    assert_int_equal(e->mtime.sec, INT64_C(10413792000));
+    assert_int_equal(e->mtime.nsec, 750000000);
+    e = atp__manifest_find(&a, "y1969");
+    assert_int_equal(e->mtime.sec, -2);
+    assert_int_equal(e->mtime.nsec, 250000000);
+    assert_int_equal(copy_tree(src, dst, no_excludes, &got), 0);
+    assert_int_equal(atp__manifest_find(&got, "y2300")->mtime.sec,
+                     INT64_C(10413792000));
+    assert_int_equal(atp__manifest_find(&got, "y1969")->mtime.sec, -2);
+    {
+        struct stat sb;
+        char p[PATH_MAX];
+
+        mkpath(p, dst, "y2300");
+        assert_int_equal(stat(p, &sb), 0);
+        assert_int_equal(sb.st_mtim.tv_sec, INT64_C(10413792000));
+        mkpath(p, dst, "y1969");
+        assert_int_equal(stat(p, &sb), 0);
+        assert_true(sb.st_mtim.tv_sec == -2 || sb.st_mtim.tv_sec == -1);
+    }
+    atp__manifest_free(&a);
+    atp__manifest_free(&got);
+    free(src);
+    free(dst);
 }
 
 int main(void)
@@ -940,6 +1060,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(absolute_path_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(dotdot_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(unclean_names_refused, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(symlink_then_file_through_it_refused,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(hardlink_to_outside_refused, setup,
@@ -965,6 +1087,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(remove_under_never_follows_symlinks,
                                         setup, teardown),
         cmocka_unit_test(listing_parse),
+        cmocka_unit_test_setup_teardown(far_dates_compare_exactly, setup,
+                                        teardown),
     };
 
     return cmocka_run_group_tests_name("transfer", tests, NULL, NULL);

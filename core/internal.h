@@ -102,6 +102,9 @@ struct atp__settings {
     int64_t transfer_max_bytes;
     int64_t transfer_timeout_ms;
     int subreaper;                /* become a child subreaper */
+    int require_pinned;           /* [image] require_pinned */
+    double price[3];              /* [price] cpu_core_s, mem_gib_s,
+                                     sandbox_s; -1 where unset */
 };
 
 struct atp_config {
@@ -396,6 +399,9 @@ struct atp_backend {
     void *handle;
     uint64_t caps;             /* read once at open */
     atp__secrets secrets;      /* backend-wide secrets */
+    pthread_mutex_t pin_lock;  /* image_id is set from any session */
+    char image_id[160];        /* host->image_pinned(), or "" */
+    char image_digest[256];
 };
 
 /*
@@ -412,6 +418,12 @@ const char *atp__backend_key(const atp_backend *be, const char *key);
  * plugin's default; an empty value at any level means none.  NULL: none.
  */
 const char *atp__backend_warm_cache(const atp_backend *be);
+
+/* The backend runs images (its plugin takes an `image` key). */
+int atp__backend_pins(const atp_backend *be);
+
+/* @name names one image forever: NAME@sha256:HEX, sha256:HEX or im-ID. */
+int atp__image_is_pinned(const char *name);
 
 enum atp__state { ATP__CREATED, ATP__OPEN, ATP__CLOSED };
 
@@ -437,6 +449,12 @@ struct atp_session {
     unsigned n_cmd;            /* commands run (names spill files) */
     unsigned n_exec;           /* execs, transfers included (exec ids) */
     struct atp__xfer_state *xfer; /* sync state (isolated backends) */
+    /* What it cost: the sandbox's creation, its transfers, its life. */
+    int64_t opened_ns;         /* the sandbox exists since, or 0 */
+    double provision_s;
+    double push_s, pull_s;     /* every transfer so far */
+    uint64_t push_bytes, pull_bytes;
+    char image_id[160];        /* host->image_pinned(), or the backend's */
 };
 
 /*

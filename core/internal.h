@@ -25,7 +25,7 @@
  * @code, so that `return atp__error(ATP_E_X, "...")` reads naturally.
  */
 int atp__error(int code, const char *fmt, ...) ATP_PRINTF(2, 3);
-int atp__verror(int code, const char *fmt, va_list ap);
+int atp__verror(int code, const char *fmt, va_list ap) ATP_PRINTF(2, 0);
 
 /* Copy a message into the calling thread's last error (no formatting). */
 void atp__error_set_text(const char *msg);

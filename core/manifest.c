@@ -218,9 +218,14 @@ int atp__manifest_parse_listing(struct atp__manifest *m, const char *buf,
         me.target = tchar == ATP__T_LINK ? (char *)f[2] : NULL;
         me.size = tchar == ATP__T_FILE ? size : 0;
         {
-            /* %T@ has nanosecond digits; parse them exactly. */
+            /* %T@ has nanosecond digits; parse them exactly.  A time the
+             * cast cannot hold (or "nan") is pinned first; the result is
+             * pinned to what int64 nanoseconds hold. */
             const char *dot = strchr(f[0] + 2, '.');
-            long long sec = (long long)mtime, ns = 0;
+            long long sec = !(mtime <= 1e11)   ? 100000000000LL
+                            : mtime < -1e11    ? -100000000000LL
+                                               : (long long)mtime;
+            long ns = 0;
             int digits = 0;
 
             if (dot) {
@@ -233,7 +238,7 @@ int atp__manifest_parse_listing(struct atp__manifest *m, const char *buf,
                 while (digits++ < 9)
                     ns *= 10;
             }
-            me.mtime_ns = sec * 1000000000 + ns;
+            me.mtime_ns = atp__mtime_ns(sec, ns);
         }
         me.mode = mode & 07777;
         if (atp__manifest_add(m, &me) != 0)
@@ -241,6 +246,15 @@ int atp__manifest_parse_listing(struct atp__manifest *m, const char *buf,
     }
     atp__manifest_sort(m);
     return 0;
+}
+
+int64_t atp__mtime_ns(int64_t sec, long nsec)
+{
+    if (sec > (INT64_MAX - 999999999) / 1000000000)
+        return INT64_MAX;
+    if (sec < INT64_MIN / 1000000000 + 1)
+        return INT64_MIN;
+    return sec * 1000000000 + nsec;
 }
 
 int atp__hash_file(int rootfd, const char *path, uint64_t *hash)

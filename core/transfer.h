@@ -89,6 +89,13 @@ int atp__manifest_scan(struct atp__manifest *m, const char *root,
 int atp__manifest_parse_listing(struct atp__manifest *m, const char *buf,
                                 size_t len, const char *const *excludes);
 
+/*
+ * @sec seconds and @nsec (0 to 999999999) nanoseconds since the epoch in
+ * nanoseconds, pinned to the int64 range: times before 1678 or after 2262
+ * (a file dated so by touch -d) compare as its ends instead of wrapping.
+ */
+int64_t atp__mtime_ns(int64_t sec, long nsec);
+
 /* Hash a regular file under @rootfd; 0 or ATP_E_TRANSFER. */
 int atp__hash_file(int rootfd, const char *path, uint64_t *hash);
 

@@ -595,7 +595,7 @@ int dk_api_list(struct dk_http *h, atp_call *call, const char *filters,
     struct dk_resp rs;
     json_object *arr;
     char path[1024], *ef;
-    size_t i, n;
+    size_t i, n, k = 0;
     int rc;
 
     *ids = NULL;
@@ -623,7 +623,9 @@ int dk_api_list(struct dk_http *h, atp_call *call, const char *filters,
     for (i = 0; i < n; i++) {
         const char *id = get_str(json_object_array_get_idx(arr, i), "Id");
 
-        if (id && ((*ids)[i] = strdup(id)) == NULL) {
+        /* An entry without an id names nothing, and must not end the
+         * vector early: the ids after it would be lost (and leak). */
+        if (id && ((*ids)[k++] = strdup(id)) == NULL) {
             dk_strv_free(*ids);
             *ids = NULL;
             rc = dk_host->set_error(call, ATP_E_NOMEM, "out of memory");

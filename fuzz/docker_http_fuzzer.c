@@ -6,8 +6,9 @@
  * piece of the input, byte for byte, and closes it.
  *
  * Input: one byte, the operation (see docker_ops.c); then the raw answers
- * ("HTTP/1.1 200 OK\r\n..."), separated by "\n~~~\n".  A connection that
- * finds no answer left is closed unanswered: a daemon that went away.
+ * ("HTTP/1.1 200 OK\r\n..."), separated by "\n~~~\n".  A request that
+ * finds no answer left is closed unanswered: a daemon that went away.  A
+ * connection that sends nothing (dk_http_probe) takes no answer.
  */
 #include "config.h"
 
@@ -23,7 +24,7 @@
 #include "docker_ops.h"
 #include "fuzz.h"
 
-#define MAX_ANSWERS 32
+#define MAX_ANSWERS 16
 
 static struct dk_endpoint ep;
 static int lfd = -1;
@@ -36,8 +37,11 @@ static struct {
 } answers[MAX_ANSWERS];
 static size_t n_answers, next_answer;
 
-/* Read a request: its head, then Content-Length bytes of body. */
-static void read_request(int c)
+/*
+ * Read a request: its head, then Content-Length bytes of body.  Returns
+ * how many bytes came: none for a probe that only connects.
+ */
+static size_t read_request(int c)
 {
     char buf[65536];
     size_t len = 0;
@@ -60,12 +64,12 @@ static void read_request(int c)
             }
         }
         if (want >= 0 && (long long)len >= want)
-            return;
+            return len;
         if (len + 1 >= sizeof(buf) || poll(&p, 1, 2000) <= 0)
-            return;
+            return len;
         n = read(c, buf + len, sizeof(buf) - 1 - len);
         if (n <= 0)
-            return;
+            return len;
         len += (size_t)n;
     }
 }
@@ -84,7 +88,10 @@ static void *serve(void *arg)
                 continue;
             return NULL;
         }
-        read_request(c);
+        if (read_request(c) == 0) { /* a probe (dk_http_probe) */
+            close(c);
+            continue;
+        }
         pthread_mutex_lock(&mu);
         if (next_answer < n_answers) {
             p = answers[next_answer].p;
@@ -120,7 +127,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
     (void)argc;
     (void)argv;
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    fuzz_docker_init();
     memset(&sa, 0, sizeof(sa));
     sa.sun_family = AF_UNIX;
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s/d.sock", fuzz_tmpdir());
@@ -161,7 +168,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&daemon, 0, sizeof(daemon));
     pthread_mutex_init(&daemon.lock, NULL);
     /* The hijacked stream needs a negotiated version for its path. */
-    if (op % FUZZ_DOCKER_OPS == FUZZ_DOCKER_OPS - 1) {
+    if (op % FUZZ_DOCKER_OPS >= 14) {
         daemon.negotiated = 1;
         snprintf(daemon.version, sizeof(daemon.version), "1.41");
     }

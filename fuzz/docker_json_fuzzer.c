@@ -110,7 +110,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
     (void)argc;
     (void)argv;
-    curl_global_init(CURL_GLOBAL_DEFAULT);
+    fuzz_docker_init();
     if (dk_endpoint_parse(&ep, "unix:///nonexistent/docker.sock", err,
                           sizeof(err)) != 0)
         fuzz_fail("%s", err);
@@ -126,7 +126,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (size == 0)
         return 0;
-    op = data[0] & 15;
+    op = data[0] & 15; /* 14 and 15: an endpoint */
     cut = 1 + (size_t)(data[0] >> 4) * 7;
     in.p = data + 1;
     in.n = size - 1;

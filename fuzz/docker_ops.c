@@ -13,9 +13,18 @@
 #include "docker_ops.h"
 #include "fuzz.h"
 
-const atp_host_api *dk_host = &fuzz_host;
+int atp_plugin_entry_v1(const atp_host_api *api, atp_call *call,
+                        const atp_plugin_ops **ops_out);
 
 static volatile size_t sink;
+
+void fuzz_docker_init(void)
+{
+    const atp_plugin_ops *ops;
+
+    if (atp_plugin_entry_v1(&fuzz_host, NULL, &ops) != 0)
+        fuzz_fail("the docker plugin refused the host: %s", fuzz_hs.error);
+}
 
 static int to_output(void *ctx, int stream, const void *buf, size_t len)
 {
@@ -55,6 +64,36 @@ static void hijacked(struct dk_http *h)
     }
     dk_demux_end(&d);
     dk_hijack_close(&hj);
+}
+
+/* A command in a session's container (the exec path), start to end. */
+static void command(struct dk_http *h)
+{
+    static const char *const argv[] = {"sh", "-c", "echo hi", NULL};
+    struct dk_backend be;
+    struct dk_session s;
+    atp_exec_spec spec;
+    atp_exec_outcome out;
+
+    memset(&be, 0, sizeof(be));
+    be.ep = *h->ep;
+    memset(&s, 0, sizeof(s));
+    s.be = &be;
+    s.http = *h;
+    s.run_id = (char *)"fuzzrun";
+    s.sb_workdir = (char *)"/workspace/wd";
+    snprintf(s.id, sizeof(s.id), "0123456789ab");
+    memset(&spec, 0, sizeof(spec));
+    spec.struct_size = sizeof(spec);
+    spec.argv = argv;
+    spec.grace_ms = 100;
+    spec.drain_ms = 100;
+    memset(&out, 0, sizeof(out));
+    out.struct_size = sizeof(out);
+    out.exit_code = -7;
+    if (dk_exec(NULL, &s, &spec, &out) == 0 &&
+        (out.exit_code == -7 || (out.exit_code == -1 && out.signal == 0)))
+        fuzz_fail("dk_exec succeeded without an exit code or a signal");
 }
 
 void fuzz_docker_op(unsigned op, struct dk_http *h, const char *spec)
@@ -149,9 +188,15 @@ void fuzz_docker_op(unsigned op, struct dk_http *h, const char *spec)
     case 13:
         dk_api_exec_inspect(h, NULL, "0123456789ab", &running, &code);
         break;
-    default:
+    case 14:
         if (spec == NULL) {
             hijacked(h);
+            break;
+        }
+        /* fall through */
+    default:
+        if (spec == NULL) {
+            command(h);
             break;
         }
         err[0] = '\0';

@@ -94,8 +94,7 @@ static int send_file(struct archive *a, struct archive_entry *ae, int rootfd,
         return 0;
     }
     me->size = sb.st_size;
-    me->mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 +
-                   sb.st_mtim.tv_nsec;
+    me->mtime_ns = atp__mtime_ns(sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec);
     me->mode = sb.st_mode & 07777;
     archive_entry_clear(ae);
     archive_entry_set_pathname(ae, me->path);
@@ -128,8 +127,8 @@ static int send_file(struct archive *a, struct archive_entry *ae, int rootfd,
     /* Grew, shrank or was rewritten while read: fstat tells (no extra
      * read at the end of every file). */
     if (!changed && (fstat(fd, &sb) != 0 || sb.st_size != me->size ||
-                     (int64_t)sb.st_mtim.tv_sec * 1000000000 +
-                             sb.st_mtim.tv_nsec != me->mtime_ns))
+                     atp__mtime_ns(sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec) !=
+                         me->mtime_ns))
         changed = 1;
     close(fd);
     if (changed) {
@@ -205,8 +204,7 @@ int atp__x_tar_create(const char *root, struct atp__manifest *list,
         archive_entry_set_perm(ae, sb.st_mode & 07777);
         archive_entry_set_mtime(ae, sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec);
         me->mode = sb.st_mode & 07777;
-        me->mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 +
-                       sb.st_mtim.tv_nsec;
+        me->mtime_ns = atp__mtime_ns(sb.st_mtim.tv_sec, sb.st_mtim.tv_nsec);
         if (me->type == ATP__T_DIR) {
             archive_entry_set_filetype(ae, AE_IFDIR);
         } else {
@@ -667,8 +665,8 @@ int atp__x_tar_extract(const char *root, const char *const *excludes,
             me.target = ft == AE_IFLNK ? (char *)archive_entry_symlink(ae)
                                        : NULL;
             me.size = me.type == ATP__T_FILE ? archive_entry_size(ae) : 0;
-            me.mtime_ns = (int64_t)archive_entry_mtime(ae) * 1000000000 +
-                          archive_entry_mtime_nsec(ae);
+            me.mtime_ns = atp__mtime_ns(archive_entry_mtime(ae),
+                                        archive_entry_mtime_nsec(ae));
             me.mode = archive_entry_perm(ae) & 07777;
             if (link)
                 me.has_hash = 0;
@@ -789,8 +787,8 @@ int atp__x_manifest_scan(struct atp__manifest *m, const char *root,
             me.target = (char *)"";
         me.type = type;
         me.size = type == ATP__T_FILE ? archive_entry_size(e) : 0;
-        me.mtime_ns = (int64_t)archive_entry_mtime(e) * 1000000000 +
-                      archive_entry_mtime_nsec(e);
+        me.mtime_ns = atp__mtime_ns(archive_entry_mtime(e),
+                                    archive_entry_mtime_nsec(e));
         me.mode = archive_entry_perm(e) & 07777;
         if (atp__manifest_add(m, &me) != 0) {
             rc = atp__error(ATP_E_NOMEM, "out of memory");

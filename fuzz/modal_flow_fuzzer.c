@@ -14,9 +14,9 @@
  * second exec; bit 5: an environment name; bit 6: the exec has a budget.
  *
  * Oracle: every plugin call returns by its deadline (each gets its own,
- * as from the core) plus the teardown's own bound; a session closed without error leaves no sandbox
- * unaccounted for in the ledger; an exec that succeeds says how the
- * command ended.
+ * as from the core) plus the teardown's own bound; a session closed
+ * without error leaves no sandbox unaccounted for in the ledger; an exec
+ * that succeeds says how the command ended.
  */
 #include "config.h"
 

@@ -26,6 +26,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 void fuzz_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2),
                                                     noreturn));
 
+/*
+ * An exec that returned 0 filled @out as the ABI says: an exit code of 0
+ * to 255 and no signal, or -1 and the signal (1 to 64) that ended it.
+ */
+void fuzz_check_outcome(const atp_exec_outcome *out);
+
 /* ---- taking an input apart ---------------------------------------------- */
 
 struct fz {

@@ -26,6 +26,16 @@ void fuzz_fail(const char *fmt, ...)
     abort();
 }
 
+void fuzz_check_outcome(const atp_exec_outcome *out)
+{
+    int code = out->exit_code, sig = out->signal;
+
+    if ((code >= 0 && code <= 255 && sig == 0) ||
+        (code == -1 && sig >= 1 && sig <= 64))
+        return;
+    fuzz_fail("exec succeeded with exit code %d and signal %d", code, sig);
+}
+
 /*
  * Remove @name under @dfd and all below it, never following a link;
  * 0 when it is gone.

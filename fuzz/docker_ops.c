@@ -91,6 +91,8 @@ static void command(struct dk_http *h)
     memset(&out, 0, sizeof(out));
     out.struct_size = sizeof(out);
     out.exit_code = -7;
+    fuzz_hs.due_step = 0; /* a new exec: a new kill schedule */
+    fuzz_hs.exited_ns = 0;
     if (dk_exec(NULL, &s, &spec, &out) == 0)
         fuzz_check_outcome(&out);
 }

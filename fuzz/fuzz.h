@@ -105,6 +105,8 @@ struct fuzz_host_state {
     int virtual_clock;         /* now_ns() is clock_ns, moved by hand */
     int64_t clock_ns;
     int cancel_after_output;   /* output() n times, then ATP_E_CANCELLED */
+    int due_step;              /* ABI 1.2 exec_due(): actions said so far */
+    int64_t exited_ns;         /* ...and when the command was seen to exit */
     uint64_t output_bytes, events, created, removed;
     char error[1024];          /* the last set_error() text */
     int error_code;

@@ -200,6 +200,129 @@ static int h_tar_extract(atp_call *call, const char *dir,
     return ATP_E_UNSUPPORTED;
 }
 
+#if ATP_PLUGIN_ABI_MINOR >= 2
+/*
+ * ABI 1.2, compiled when the header has it: typed config values read from
+ * the same strings, a kill schedule that says TERM, KILL, then STOP once
+ * the call's deadline has passed (and STOP 200 ms after an exit whose
+ * output stays open), no process group known, no stdin, no host processes.
+ */
+static int h_config_bool(atp_call *call, const char *key, int *out)
+{
+    const char *v = h_config_string(call, key);
+
+    if (v == NULL)
+        return ATP_E_NOTFOUND;
+    if (strcmp(v, "true") == 0 || strcmp(v, "yes") == 0 ||
+        strcmp(v, "on") == 0 || strcmp(v, "1") == 0)
+        *out = 1;
+    else if (strcmp(v, "false") == 0 || strcmp(v, "no") == 0 ||
+             strcmp(v, "off") == 0 || strcmp(v, "0") == 0)
+        *out = 0;
+    else
+        return ATP_E_INVAL;
+    return 0;
+}
+
+static int h_config_double(atp_call *call, const char *key, double *out)
+{
+    const char *v = h_config_string(call, key);
+    char *end;
+
+    if (v == NULL)
+        return ATP_E_NOTFOUND;
+    *out = strtod(v, &end);
+    return end == v || *end != '\0' ? ATP_E_INVAL : 0;
+}
+
+static int h_config_choice(atp_call *call, const char *key)
+{
+    int64_t n;
+
+    return h_config_int(call, key, &n) == 0 ? (int)n : ATP_E_NOTFOUND;
+}
+
+static int h_exec_due(atp_call *call, unsigned state, int64_t *wait_ms)
+{
+    int64_t now = fuzz_host_now();
+
+    (void)call;
+    if (wait_ms)
+        *wait_ms = -1;
+    if (state & ATP_EXEC_ENDED)
+        return ATP_DUE_NONE;
+    if (fuzz_hs.deadline_ns && now >= fuzz_hs.deadline_ns)
+        switch (fuzz_hs.due_step++) {
+        case 0:
+            return ATP_DUE_TERM;
+        case 1:
+            return ATP_DUE_KILL;
+        case 2:
+            return ATP_DUE_STOP;
+        default:
+            return ATP_DUE_NONE;
+        }
+    if (state & ATP_EXEC_EXITED) {
+        if (fuzz_hs.exited_ns == 0)
+            fuzz_hs.exited_ns = now;
+        if (now - fuzz_hs.exited_ns >= 200000000 && fuzz_hs.due_step < 3) {
+            fuzz_hs.due_step = 3;
+            return ATP_DUE_STOP;
+        }
+        if (wait_ms)
+            *wait_ms = 200;
+        return ATP_DUE_NONE;
+    }
+    if (wait_ms && fuzz_hs.deadline_ns)
+        *wait_ms = (fuzz_hs.deadline_ns - now + 999999) / 1000000;
+    return ATP_DUE_NONE;
+}
+
+static long h_exec_pgid(atp_call *call)
+{
+    (void)call;
+    return 0;
+}
+
+static const char *const *h_group_kill_argv(atp_call *call, int sig)
+{
+    (void)call;
+    (void)sig;
+    return NULL;
+}
+
+static long h_stdin_peek(atp_call *call, const void **data, int *eof)
+{
+    (void)call;
+    *data = NULL;
+    *eof = 1;
+    return 0;
+}
+
+static void h_stdin_consume(atp_call *call, size_t n)
+{
+    (void)call;
+    (void)n;
+}
+
+static int h_stdin_to_fd(atp_call *call, int fd, int *done)
+{
+    (void)call;
+    (void)fd;
+    *done = 1;
+    return 0;
+}
+
+static int h_spawn(atp_call *call, const atp_spawn_spec *spec,
+                   atp_exec_outcome *out)
+{
+    (void)call;
+    (void)spec;
+    (void)out;
+    return ATP_E_UNSUPPORTED;
+}
+#endif
+
 const atp_host_api fuzz_host = {
     .struct_size = sizeof(atp_host_api),
     .abi_major = ATP_PLUGIN_ABI_MAJOR,
@@ -222,4 +345,16 @@ const atp_host_api fuzz_host = {
     .add_secret = h_add_secret,
     .tar_create = h_tar_create,
     .tar_extract = h_tar_extract,
+#if ATP_PLUGIN_ABI_MINOR >= 2
+    .config_bool = h_config_bool,
+    .config_double = h_config_double,
+    .config_choice = h_config_choice,
+    .exec_due = h_exec_due,
+    .exec_pgid = h_exec_pgid,
+    .group_kill_argv = h_group_kill_argv,
+    .stdin_peek = h_stdin_peek,
+    .stdin_consume = h_stdin_consume,
+    .stdin_to_fd = h_stdin_to_fd,
+    .spawn = h_spawn,
+#endif
 };

@@ -101,6 +101,8 @@ static void exec_once(void *session, unsigned setup)
     memset(&out, 0, sizeof(out));
     out.struct_size = sizeof(out);
     out.exit_code = -7;
+    fuzz_hs.due_step = 0; /* a new exec: a new kill schedule */
+    fuzz_hs.exited_ns = 0;
     call_begins(EXEC_S);
     rc = ops->exec(NULL, session, &spec, &out);
     in_time("exec");

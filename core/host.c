@@ -48,6 +48,13 @@ static void redact(atp_call *call, char *text, size_t cap)
 }
 
 static int host_verror(atp_call *call, int code, const char *fmt,
+                       va_list ap) ATP_PRINTF(3, 0);
+static int host_set_error(atp_call *call, int code, const char *fmt, ...)
+    ATP_PRINTF(3, 4);
+static void host_log(atp_call *call, int level, const char *fmt, ...)
+    ATP_PRINTF(3, 4);
+
+static int host_verror(atp_call *call, int code, const char *fmt,
                        va_list ap)
 {
     if (call == NULL)

@@ -27,7 +27,7 @@
  * @code, so that `return atp__error(ATP_E_X, "...")` reads naturally.
  */
 int atp__error(int code, const char *fmt, ...) ATP_PRINTF(2, 3);
-int atp__verror(int code, const char *fmt, va_list ap);
+int atp__verror(int code, const char *fmt, va_list ap) ATP_PRINTF(2, 0);
 
 /* Copy a message into the calling thread's last error (no formatting). */
 void atp__error_set_text(const char *msg);
@@ -214,7 +214,7 @@ int atp__call_subreaper(atp_call *call);
 void atp__log(const atp_config *cfg, int level, const char *origin,
               const char *fmt, ...) ATP_PRINTF(4, 5);
 void atp__vlog(const atp_config *cfg, int level, const char *origin,
-               const char *fmt, va_list ap);
+               const char *fmt, va_list ap) ATP_PRINTF(4, 0);
 /* Would a line at @level reach the callback? */
 int atp__log_on(const atp_config *cfg, int level);
 

@@ -309,7 +309,7 @@ static int parse_attempt(const char *file, int line, const char *text,
         }
     }
     if (json_object_object_get_ex(o, "env", &v) && v) {
-        size_t n = 0;
+        size_t n = 0, len;
 
         if (!json_object_is_type(v, json_type_object)) {
             fail_line(file, line, "attempt %s: \"env\" is an object, such "
@@ -334,10 +334,11 @@ static int parse_attempt(const char *file, int line, const char *text,
                     goto out;
                 }
                 s = json_object_get_string(val);
-                a->env[n] = malloc(strlen(key) + strlen(s) + 2);
+                len = strlen(key) + strlen(s) + 2;
+                a->env[n] = malloc(len);
                 if (a->env[n] == NULL)
                     goto out;
-                sprintf(a->env[n++], "%s=%s", key, s);
+                snprintf(a->env[n++], len, "%s=%s", key, s);
             }
         }
     }

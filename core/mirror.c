@@ -356,7 +356,10 @@ static int mirror_since(struct mirror *m, const struct atp__manifest *S,
         if (c < 0 || !unchanged(&S->e[i], &B->e[j])) {
             const struct atp__ment *d = atp__manifest_find(D, S->e[i].path);
 
-            if (!same(&S->e[i], d) && (rc = put(m, &S->e[i], d)) != 0)
+            /* Changed since: copied even when size and mtime match what
+             * the destination has (an edit whose mtime was set back). */
+            if (!(S->e[i].type == ATP__T_DIR && same(&S->e[i], d)) &&
+                (rc = put(m, &S->e[i], d)) != 0)
                 return rc;
         }
         i++;

@@ -55,6 +55,7 @@ enum { ATP_LOG_ERROR = 0, ATP_LOG_WARN = 1, ATP_LOG_INFO = 2,
 #define ATP_ATTEMPT_SIZE_0_2 72
 #define ATP_BATCH_OPTS_SIZE_0_2 80
 #define ATP_GC_ITEM_SIZE_0_1 64
+#define ATP_PLUGIN_INFO_SIZE_0_1 88
 
 typedef enum atp_field_type {
     ATP_FIELD_STR = 1,
@@ -136,6 +137,32 @@ uint64_t atp_backend_caps(const atp_backend *backend);
 int atp_backend_check(atp_backend *backend, atp_result *res);
 const char *atp_cap_name(uint64_t bit);
 
+typedef struct atp_option {
+    const char *name;
+    int type;
+    const char *defval;
+    const char *choices;
+    const char *help;
+} atp_option;
+
+typedef struct atp_plugin_info {
+    uint32_t struct_size;
+    const char *name;
+    const char *path;
+    int loaded;
+    const char *refusal;
+    const char *version;
+    const char *description;
+    unsigned abi_major, abi_minor;
+    uint64_t caps;
+    const atp_option *options;
+    int shadowed;
+} atp_plugin_info;
+typedef void (*atp_plugin_info_fn)(const atp_plugin_info *info,
+                                   void *payload);
+int atp_plugins_scan(atp_config *cfg, atp_plugin_info_fn fn, void *payload);
+const char *atp_plugin_search_path(atp_config *cfg);
+
 typedef struct atp_session atp_session;
 typedef struct atp_session_opts {
     uint32_t struct_size;
@@ -147,6 +174,7 @@ typedef struct atp_session_opts {
     void *event_payload;
 } atp_session_opts;
 
+int atp_session_opts_init(atp_session_opts *opts, size_t size);
 int atp_session_create(atp_session **out, atp_backend *backend,
                        const atp_session_opts *opts);
 int atp_session_start(atp_session *s, atp_result *res);
@@ -165,6 +193,7 @@ typedef struct atp_exec_opts {
     uint32_t flags;
 } atp_exec_opts;
 
+int atp_exec_opts_init(atp_exec_opts *opts, size_t size);
 int atp_session_exec(atp_session *s, const char *command,
                      const atp_exec_opts *opts, atp_result *res);
 int atp_session_sync_in(atp_session *s, atp_result *res);
@@ -173,6 +202,9 @@ int atp_session_close(atp_session *s, atp_result *res);
 void atp_session_free(atp_session *s);
 void atp_session_cancel(atp_session *s);
 const char *atp_session_run_id(const atp_session *s);
+int atp_run(atp_backend *backend, const atp_session_opts *sopts,
+            const char *command, const atp_exec_opts *eopts, int pull,
+            atp_result *res);
 int atp_session_run(atp_session *s, const char *command,
                     const atp_exec_opts *eopts, int pull, atp_result *res);
 

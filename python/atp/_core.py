@@ -457,8 +457,8 @@ class Session:
         self.workdir = os.path.abspath(os.fspath(workdir)) \
             if workdir is not None else os.getcwd()
         self.timeout = timeout
+        #: Every event of the session so far, in order.
         self.events: List[Event] = []
-        self._on_event_fn = on_event
         keep: List[Any] = []
         opts = ffi.new("atp_session_opts *")
         opts.struct_size = ffi.sizeof("atp_session_opts")
@@ -468,9 +468,7 @@ class Session:
         opts.env = _strv(_env_list(env), keep)
         opts.mounts = _strv(_mount_list(mounts), keep)
         opts.timeout_s = float(timeout or 0)
-        # The event callback refers to this object weakly, through a
-        # proxy, so that the session can still be collected.
-        self._proxy = _EventProxy(self)
+        self._proxy = _EventProxy(self.events, on_event)
         self._proxy_handle = ffi.new_handle(self._proxy)
         opts.on_event = _event_cb
         opts.event_payload = self._proxy_handle
@@ -489,11 +487,6 @@ class Session:
             except BaseException:
                 self.close()
                 raise
-
-    def _on_event(self, ev: Event) -> None:
-        self.events.append(ev)
-        if self._on_event_fn is not None:
-            self._on_event_fn(ev)
 
     def _ptr(self) -> Any:
         if self._h.ptr is None or self._h.close_result is not None:
@@ -607,13 +600,19 @@ class Session:
 
 
 class _EventProxy:
-    def __init__(self, s: Session) -> None:
-        self._ref = weakref.ref(s)
+    """Receives a session's events.  It holds the list and the callback,
+    not the session, so that a session can be collected and its "closed"
+    event still reaches the callback."""
+
+    def __init__(self, events: List[Event],
+                 fn: Optional[Callable[[Event], Any]]) -> None:
+        self.events = events
+        self.fn = fn
 
     def _on_event(self, ev: Event) -> None:
-        s = self._ref()
-        if s is not None:
-            s._on_event(ev)
+        self.events.append(ev)
+        if self.fn is not None:
+            self.fn(ev)
 
 
 # --------------------------------------------------------------- command

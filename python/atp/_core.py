@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import warnings
@@ -171,10 +172,37 @@ class _SessionH(_Owned):
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
-        self.lock = threading.Lock()       # one call on the session at once
-        self.running: Optional[threading.Thread] = None
+        # One call on the session at a time, in the order they were asked
+        # for: a ticket each, served in turn.
+        self._turn = threading.Condition()
+        self._next_ticket = 0
+        self._serving = 0
+        # Threads of the commands started and not ended, in order.
+        self.threads: List[threading.Thread] = []
         self.close_result: Optional[Result] = None
         self.close_error: Optional[errors.Error] = None
+
+    def ticket(self) -> int:
+        with self._turn:
+            t = self._next_ticket
+            self._next_ticket += 1
+            return t
+
+    @contextlib.contextmanager
+    def serve(self, ticket: Optional[int] = None) -> Iterator[None]:
+        """Wait for @ticket's turn (a new ticket: after every call asked
+        for so far), hold the session during the block."""
+        if ticket is None:
+            ticket = self.ticket()
+        try:
+            with self._turn:
+                while self._serving != ticket:
+                    self._turn.wait()
+            yield
+        finally:
+            with self._turn:
+                self._serving += 1
+                self._turn.notify_all()
 
     def cancel(self) -> None:
         with _owner_lock:
@@ -183,12 +211,13 @@ class _SessionH(_Owned):
 
     def close(self) -> None:
         """atp_session_close once, after cancelling a running command."""
-        t = self.running
-        if t is not None and t is not threading.current_thread():
-            if t.is_alive():
-                self.cancel()
-                t.join()
-        with self.lock:
+        me = threading.current_thread()
+        pending = [t for t in list(self.threads) if t is not me]
+        if any(t.is_alive() for t in pending):
+            self.cancel()
+        for t in pending:
+            t.join()
+        with self.serve():
             if self.ptr is None or self.close_result is not None:
                 return
             res = new_c_result()
@@ -494,7 +523,7 @@ class Session:
         return self._h.ptr
 
     def _call(self, fn: Any, what: str) -> Result:
-        with self._h.lock:
+        with self._h.serve():
             res = new_c_result()
             rc = fn(self._ptr(), res)
         r = Result._from_c(res)
@@ -529,9 +558,11 @@ class Session:
         package; an exception they raise cancels the session and is
         raised again by :meth:`Command.wait`.  With check=True a non-zero
         exit raises :class:`atp.CommandFailed`."""
+        self._ptr()                      # closed: say so now
         cmd = Command(self, _command_text(command), timeout=timeout, env=env,
                       stdin=stdin, on_stdout=on_stdout, on_stderr=on_stderr,
                       check=check, encoding=encoding, errors_=errors)
+        cmd._ticket = self._h.ticket()
         cmd._start_thread()
         return cmd
 
@@ -547,6 +578,7 @@ class Session:
                       stdin=None, on_stdout=on_stdout, on_stderr=on_stderr,
                       check=check, encoding="utf-8", errors_="replace")
         cmd._oneshot_pull = pull
+        cmd._ticket = self._h.ticket()
         cmd._run()          # in this thread: start, exec, pull, close
         self._h.close_result = cmd._result
         return cmd.wait()
@@ -656,6 +688,7 @@ class Command:
         self._callback_error: Optional[BaseException] = None
         self._thread: Optional[threading.Thread] = None
         self._oneshot_pull: Optional[bool] = None
+        self._ticket: Optional[int] = None
 
     # ---- running (in the command's thread)
 
@@ -663,6 +696,7 @@ class Command:
         t = threading.Thread(target=self._run, daemon=True,
                              name=f"atp-exec-{self.session.run_id}")
         self._thread = t
+        self.session._h.threads.append(t)
         t.start()
 
     def _stdin_fd(self, keep: List[Any]) -> Tuple[int, Optional[threading.Thread]]:
@@ -700,12 +734,11 @@ class Command:
         feeder = None
         close_fd = -1
         try:
-            with h.lock:
-                if self._oneshot_pull is None:
-                    h.running = threading.current_thread()
+            with h.serve(self._ticket):
                 if h.ptr is None or h.close_result is not None:
-                    raise errors.ConfigError(
-                        f"session {self.session.run_id} is closed")
+                    raise errors.Cancelled(
+                        f"session {self.session.run_id} was closed before "
+                        "the command started", code="ATP_E_CANCELLED")
                 opts = ffi.new("atp_exec_opts *")
                 opts.struct_size = ffi.sizeof("atp_exec_opts")
                 opts.timeout_s = float(self.timeout or 0)
@@ -755,8 +788,10 @@ class Command:
             with self._cond:
                 self._result = result
                 self._done = True
-                if h.running is threading.current_thread():
-                    h.running = None
+                try:
+                    h.threads.remove(threading.current_thread())
+                except ValueError:
+                    pass
                 self._cond.notify_all()
 
     @staticmethod

@@ -190,12 +190,13 @@ def test_wait_with_a_timeout_leaves_the_command_running(local, wd):
         assert c.wait(timeout=30).stdout == "done\n"
 
 
-def test_commands_of_one_session_run_one_after_another(local, wd):
+def test_commands_of_one_session_run_in_the_order_they_were_started(local, wd):
     with local.session(wd) as s:
-        a = s.exec("sleep 0.3; echo a >> log")
-        b = s.exec("echo b >> log")
-        assert b.wait().ok and a.wait().ok
-    assert (wd / "log").read_text() == "a\nb\n"
+        cs = [s.exec(f"echo {i} >> log") for i in range(20)]
+        s.sync_in()                      # waits for its turn as well
+        assert (wd / "log").read_text() == "".join(f"{i}\n"
+                                                   for i in range(20))
+        assert all(c.wait().ok for c in cs)
 
 
 def test_one_shot_run_and_its_workdir(local, wd):

@@ -1,0 +1,33 @@
+# tests/python/lib.sh - run the Python package's pytest files as TAP.
+#
+#   . "${ATP_TOP_SRCDIR:?}/tests/python/lib.sh"     # after tests/lib.sh
+#   py_run test_local.py [PYTEST-ARG...]
+#
+# The package is imported from the source tree (python/) and loads the
+# libatp of the build tree ($ATP_LIBRARY).  Each test becomes one TAP line
+# (python/tests/conftest.py), the plan first.  A missing Python module is
+# a failure that says what to install, never a skip: these tests are part
+# of make check.
+
+PY=${ATP_PYTHON:-/usr/bin/python3}
+
+if ! "$PY" -c 'import cffi, pytest, pycparser' 2>"$T/py-deps.err"; then
+    echo "Bail out! $PY cannot import cffi, pytest and pycparser" \
+        "($(tail -n 1 "$T/py-deps.err")): apt-get install python3-cffi" \
+        "python3-pytest python3-pycparser, or set ATP_PYTHON to a python3" \
+        "that has them"
+    exit 99
+fi
+
+py_run() {
+    py_file=$1
+    shift
+    ATP_LIBRARY=$ATP_TOP_BUILDDIR/core/.libs/libatp.so \
+    ATP_TAP=1 \
+    PYTHONPATH=$ATP_TOP_SRCDIR/python${PYTHONPATH:+:$PYTHONPATH} \
+    PYTHONDONTWRITEBYTECODE=1 \
+        "$PY" -m pytest -p no:terminal -p no:cacheprovider --capture=sys \
+        --basetemp="$T/pytest" -o cache_dir="$T/pytest-cache" \
+        --rootdir="$ATP_TOP_SRCDIR/python" \
+        "$ATP_TOP_SRCDIR/python/tests/$py_file" "$@"
+}

@@ -1,9 +1,8 @@
 """Shared fixtures, and TAP output for make check.
 
 With ATP_TAP=1 (set by the tests/python/*.test wrappers) every test is
-reported as a TAP line on descriptor 1, the plan first: the wrappers run
-pytest with ``-p no:terminal --capture=sys`` so that nothing else is
-written there.
+reported as a TAP line on descriptor $ATP_TAP_FD (default 1), the plan
+first; the wrappers send pytest's own report elsewhere.
 """
 
 import os
@@ -19,8 +18,11 @@ _failed_phase = {}
 _planned = False
 
 
+_fd = int(os.environ.get("ATP_TAP_FD", "1"))
+
+
 def _out(s):
-    os.write(1, (s + "\n").encode("utf-8", "replace"))
+    os.write(_fd, (s + "\n").encode("utf-8", "replace"))
 
 
 def pytest_collection_modifyitems(session, config, items):

@@ -5,7 +5,8 @@
 #
 # The package is imported from the source tree (python/) and loads the
 # libatp of the build tree ($ATP_LIBRARY).  Each test becomes one TAP line
-# (python/tests/conftest.py), the plan first.  A missing Python module is
+# on descriptor 3 (python/tests/conftest.py), the plan first; pytest's own
+# report goes to a file, shown as diagnostics when a test failed.  A missing Python module is
 # a failure that says what to install, never a skip: these tests are part
 # of make check.
 
@@ -23,11 +24,15 @@ py_run() {
     py_file=$1
     shift
     ATP_LIBRARY=$ATP_TOP_BUILDDIR/core/.libs/libatp.so \
-    ATP_TAP=1 \
+    ATP_TAP=1 ATP_TAP_FD=3 \
     PYTHONPATH=$ATP_TOP_SRCDIR/python${PYTHONPATH:+:$PYTHONPATH} \
     PYTHONDONTWRITEBYTECODE=1 \
-        "$PY" -m pytest -p no:terminal -p no:cacheprovider --capture=sys \
-        --basetemp="$T/pytest" -o cache_dir="$T/pytest-cache" \
-        --rootdir="$ATP_TOP_SRCDIR/python" \
-        "$ATP_TOP_SRCDIR/python/tests/$py_file" "$@"
+        "$PY" -m pytest -p no:cacheprovider -rfE \
+        --basetemp="$T/pytest" --rootdir="$ATP_TOP_SRCDIR/python" \
+        "$ATP_TOP_SRCDIR/python/tests/$py_file" "$@" \
+        3>&1 >"$T/pytest.out" 2>&1
+    py_rc=$?
+    # pytest's own report, as diagnostics, when something went wrong.
+    [ "$py_rc" -eq 0 ] || diag_file "pytest's report" "$T/pytest.out"
+    return "$py_rc"
 }

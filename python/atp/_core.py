@@ -7,7 +7,7 @@ import os
 import threading
 import warnings
 import weakref
-from typing import (Any, Callable, Dict, Iterator, List, Mapping, Optional,
+from typing import (Any, AsyncIterator, Callable, Dict, Iterator, List, Mapping, Optional,
                     Sequence, Set, Tuple, Union)
 
 from . import errors
@@ -514,7 +514,10 @@ class Session:
             try:
                 self.start()
             except BaseException:
-                self.close()
+                try:
+                    self.close()
+                except errors.Error:
+                    pass          # the start's failure is the news
                 raise
 
     def _ptr(self) -> Any:
@@ -892,6 +895,26 @@ class Command:
             raise self._error
         assert self._result is not None
         return self._result
+
+    async def wait_async(self) -> Result:
+        """:meth:`wait` for asyncio: awaits the end without blocking the
+        event loop."""
+        import asyncio
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self.wait)
+
+    async def astream(self, stderr: bool = False) -> AsyncIterator[Any]:
+        """:meth:`stream` for asyncio: ``async for line in
+        cmd.astream()``."""
+        import asyncio
+        loop = asyncio.get_running_loop()
+        it = self.stream(stderr)
+        end = object()
+        while True:
+            item = await loop.run_in_executor(None, next, it, end)
+            if item is end:
+                return
+            yield item
 
     def cancel(self) -> None:
         """Stop the command (its process tree is killed; the output so far

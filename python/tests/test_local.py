@@ -388,3 +388,20 @@ def test_status_classes_map_to_exceptions():
         assert issubclass(cls, atp.Error) and cls.status == name
     assert issubclass(atp.ImageUnavailable, atp.ProvisionError)
     assert atp.Status.TIMEOUT.exit_status == 124
+
+
+def test_asyncio(local, wd):
+    import asyncio
+
+    async def main():
+        with local.session(wd) as s:
+            c = s.exec("echo 1; sleep 0.2; echo 2")
+            lines = [line async for line in c.astream()]
+            r = await c.wait_async()
+            other = await asyncio.gather(
+                *(s.exec(f"echo {i}").wait_async() for i in range(3)))
+        return lines, r, other
+
+    lines, r, other = asyncio.run(main())
+    assert lines == ["1", "2"] and r.ok
+    assert [x.stdout for x in other] == ["0\n", "1\n", "2\n"]

@@ -25,10 +25,10 @@ def _out(s):
     os.write(_fd, (s + "\n").encode("utf-8", "replace"))
 
 
-def pytest_collection_modifyitems(session, config, items):
+def pytest_collection_finish(session):
     global _planned
-    if _tap:
-        _out(f"1..{len(items)}")
+    if _tap:                     # after -k and -m have deselected
+        _out(f"1..{len(session.items)}")
         _planned = True
 
 

@@ -1,7 +1,7 @@
 # tests/python/lib.sh - run the Python package's pytest files as TAP.
 #
 #   . "${ATP_TOP_SRCDIR:?}/tests/python/lib.sh"     # after tests/lib.sh
-#   py_run test_local.py [PYTEST-ARG...]
+#   py_run test_local.py [test_other.py...]
 #
 # The package is imported from the source tree (python/) and loads the
 # libatp of the build tree ($ATP_LIBRARY).  Each test becomes one TAP line
@@ -21,15 +21,17 @@ if ! "$PY" -c 'import cffi, pytest, pycparser' 2>"$T/py-deps.err"; then
 fi
 
 py_run() {
-    py_file=$1
-    shift
+    py_files=
+    for f in "$@"; do
+        py_files="$py_files $ATP_TOP_SRCDIR/python/tests/$f"
+    done
     ATP_LIBRARY=$ATP_TOP_BUILDDIR/core/.libs/libatp.so \
     ATP_TAP=1 ATP_TAP_FD=3 \
     PYTHONPATH=$ATP_TOP_SRCDIR/python${PYTHONPATH:+:$PYTHONPATH} \
     PYTHONDONTWRITEBYTECODE=1 \
         "$PY" -m pytest -p no:cacheprovider -rfE \
         --basetemp="$T/pytest" --rootdir="$ATP_TOP_SRCDIR/python" \
-        "$ATP_TOP_SRCDIR/python/tests/$py_file" "$@" \
+        $py_files \
         3>&1 >"$T/pytest.out" 2>&1
     py_rc=$?
     # pytest's own report, as diagnostics, when something went wrong.

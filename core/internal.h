@@ -133,6 +133,13 @@ int atp__config_check_backend(const atp_config *cfg,
 /* The file name to use in messages. */
 const char *atp__config_name(const atp_config *cfg);
 
+/*
+ * @path as given in the configuration, relative to the directory of the
+ * configuration file when it is not absolute.  Returns a malloc'd string,
+ * or NULL when out of memory.
+ */
+char *atp__config_resolve(const atp_config *cfg, const char *path);
+
 /* ---- loader.c --------------------------------------------------------- */
 
 struct atp__plugin {

@@ -512,6 +512,17 @@ const char *atp__config_name(const atp_config *cfg)
     return cfg->path ? cfg->path : "(built-in defaults)";
 }
 
+const atp_option *atp__config_keys(const char *section)
+{
+    if (strcmp(section, "atp") == 0)
+        return atp_keys;
+    if (strcmp(section, "image") == 0)
+        return image_keys;
+    if (strcmp(section, "backend") == 0)
+        return backend_core_keys;
+    return NULL;
+}
+
 char *atp__config_resolve(const atp_config *cfg, const char *path)
 {
     const char *slash;

@@ -120,9 +120,8 @@ _atp_run()
     if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
     elif [[ -z $sub ]]; then
-        # A subcommand, or the COMMAND of a one-shot run.
-        COMPREPLY=($(compgen -W "$_atp_run_commands" -- "$cur")
-            $(compgen -c -- "$cur"))
+        # A subcommand; the COMMAND of a one-shot run goes after --.
+        COMPREPLY=($(compgen -W "$_atp_run_commands" -- "$cur"))
     fi
     return 0
 }

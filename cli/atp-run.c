@@ -6,6 +6,7 @@
  *   atp-run plugins [--json]                  what plugins are installed
  *   atp-run check [OPTIONS]                   is the configured backend usable
  *   atp-run gc [--all] [--dry-run] [--json]   reap leaked sandboxes
+ *   atp-run batch [OPTIONS] ATTEMPTS.jsonl    thousands of attempts
  *
  * Exit status: the command's own; 128+N when it died of signal N; 124 on
  * timeout; 125 when the backend failed; 2 on a usage or configuration
@@ -29,6 +30,8 @@
 #include <atp/atp.h>
 #include <atp/plugin.h>
 
+#include "args.h"
+#include "batch.h"
 #include "output.h"
 #include "usage.h"
 
@@ -50,9 +53,11 @@ struct opts {
     size_t n_mounts;
     const char **owned; /* strings to free */
     size_t n_owned;
+    struct cli_batch_args batch; /* batch's own options */
 };
 
 static atp_session *volatile g_session;
+static atp_config *g_cfg; /* for what results record of the image */
 static volatile sig_atomic_t g_signal;
 
 static void on_signal(int sig)
@@ -98,49 +103,23 @@ static void install_signals(void)
     sigaction(SIGCHLD, &sa, NULL);
 }
 
-/* --help: generated from cli/commands.def by build-aux/managen. */
-static void usage(FILE *f)
+/* --help of the one-shot run ("run": every subcommand and option) or of
+ * subcommand @name: generated from cli/commands.def by build-aux/managen. */
+static void usage(FILE *f, const char *name)
 {
-    fputs(atp_run_usage, f);
-}
+    size_t i;
 
-/* Longest budget accepted: far beyond any run, and safe in milliseconds
- * and nanoseconds as 64-bit integers. */
-#define MAX_SECONDS 1e9
-
-/* Shortest budget accepted: under 1 ms it would round to 0, "none". */
-#define MIN_SECONDS 0.001
-
-/* -t VALUE into seconds: 0 (the configured budget), or MIN_SECONDS to
- * MAX_SECONDS; -1 for something else, -2 for a budget too small. */
-static int parse_seconds(const char *s, double *out)
-{
-    char *end;
-    double v, mult = 1;
-
-    errno = 0;
-    v = strtod(s, &end);
-    /* Also refuses nan and inf, which strtod accepts. */
-    if (end == s || !(v >= 0 && v <= MAX_SECONDS))
-        return -1;
-    if (errno == ERANGE)
-        return -2; /* 1e-400: a positive number too small for a double */
-    if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
-        mult = 1;
-    else if (strcmp(end, "ms") == 0)
-        mult = 0.001;
-    else if (strcmp(end, "m") == 0)
-        mult = 60;
-    else if (strcmp(end, "h") == 0)
-        mult = 3600;
-    else
-        return -1;
-    if (v * mult > MAX_SECONDS)
-        return -1;
-    if (v > 0 && v * mult < MIN_SECONDS)
-        return -2;
-    *out = v * mult;
-    return 0;
+    for (i = 0; i < sizeof(atp_run_usages) / sizeof(atp_run_usages[0]); i++)
+        if (strcmp(atp_run_usages[i].name, name) == 0)
+            fputs(atp_run_usages[i].text, f);
+    if (strcmp(name, "run") != 0)
+        fputs("\n", f);
+    if (strcmp(name, "batch") == 0) {
+        cli_batch_notes(f);
+        fputs("\n", f);
+    }
+    if (strcmp(name, "run") != 0)
+        fputs("see atp-run --help and atp-run(1)\n", f);
 }
 
 static int add_str(const char ***v, size_t *n, const char *s)
@@ -155,50 +134,15 @@ static int add_str(const char ***v, size_t *n, const char *s)
     return 0;
 }
 
-/* A variable name: [A-Za-z_][A-Za-z0-9_]*. */
-static int env_name_ok(const char *s)
-{
-    const char *p;
-
-    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '_'))
-        return 0;
-    for (p = s + 1; *p; p++)
-        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-              (*p >= '0' && *p <= '9') || *p == '_'))
-            return 0;
-    return 1;
-}
-
 /* -e KEY=VALUE, or -e KEY taking KEY's value from our environment. */
 static int add_env(struct opts *o, const char *arg)
 {
-    const char *val;
-    char *kv;
-    size_t klen;
+    char *kv = cli_env_arg(arg);
 
-    if (strchr(arg, '='))
-        return add_str(&o->env, &o->n_env, arg);
-    if (!env_name_ok(arg)) {
-        fprintf(stderr, "atp-run: -e '%s': expected KEY=VALUE, or KEY "
-                        "naming a variable of atp-run's environment\n", arg);
-        return -1;
-    }
-    val = getenv(arg);
-    if (val == NULL) {
-        fprintf(stderr, "atp-run: -e %s: %s is not set in atp-run's "
-                        "environment; export it or pass -e %s=VALUE\n",
-                arg, arg, arg);
-        return -1;
-    }
-    klen = strlen(arg);
-    kv = malloc(klen + strlen(val) + 2);
     if (kv == NULL || add_str(&o->owned, &o->n_owned, kv)) {
         free(kv);
         return -1;
     }
-    memcpy(kv, arg, klen);
-    kv[klen] = '=';
-    memcpy(kv + klen + 1, val, strlen(val) + 1);
     return add_str(&o->env, &o->n_env, kv);
 }
 
@@ -247,6 +191,7 @@ static int cmd_session(const struct opts *o, char **argv);
 static int cmd_plugins(const struct opts *o, char **argv);
 static int cmd_check(const struct opts *o, char **argv);
 static int cmd_gc(const struct opts *o, char **argv);
+static int cmd_batch(const struct opts *o, char **argv);
 
 static const struct command commands[] = {
 #define ATP_RUN_OPTION(id, name, letter, arg, scope, help)
@@ -291,9 +236,13 @@ static const char *owner_of(int id)
     return "?";
 }
 
-/* Is option @id taken by @cmd? */
+/* Is option @id taken by @cmd?  batch takes only its own set: each
+ * attempt names its workdir, and its output is JSON already. */
 static int takes(const struct command *cmd, int id)
 {
+    if (strcmp(cmd->name, "batch") == 0)
+        return (cmd->options & (1u << id)) != 0 || id == OPT_HELP ||
+               id == OPT_VERSION;
     return option_defs[id].any || (cmd->options & (1u << id));
 }
 
@@ -337,8 +286,13 @@ static int parse_opts(int argc, char **argv, struct opts *o,
             if (longs[i].val == c)
                 id = i;
         if (id >= 0 && !takes(cmd, id)) {
-            fprintf(stderr, "atp-run: %s is an option of `atp-run %s`\n",
-                    argv[optind - 1], owner_of(id));
+            if (option_defs[id].any)
+                fprintf(stderr, "atp-run %s: --%s is not one of its options; "
+                                "see atp-run %s --help\n",
+                        cmd->name, option_defs[id].name, cmd->name);
+            else
+                fprintf(stderr, "atp-run: --%s is an option of `atp-run %s`\n",
+                        option_defs[id].name, owner_of(id));
             return -1;
         }
         if (id >= 0 && option_defs[id].has_arg && optarg[0] == '\0' &&
@@ -360,26 +314,37 @@ static int parse_opts(int argc, char **argv, struct opts *o,
                 return -1;
             break;
         case OPT_TIMEOUT:
-            switch (parse_seconds(optarg, &o->timeout_s)) {
-            case 0:
-                break;
-            case -2:
-                fprintf(stderr, "atp-run: -t %s: a budget under 1 ms cannot "
-                                "be enforced; give at least 1ms\n", optarg);
+            if (cli_seconds_arg("-t", optarg, &o->timeout_s))
                 return -1;
-            default:
-                fprintf(stderr, "atp-run: -t %s: expected seconds, such as "
-                                "30, 1.5, 2m or 1h\n", optarg);
-                return -1;
-            }
             break;
         case OPT_STDIN: o->stdin_fwd = 1; break;
         case OPT_NO_PULL: o->no_pull = 1; break;
         case OPT_JSON: o->json = 1; break;
         case OPT_ALL: o->all = 1; break;
         case OPT_DRY_RUN: o->dry_run = 1; break;
+        case OPT_JOBS:
+            if (cli_batch_jobs(optarg, &o->batch.jobs))
+                return -1;
+            break;
+        case OPT_RATE:
+            if (cli_batch_rate(optarg, &o->batch.rate))
+                return -1;
+            break;
+        case OPT_RETRIES:
+            if (cli_batch_retries(optarg, &o->batch.retries))
+                return -1;
+            break;
+        case OPT_INLINE:
+            if (cli_batch_inline(optarg, &o->batch.inline_limit))
+                return -1;
+            break;
+        case OPT_OUT: o->batch.out_dir = optarg; break;
+        case OPT_OUTPUT: o->batch.output = optarg; break;
+        case OPT_RESUME: o->batch.resume = optarg; break;
+        case OPT_PROGRESS: o->batch.progress = 1; break;
+        case OPT_NO_PROGRESS: o->batch.progress = 0; break;
         case OPT_HELP:
-            usage(stdout);
+            usage(stdout, cmd->name);
             exit(0);
         case OPT_VERSION:
             printf("atp-run %s (libatp %s, plugin ABI %d.%d)\n",
@@ -426,37 +391,8 @@ static void emit_result(struct out *out, const atp_result *r,
                         const char *backend, const char *run_id)
 {
     if (out->json) {
-        json_object *o = json_object_new_object();
+        json_object *o = out_result_object(r, backend, run_id, g_cfg);
 
-        json_object_object_add(o, "type", json_object_new_string("result"));
-        if (r->exit_code >= 0)
-            json_object_object_add(o, "exit_code",
-                                   json_object_new_int(r->exit_code));
-        else
-            json_object_object_add(o, "exit_code", NULL);
-        if (r->signal > 0)
-            json_object_object_add(o, "signal", json_object_new_int(r->signal));
-        else
-            json_object_object_add(o, "signal", NULL);
-        json_object_object_add(o, "status",
-                               json_object_new_string(atp_status_name(r->status)));
-        json_object_object_add(o, "duration_s",
-                               json_object_new_double(r->duration_s));
-        json_object_object_add(o, "backend",
-                               backend ? json_object_new_string(backend) : NULL);
-        json_object_object_add(o, "stdout_truncated",
-                               json_object_new_boolean(r->stdout_truncated));
-        json_object_object_add(o, "stderr_truncated",
-                               json_object_new_boolean(r->stderr_truncated));
-        json_object_object_add(o, "stdout_bytes",
-                               json_object_new_int64((int64_t)r->stdout_bytes));
-        json_object_object_add(o, "stderr_bytes",
-                               json_object_new_int64((int64_t)r->stderr_bytes));
-        if (run_id)
-            json_object_object_add(o, "run_id", json_object_new_string(run_id));
-        if (r->message[0])
-            json_object_object_add(o, "message",
-                                   json_object_new_string(r->message));
         out_json(out, o);
         json_object_put(o);
         out_flush(out);
@@ -555,13 +491,14 @@ static int open_all(const struct opts *o, struct out *out, atp_config **cfg,
     rc = load_config(o, cfg);
     if (rc)
         return early_failure(out, rc, o->backend);
+    g_cfg = *cfg;
     rc = atp_backend_open(be, *cfg, o->backend);
     if (rc) {
         int status = early_failure(out, rc, o->backend ? o->backend
                                                        : atp_config_backend(*cfg));
 
         atp_config_free(*cfg);
-        *cfg = NULL;
+        *cfg = g_cfg = NULL;
         return status;
     }
     return 0;
@@ -854,6 +791,20 @@ static int cmd_gc(const struct opts *o, char **argv)
     return out.failed ? EXIT_BACKEND : 0;
 }
 
+/* atp-run batch: cli/batch.c, with the options and -e strings parsed
+ * here, through the table. */
+static int cmd_batch(const struct opts *o, char **argv)
+{
+    struct cli_batch_args a = o->batch;
+
+    a.config = o->config;
+    a.backend = o->backend;
+    a.timeout_s = o->timeout_s;
+    a.env = o->env;
+    a.n_env = o->n_env;
+    return cli_batch(&a, argv);
+}
+
 int main(int argc, char **argv)
 {
     const struct command *cmd = run_command(), *sub = NULL;
@@ -861,6 +812,8 @@ int main(int argc, char **argv)
     int first, status;
 
     memset(&o, 0, sizeof(o));
+    o.batch.inline_limit = -1;
+    o.batch.progress = -1;
     install_signals();
     /* Seconds in --json as 0.008397653, not 0.0083976529999999997. */
     json_c_set_serialization_double_format("%.9g", JSON_C_OPTION_GLOBAL);
@@ -891,9 +844,9 @@ int main(int argc, char **argv)
                 argv[first]);
         return EXIT_USAGE;
     }
-    if (cmd->operands && first >= argc) {
+    if (cmd == run_command() && first >= argc) {
         fprintf(stderr, "atp-run: no command given\n\n");
-        usage(stderr);
+        usage(stderr, "run");
         return EXIT_USAGE;
     }
     status = cmd->handler(&o, argv + first);

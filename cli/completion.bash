@@ -91,12 +91,12 @@ _atp_run()
         COMPREPLY=($(compgen -f -- "$cur"))
         return 0
         ;;
-    -w | --workdir)
+    -w | --workdir | --out)
         compopt -o filenames 2>/dev/null
         COMPREPLY=($(compgen -d -- "$cur"))
         return 0
         ;;
-    -m | --mount)
+    -m | --mount | -o | --output | --resume)
         compopt -o filenames 2>/dev/null
         COMPREPLY=($(compgen -f -- "$cur"))
         return 0
@@ -110,7 +110,7 @@ _atp_run()
         COMPREPLY=($(compgen -e -- "$cur"))
         return 0
         ;;
-    -t | --timeout)
+    -t | --timeout | -j | --jobs | --rate | --retries | --inline)
         return 0
         ;;
     esac
@@ -122,6 +122,10 @@ _atp_run()
     elif [[ -z $sub ]]; then
         # A subcommand; the COMMAND of a one-shot run goes after --.
         COMPREPLY=($(compgen -W "$_atp_run_commands" -- "$cur"))
+    elif [[ $sub == batch ]]; then
+        # The attempts file.
+        compopt -o filenames 2>/dev/null
+        COMPREPLY=($(compgen -f -- "$cur"))
     fi
     return 0
 }

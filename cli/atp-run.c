@@ -11,6 +11,9 @@
  * Exit status: the command's own; 128+N when it died of signal N; 124 on
  * timeout; 125 when the backend failed; 2 on a usage or configuration
  * error; 130 (or 128+N for signal N) when interrupted.
+ *
+ * The subcommands and options are one table, cli/commands.def, which also
+ * gives --help (cli/usage.h, generated) and the atp-run(1) page.
  */
 #include "config.h"
 
@@ -30,6 +33,7 @@
 #include "args.h"
 #include "batch.h"
 #include "output.h"
+#include "usage.h"
 
 #define EXIT_USAGE 2
 #define EXIT_BACKEND 125
@@ -49,6 +53,7 @@ struct opts {
     size_t n_mounts;
     const char **owned; /* strings to free */
     size_t n_owned;
+    struct cli_batch_args batch; /* batch's own options */
 };
 
 static atp_session *volatile g_session;
@@ -98,50 +103,23 @@ static void install_signals(void)
     sigaction(SIGCHLD, &sa, NULL);
 }
 
-static void usage(FILE *f)
+/* --help of the one-shot run ("run": every subcommand and option) or of
+ * subcommand @name: generated from cli/commands.def by build-aux/managen. */
+static void usage(FILE *f, const char *name)
 {
-    fputs(
-        "usage: atp-run [OPTIONS] [--] COMMAND [ARG...]\n"
-        "       atp-run session [OPTIONS]   (one command per line on stdin)\n"
-        "       atp-run plugins [--json]\n"
-        "       atp-run check [OPTIONS]\n"
-        "       atp-run gc [--all] [--dry-run] [--json]\n"
-        "       atp-run batch [OPTIONS] ATTEMPTS.jsonl   (see batch --help)\n"
-        "\n"
-        "Runs COMMAND over a working directory in a sandbox of the configured\n"
-        "backend (local by default), streaming its output as it happens.\n"
-        "COMMAND and its ARGs run exactly as given (quoted for /bin/sh); use\n"
-        "sh -c '...' for shell syntax.  Options may also come before\n"
-        "session, plugins, check and gc; put -- before a COMMAND of one of\n"
-        "those names.\n"
-        "\n"
-        "options:\n"
-        "  -c, --config FILE     configuration file (default: $ATP_CONFIG,\n"
-        "                        ./atp.ini, ~/.config/atp/atp.ini,\n"
-        "                        /etc/atp/atp.ini, else built-in defaults)\n"
-        "  -b, --backend NAME    backend instance ([atp] backend, or local)\n"
-        "  -w, --workdir DIR     working directory (default: .)\n"
-        "  -e, --env KEY=VALUE   set a variable for the command; -e KEY\n"
-        "                        passes KEY's value from this environment\n"
-        "                        (keeps the value off every command line)\n"
-        "  -m, --mount HOST:DEST[:rw]  make HOST visible at DEST (read-only\n"
-        "                        unless :rw)\n"
-        "  -t, --timeout SECS    budget per command (30, 1.5, 2m, 1h)\n"
-        "  -i, --stdin           forward this stdin to the command\n"
-        "                        (default: /dev/null)\n"
-        "      --no-pull         do not pull the workdir back (isolated\n"
-        "                        backends)\n"
-        "      --json            JSON Lines on stdout: output lines, events,\n"
-        "                        and last a result object\n"
-        "  -h, --help            this text\n"
-        "  -V, --version         version\n"
-        "\n"
-        "session input lines: a shell command, or :sync-in / :sync-out\n"
-        "\n"
-        "exit status: the command's own, 128+N after signal N, 124 timeout,\n"
-        "125 backend failure, 2 usage or configuration error, 130 after\n"
-        "Ctrl-C (the sandbox is torn down first)\n",
-        f);
+    size_t i;
+
+    for (i = 0; i < sizeof(atp_run_usages) / sizeof(atp_run_usages[0]); i++)
+        if (strcmp(atp_run_usages[i].name, name) == 0)
+            fputs(atp_run_usages[i].text, f);
+    if (strcmp(name, "run") != 0)
+        fputs("\n", f);
+    if (strcmp(name, "batch") == 0) {
+        cli_batch_notes(f);
+        fputs("\n", f);
+    }
+    if (strcmp(name, "run") != 0)
+        fputs("see atp-run --help and atp-run(1)\n", f);
 }
 
 static int add_str(const char ***v, size_t *n, const char *s)
@@ -168,82 +146,217 @@ static int add_env(struct opts *o, const char *arg)
     return add_str(&o->env, &o->n_env, kv);
 }
 
-enum { OPT_NO_PULL = 256, OPT_JSON, OPT_ALL, OPT_DRY_RUN };
+/* ---- the table: options and subcommands ----------------------------- */
 
-/* Parse options; returns the index of the first operand, or -1. */
-static int parse_opts(int argc, char **argv, struct opts *o, int for_gc)
+/* Option ids, in the order of cli/commands.def. */
+enum {
+#define ATP_RUN_OPTION(id, name, letter, arg, scope, help) OPT_##id,
+#define ATP_RUN_COMMAND(name, operands, options, help)
+#include "commands.def"
+#undef ATP_RUN_OPTION
+#undef ATP_RUN_COMMAND
+    OPT__COUNT
+};
+
+#define O(id) (1u << OPT_##id)
+#define ANY 1
+#define OWN 0
+
+struct option_def {
+    const char *name;
+    int letter;      /* 0: long only */
+    int has_arg;
+    int any;         /* ANY: accepted by every subcommand */
+};
+
+static const struct option_def option_defs[OPT__COUNT] = {
+#define ATP_RUN_OPTION(id, name, letter, arg, scope, help)                  \
+    {name, letter, arg != NULL, scope},
+#define ATP_RUN_COMMAND(name, operands, options, help)
+#include "commands.def"
+#undef ATP_RUN_OPTION
+#undef ATP_RUN_COMMAND
+};
+
+struct command {
+    const char *name;
+    int operands;    /* takes COMMAND ARG... */
+    unsigned options; /* O(...) set it uses */
+    int (*handler)(const struct opts *o, char **argv);
+    const char *help;
+};
+
+static int cmd_run(const struct opts *o, char **argv);
+static int cmd_session(const struct opts *o, char **argv);
+static int cmd_plugins(const struct opts *o, char **argv);
+static int cmd_check(const struct opts *o, char **argv);
+static int cmd_gc(const struct opts *o, char **argv);
+static int cmd_batch(const struct opts *o, char **argv);
+
+static const struct command commands[] = {
+#define ATP_RUN_OPTION(id, name, letter, arg, scope, help)
+#define ATP_RUN_COMMAND(name, operands, options, help)                      \
+    {#name, operands[0] != '\0', options, cmd_##name, help},
+#include "commands.def"
+#undef ATP_RUN_OPTION
+#undef ATP_RUN_COMMAND
+};
+
+/* The one-shot run: the entry named "run". */
+static const struct command *run_command(void)
 {
-    static const struct option longs[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"backend", required_argument, NULL, 'b'},
-        {"workdir", required_argument, NULL, 'w'},
-        {"env", required_argument, NULL, 'e'},
-        {"mount", required_argument, NULL, 'm'},
-        {"timeout", required_argument, NULL, 't'},
-        {"stdin", no_argument, NULL, 'i'},
-        {"no-pull", no_argument, NULL, OPT_NO_PULL},
-        {"json", no_argument, NULL, OPT_JSON},
-        {"all", no_argument, NULL, OPT_ALL},
-        {"dry-run", no_argument, NULL, OPT_DRY_RUN},
-        {"help", no_argument, NULL, 'h'},
-        {"version", no_argument, NULL, 'V'},
-        {NULL, 0, NULL, 0},
-    };
-    int c;
+    size_t i;
+
+    for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (strcmp(commands[i].name, "run") == 0)
+            return &commands[i];
+    abort(); /* cli/commands.def has no run */
+}
+
+/* The subcommand named @word (never the one-shot run), or NULL. */
+static const struct command *find_command(const char *word)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (strcmp(commands[i].name, "run") != 0 &&
+            strcmp(commands[i].name, word) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+/* The first subcommand that takes option @id, for messages. */
+static const char *owner_of(int id)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (commands[i].options & (1u << id))
+            return commands[i].name;
+    return "?";
+}
+
+/* Is option @id taken by @cmd?  batch takes only its own set: each
+ * attempt names its workdir, and its output is JSON already. */
+static int takes(const struct command *cmd, int id)
+{
+    if (strcmp(cmd->name, "batch") == 0)
+        return (cmd->options & (1u << id)) != 0 || id == OPT_HELP ||
+               id == OPT_VERSION;
+    return option_defs[id].any || (cmd->options & (1u << id));
+}
+
+/*
+ * Parse the options of @cmd; returns the index of the first operand, or
+ * -1 after a message.
+ */
+static int parse_opts(int argc, char **argv, struct opts *o,
+                      const struct command *cmd)
+{
+    struct option longs[OPT__COUNT + 1];
+    char shorts[2 * OPT__COUNT + 4];
+    size_t ns = 0;
+    int c, i;
+
+    /* "+": stop at the first operand; ":": a missing value is ':'. */
+    shorts[ns++] = '+';
+    shorts[ns++] = ':';
+    for (i = 0; i < OPT__COUNT; i++) {
+        const struct option_def *d = &option_defs[i];
+
+        longs[i].name = d->name;
+        longs[i].has_arg = d->has_arg ? required_argument : no_argument;
+        longs[i].flag = NULL;
+        longs[i].val = d->letter ? d->letter : 256 + i;
+        if (d->letter) {
+            shorts[ns++] = (char)d->letter;
+            if (d->has_arg)
+                shorts[ns++] = ':';
+        }
+    }
+    memset(&longs[OPT__COUNT], 0, sizeof(longs[OPT__COUNT]));
+    shorts[ns] = '\0';
 
     opterr = 0;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "+:c:b:w:e:m:t:ihV", longs, NULL)) !=
-           -1) {
-        if ((c == 'c' || c == 'b' || c == 'w') && optarg[0] == '\0') {
+    while ((c = getopt_long(argc, argv, shorts, longs, NULL)) != -1) {
+        int id = -1;
+
+        for (i = 0; i < OPT__COUNT && c != ':' && c != '?'; i++)
+            if (longs[i].val == c)
+                id = i;
+        if (id >= 0 && !takes(cmd, id)) {
+            if (option_defs[id].any)
+                fprintf(stderr, "atp-run %s: --%s is not one of its options; "
+                                "see atp-run %s --help\n",
+                        cmd->name, option_defs[id].name, cmd->name);
+            else
+                fprintf(stderr, "atp-run: --%s is an option of `atp-run %s`\n",
+                        option_defs[id].name, owner_of(id));
+            return -1;
+        }
+        if (id >= 0 && option_defs[id].has_arg && optarg[0] == '\0' &&
+            (id == OPT_CONFIG || id == OPT_BACKEND || id == OPT_WORKDIR)) {
             fprintf(stderr, "atp-run: option -%c needs a non-empty value\n",
                     c);
             return -1;
         }
-        switch (c) {
-        case 'c': o->config = optarg; break;
-        case 'b': o->backend = optarg; break;
-        case 'w': o->workdir = optarg; break;
-        case 'e':
+        switch (id) {
+        case OPT_CONFIG: o->config = optarg; break;
+        case OPT_BACKEND: o->backend = optarg; break;
+        case OPT_WORKDIR: o->workdir = optarg; break;
+        case OPT_ENV:
             if (add_env(o, optarg))
                 return -1;
             break;
-        case 'm':
+        case OPT_MOUNT:
             if (add_str(&o->mounts, &o->n_mounts, optarg))
                 return -1;
             break;
-        case 't':
+        case OPT_TIMEOUT:
             if (cli_seconds_arg("-t", optarg, &o->timeout_s))
                 return -1;
             break;
-        case 'i': o->stdin_fwd = 1; break;
+        case OPT_STDIN: o->stdin_fwd = 1; break;
         case OPT_NO_PULL: o->no_pull = 1; break;
         case OPT_JSON: o->json = 1; break;
-        case OPT_ALL:
-        case OPT_DRY_RUN:
-            if (!for_gc) {
-                fprintf(stderr, "atp-run: %s is an option of `atp-run gc`\n",
-                        argv[optind - 1]);
+        case OPT_ALL: o->all = 1; break;
+        case OPT_DRY_RUN: o->dry_run = 1; break;
+        case OPT_JOBS:
+            if (cli_batch_jobs(optarg, &o->batch.jobs))
                 return -1;
-            }
-            if (c == OPT_ALL)
-                o->all = 1;
-            else
-                o->dry_run = 1;
             break;
-        case 'h':
-            usage(stdout);
+        case OPT_RATE:
+            if (cli_batch_rate(optarg, &o->batch.rate))
+                return -1;
+            break;
+        case OPT_RETRIES:
+            if (cli_batch_retries(optarg, &o->batch.retries))
+                return -1;
+            break;
+        case OPT_INLINE:
+            if (cli_batch_inline(optarg, &o->batch.inline_limit))
+                return -1;
+            break;
+        case OPT_OUT: o->batch.out_dir = optarg; break;
+        case OPT_OUTPUT: o->batch.output = optarg; break;
+        case OPT_RESUME: o->batch.resume = optarg; break;
+        case OPT_PROGRESS: o->batch.progress = 1; break;
+        case OPT_NO_PROGRESS: o->batch.progress = 0; break;
+        case OPT_HELP:
+            usage(stdout, cmd->name);
             exit(0);
-        case 'V':
+        case OPT_VERSION:
             printf("atp-run %s (libatp %s, plugin ABI %d.%d)\n",
                    PACKAGE_VERSION, atp_version(), ATP_PLUGIN_ABI_MAJOR,
                    ATP_PLUGIN_ABI_MINOR);
             exit(0);
-        case ':':
-            fprintf(stderr, "atp-run: option %s needs a value\n",
-                    argv[optind - 1]);
-            return -1;
         default:
+            if (c == ':') {
+                fprintf(stderr, "atp-run: option %s needs a value\n",
+                        argv[optind - 1]);
+                return -1;
+            }
             fprintf(stderr, "atp-run: unknown option %s; see atp-run --help\n",
                     argv[optind - 1]);
             return -1;
@@ -499,7 +612,7 @@ static int blank(const char *s)
     return *s == '\0' || *s == '#';
 }
 
-static int cmd_session(const struct opts *o)
+static int cmd_session(const struct opts *o, char **argv)
 {
     atp_session_opts so = ATP_SESSION_OPTS_INIT;
     atp_result r = ATP_RESULT_INIT;
@@ -605,7 +718,7 @@ done:
 
 /* ---- plugins, check, gc ----------------------------------------------- */
 
-static int cmd_plugins(const struct opts *o)
+static int cmd_plugins(const struct opts *o, char **argv)
 {
     struct out out;
     atp_config *cfg;
@@ -630,7 +743,7 @@ static int cmd_plugins(const struct opts *o)
     return 0;
 }
 
-static int cmd_check(const struct opts *o)
+static int cmd_check(const struct opts *o, char **argv)
 {
     atp_result r = ATP_RESULT_INIT;
     struct out out;
@@ -651,7 +764,7 @@ static int cmd_check(const struct opts *o)
     return status;
 }
 
-static int cmd_gc(const struct opts *o)
+static int cmd_gc(const struct opts *o, char **argv)
 {
     struct out out;
     atp_config *cfg;
@@ -678,63 +791,65 @@ static int cmd_gc(const struct opts *o)
     return out.failed ? EXIT_BACKEND : 0;
 }
 
-static int is_subcommand(const char *word)
+/* atp-run batch: cli/batch.c, with the options and -e strings parsed
+ * here, through the table. */
+static int cmd_batch(const struct opts *o, char **argv)
 {
-    return strcmp(word, "session") == 0 || strcmp(word, "plugins") == 0 ||
-           strcmp(word, "check") == 0 || strcmp(word, "gc") == 0;
+    struct cli_batch_args a = o->batch;
+
+    a.config = o->config;
+    a.backend = o->backend;
+    a.timeout_s = o->timeout_s;
+    a.env = o->env;
+    a.n_env = o->n_env;
+    return cli_batch(&a, argv);
 }
 
 int main(int argc, char **argv)
 {
+    const struct command *cmd = run_command(), *sub = NULL;
     struct opts o;
-    const char *sub = NULL;
     int first, status;
 
     memset(&o, 0, sizeof(o));
+    o.batch.inline_limit = -1;
+    o.batch.progress = -1;
     install_signals();
     /* Seconds in --json as 0.008397653, not 0.0083976529999999997. */
     json_c_set_serialization_double_format("%.9g", JSON_C_OPTION_GLOBAL);
-    if (argc > 1 && strcmp(argv[1], "batch") == 0)
-        return cli_batch(argc - 1, argv + 1);
-    if (argc > 1 && is_subcommand(argv[1])) {
-        sub = argv[1];
+    if (argc > 1 && (sub = find_command(argv[1])) != NULL) {
         argv++;
         argc--;
-        first = parse_opts(argc, argv, &o, strcmp(sub, "gc") == 0);
+        first = parse_opts(argc, argv, &o, sub);
     } else {
-        first = parse_opts(argc, argv, &o, 0);
+        first = parse_opts(argc, argv, &o, cmd);
         /* Options may come first: atp-run -c FILE gc.  After "--" the
          * word is a command to run: atp-run -- gc. */
-        if (first > 0 && first < argc && is_subcommand(argv[first]) &&
+        if (first > 0 && first < argc &&
+            (sub = find_command(argv[first])) != NULL &&
             strcmp(argv[first - 1], "--") != 0) {
-            sub = argv[first];
             argv += first;
             argc -= first;
-            first = parse_opts(argc, argv, &o, strcmp(sub, "gc") == 0);
+            first = parse_opts(argc, argv, &o, sub);
+        } else {
+            sub = NULL;
         }
     }
     if (first < 0)
         return EXIT_USAGE;
-    if (sub && first < argc) {
-        fprintf(stderr, "atp-run %s: unexpected argument '%s'\n", sub,
+    if (sub)
+        cmd = sub;
+    if (!cmd->operands && first < argc) {
+        fprintf(stderr, "atp-run %s: unexpected argument '%s'\n", cmd->name,
                 argv[first]);
         return EXIT_USAGE;
     }
-    if (sub == NULL && first >= argc) {
+    if (cmd == run_command() && first >= argc) {
         fprintf(stderr, "atp-run: no command given\n\n");
-        usage(stderr);
+        usage(stderr, "run");
         return EXIT_USAGE;
     }
-    if (sub == NULL)
-        status = cmd_run(&o, argv + first);
-    else if (strcmp(sub, "session") == 0)
-        status = cmd_session(&o);
-    else if (strcmp(sub, "plugins") == 0)
-        status = cmd_plugins(&o);
-    else if (strcmp(sub, "check") == 0)
-        status = cmd_check(&o);
-    else
-        status = cmd_gc(&o);
+    status = cmd->handler(&o, argv + first);
     while (o.n_owned > 0)
         free((char *)o.owned[--o.n_owned]);
     free(o.owned);

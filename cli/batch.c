@@ -13,7 +13,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <json.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -50,7 +49,7 @@ struct batch_cli {
     long long inline_limit; /* -1: the default */
     double timeout_s;
     int progress;           /* -1: when stderr is a terminal */
-    char **env;             /* -e, for every attempt */
+    char *const *env;       /* -e, for every attempt (borrowed) */
     size_t n_env;
     /* the run */
     struct attempt *a;
@@ -88,12 +87,10 @@ static void on_stop(int sig)
         atp_batch_cancel(b);
 }
 
-static void batch_usage(FILE *f)
+void cli_batch_notes(FILE *f)
 {
     fputs(
-        "usage: atp-run batch [OPTIONS] ATTEMPTS.jsonl   (or - for stdin)\n"
-        "\n"
-        "Runs every attempt of ATTEMPTS.jsonl, one JSON object a line:\n"
+        "ATTEMPTS.jsonl (or - for stdin) has one JSON object a line:\n"
         "  {\"id\": \"a1\", \"command\": \"lake build\", \"template\": \"proj\"}\n"
         "  id        unique name (string or number)\n"
         "  command   POSIX sh text, or an argv array run as given\n"
@@ -103,31 +100,9 @@ static void batch_usage(FILE *f)
         "  timeout_s budget (number, or \"30s\", \"2m\")\n"
         "  stdin     file read as the command's stdin\n"
         "  backend   backend instance for this attempt\n"
-        "and writes one JSON result a line: atp-run --json's result with id,\n"
-        "attempt (tries it took) and elapsed_s.  Paths are relative to the\n"
-        "current directory.\n"
-        "\n"
-        "options:\n"
-        "  -c, --config FILE     configuration file\n"
-        "  -b, --backend NAME    backend of attempts that name none\n"
-        "  -j, --jobs N          attempts at once (default 4)\n"
-        "      --rate N[/s|/m]   sandbox creations per second at most\n"
-        "                        (default: [backend.NAME] create_rate)\n"
-        "      --retries N       tries again after an infrastructure\n"
-        "                        failure, never after the command's own\n"
-        "                        exit or timeout (default 2)\n"
-        "  -t, --timeout SECS    budget of attempts that give none\n"
-        "  -e, --env KEY=VALUE   for every attempt (-e KEY: from here)\n"
-        "      --out DIR         keep DIR/ID/stdout, DIR/ID/stderr and a\n"
-        "                        template's copy as DIR/ID/wd\n"
-        "      --inline BYTES    output kept in each result (default 64KiB,\n"
-        "                        0 with --out)\n"
-        "  -o, --output FILE     append results to FILE, not stdout\n"
-        "      --resume FILE     skip attempts FILE has a final result for\n"
-        "                        (not cancelled); append to FILE\n"
-        "      --progress, --no-progress  the progress line on stderr\n"
-        "                        (default: when stderr is a terminal)\n"
-        "  -h, --help            this text\n"
+        "and one JSON result a line is written: atp-run --json's result with\n"
+        "id, attempt (tries it took) and elapsed_s.  Paths are relative to\n"
+        "the current directory.\n"
         "\n"
         "exit status: 0 every attempt ok, 1 some command failed or timed\n"
         "out, 125 some attempt failed for an infrastructure reason after\n"
@@ -711,10 +686,8 @@ static void summary(struct batch_cli *c, double seconds)
     fputc('\n', stderr);
 }
 
-/* ---- options ---------------------------------------------------------- */
-
-enum { OPT_RATE = 256, OPT_RETRIES, OPT_OUT, OPT_INLINE, OPT_RESUME,
-       OPT_PROGRESS, OPT_NO_PROGRESS };
+/* ---- options ----------------------------------------------------------
+ * atp-run.c parses them from cli/commands.def; these check the values. */
 
 static int parse_count(const char *opt, const char *arg, long long max,
                        long long *out)
@@ -733,7 +706,36 @@ static int parse_count(const char *opt, const char *arg, long long max,
     return 0;
 }
 
-static int parse_rate(const char *arg, double *out)
+int cli_batch_jobs(const char *arg, unsigned *out)
+{
+    long long v;
+
+    if (parse_count("-j", arg, 4096, &v))
+        return -1;
+    if (v == 0) {
+        fprintf(stderr, "atp-run batch: -j 0: give at least 1\n");
+        return -1;
+    }
+    *out = (unsigned)v;
+    return 0;
+}
+
+int cli_batch_retries(const char *arg, int *out)
+{
+    long long v;
+
+    if (parse_count("--retries", arg, 100, &v))
+        return -1;
+    *out = v == 0 ? -1 : (int)v;
+    return 0;
+}
+
+int cli_batch_inline(const char *arg, long long *out)
+{
+    return parse_count("--inline", arg, 1LL << 30, out);
+}
+
+int cli_batch_rate(const char *arg, double *out)
 {
     char *end;
     double v;
@@ -753,99 +755,6 @@ bad:
     return -1;
 }
 
-static int parse_batch_opts(int argc, char **argv, struct batch_cli *c)
-{
-    static const struct option longs[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"backend", required_argument, NULL, 'b'},
-        {"jobs", required_argument, NULL, 'j'},
-        {"timeout", required_argument, NULL, 't'},
-        {"env", required_argument, NULL, 'e'},
-        {"output", required_argument, NULL, 'o'},
-        {"rate", required_argument, NULL, OPT_RATE},
-        {"retries", required_argument, NULL, OPT_RETRIES},
-        {"out", required_argument, NULL, OPT_OUT},
-        {"inline", required_argument, NULL, OPT_INLINE},
-        {"resume", required_argument, NULL, OPT_RESUME},
-        {"progress", no_argument, NULL, OPT_PROGRESS},
-        {"no-progress", no_argument, NULL, OPT_NO_PROGRESS},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    long long v;
-    int ch;
-
-    opterr = 0;
-    optind = 1;
-    while ((ch = getopt_long(argc, argv, "+:c:b:j:t:e:o:h", longs, NULL)) !=
-           -1) {
-        switch (ch) {
-        case 'c': c->config = optarg; break;
-        case 'b': c->backend = optarg; break;
-        case 'j':
-            if (parse_count("-j", optarg, 4096, &v))
-                return -1;
-            if (v == 0) {
-                fprintf(stderr, "atp-run batch: -j 0: give at least 1\n");
-                return -1;
-            }
-            c->jobs = (unsigned)v;
-            break;
-        case 't':
-            if (cli_seconds_arg("-t", optarg, &c->timeout_s))
-                return -1;
-            break;
-        case 'e': {
-            char *kv = cli_env_arg(optarg);
-            char **grown;
-
-            if (kv == NULL)
-                return -1;
-            grown = realloc(c->env, (c->n_env + 2) * sizeof(*grown));
-            if (grown == NULL) {
-                free(kv);
-                return -1;
-            }
-            c->env = grown;
-            c->env[c->n_env++] = kv;
-            c->env[c->n_env] = NULL;
-            break;
-        }
-        case 'o': c->output = optarg; break;
-        case OPT_RATE:
-            if (parse_rate(optarg, &c->rate))
-                return -1;
-            break;
-        case OPT_RETRIES:
-            if (parse_count("--retries", optarg, 100, &v))
-                return -1;
-            c->retries = v == 0 ? -1 : (int)v;
-            break;
-        case OPT_OUT: c->out_dir = optarg; break;
-        case OPT_INLINE:
-            if (parse_count("--inline", optarg, 1LL << 30, &v))
-                return -1;
-            c->inline_limit = v;
-            break;
-        case OPT_RESUME: c->resume = optarg; break;
-        case OPT_PROGRESS: c->progress = 1; break;
-        case OPT_NO_PROGRESS: c->progress = 0; break;
-        case 'h':
-            batch_usage(stdout);
-            exit(0);
-        case ':':
-            fprintf(stderr, "atp-run batch: option %s needs a value\n",
-                    argv[optind - 1]);
-            return -1;
-        default:
-            fprintf(stderr, "atp-run batch: unknown option %s; see atp-run "
-                            "batch --help\n", argv[optind - 1]);
-            return -1;
-        }
-    }
-    return optind;
-}
-
 static void catch(int sig)
 {
     struct sigaction sa, old;
@@ -858,26 +767,32 @@ static void catch(int sig)
     sigaction(sig, &sa, NULL);
 }
 
-int cli_batch(int argc, char **argv)
+int cli_batch(const struct cli_batch_args *args, char **operands)
 {
     struct batch_cli c;
     atp_batch_opts bo = ATP_BATCH_OPTS_INIT;
     atp_batch *b = NULL;
-    int first, rc, status = 0;
+    int rc, status = 0;
     double t0;
     size_t i;
 
     memset(&c, 0, sizeof(c));
-    c.inline_limit = -1;
-    c.progress = -1;
+    c.config = args->config;
+    c.backend = args->backend;
+    c.out_dir = args->out_dir;
+    c.resume = args->resume;
+    c.output = args->output;
+    c.jobs = args->jobs;
+    c.rate = args->rate;
+    c.retries = args->retries;
+    c.inline_limit = args->inline_limit;
+    c.timeout_s = args->timeout_s;
+    c.progress = args->progress;
+    c.env = (char *const *)args->env;
+    c.n_env = args->n_env;
     c.out_fd = STDOUT_FILENO;
-    first = parse_batch_opts(argc, argv, &c);
-    if (first < 0) {
-        status = EXIT_USAGE;
-        goto done;
-    }
-    if (first != argc - 1) {
-        fprintf(stderr, first >= argc
+    if (operands[0] == NULL || operands[1] != NULL) {
+        fprintf(stderr, operands[0] == NULL
                             ? "atp-run batch: no attempts file given (- for "
                               "stdin); see atp-run batch --help\n"
                             : "atp-run batch: one attempts file, not more; "
@@ -888,7 +803,7 @@ int cli_batch(int argc, char **argv)
     if (c.output && c.resume && strcmp(c.output, c.resume) != 0)
         fprintf(stderr, "atp-run batch: note: results go to %s, not to "
                         "the --resume file %s\n", c.output, c.resume);
-    if (read_attempts(&c, argv[first]) != 0 ||
+    if (read_attempts(&c, operands[0]) != 0 ||
         (c.resume && apply_resume(&c, c.resume) != 0)) {
         status = EXIT_USAGE;
         goto done;
@@ -971,8 +886,5 @@ done:
         attempt_free(&c.a[i]);
     free(c.a);
     free(c.merged);
-    for (i = 0; i < c.n_env; i++)
-        free(c.env[i]);
-    free(c.env);
     return status;
 }

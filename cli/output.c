@@ -369,6 +369,39 @@ static void caps_text(uint64_t caps, char *buf, size_t len)
     }
 }
 
+/*
+ * The keys of a plugin's [backend.NAME] section, wrapped under the
+ * plugin's entry: "options: image, socket, cpus, ...".
+ */
+static void option_keys(struct out *o, const atp_option *opt)
+{
+    const char *indent = "           ";
+    size_t col;
+
+    put(o, 0, indent, strlen(indent));
+    put(o, 0, "options:", 8);
+    col = strlen(indent) + 8;
+    if (opt == NULL || opt->name == NULL) {
+        put(o, 0, " (none)\n", 8);
+        return;
+    }
+    for (; opt->name; opt++) {
+        size_t len = strlen(opt->name);
+        int last = opt[1].name == NULL;
+
+        if (col + 1 + len + !last > 79) {
+            put(o, 0, "\n", 1);
+            put(o, 0, indent, strlen(indent));
+            put(o, 0, "        ", 8);
+            col = strlen(indent) + 8;
+        }
+        put(o, 0, " ", 1);
+        put(o, 0, opt->name, len);
+        put(o, 0, last ? "\n" : ",", 1);
+        col += 1 + len + !last;
+    }
+}
+
 void out_plugin(const atp_plugin_info *info, void *payload)
 {
     struct out *o = payload;
@@ -427,28 +460,37 @@ void out_plugin(const atp_plugin_info *info, void *payload)
                                    : NULL);
         json_object_object_add(obj, "shadowed",
                                json_object_new_boolean(info->shadowed));
+        if (ATP_HAS_FIELD(info, atp_plugin_info, backend) && info->backend)
+            json_object_object_add(obj, "backend",
+                                   json_object_new_string(info->backend));
         out_json(o, obj);
         json_object_put(obj);
         return;
     }
     {
-        char line[4096], caps[512];
+        char line[4096], caps[512], via[160] = "";
 
+        if (ATP_HAS_FIELD(info, atp_plugin_info, backend) && info->backend)
+            snprintf(via, sizeof(via), "  (the path of [backend.%s])",
+                     info->backend);
         if (info->loaded) {
             caps_text(info->caps, caps, sizeof(caps));
             snprintf(line, sizeof(line),
-                     "%-10s %-8s ABI %u.%u  %s%s\n           %s\n"
+                     "%-10s %-8s ABI %u.%u  %s%s%s\n           %s\n"
                      "           capabilities: %s\n",
                      info->name, info->version, info->abi_major,
                      info->abi_minor, info->path,
                      info->shadowed ? "  (shadowed by an earlier one)" : "",
-                     info->description ? info->description : "", caps);
+                     via, info->description ? info->description : "", caps);
         } else {
-            snprintf(line, sizeof(line), "%-10s refused  %s\n           %s\n",
-                     info->name, info->path,
+            snprintf(line, sizeof(line),
+                     "%-10s refused  %s%s\n           %s\n", info->name,
+                     info->path, via,
                      info->refusal ? info->refusal : "refused");
         }
         put(o, 0, line, strlen(line));
+        if (info->loaded)
+            option_keys(o, info->options);
     }
 }
 

@@ -50,24 +50,6 @@ const char *atp__backend_warm_cache(const atp_backend *be)
     return v && *v ? v : NULL;
 }
 
-/* Resolve a plugin path relative to the configuration file's directory. */
-static char *resolve_path(const atp_config *cfg, const char *path)
-{
-    const char *slash;
-    size_t dirlen;
-    char *out;
-
-    if (path[0] == '/' || cfg->path == NULL ||
-        (slash = strrchr(cfg->path, '/')) == NULL)
-        return strdup(path);
-    dirlen = (size_t)(slash - cfg->path);
-    out = malloc(dirlen + strlen(path) + 2);
-    if (out)
-        snprintf(out, dirlen + strlen(path) + 2, "%.*s/%s", (int)dirlen,
-                 cfg->path, path);
-    return out;
-}
-
 ATP_EXTERN int atp_backend_open(atp_backend **out, atp_config *cfg,
                                 const char *name)
 {
@@ -99,7 +81,7 @@ ATP_EXTERN int atp_backend_open(atp_backend **out, atp_config *cfg,
     kv = atp__section_get(be->sec, "plugin");
     plugin_name = kv ? kv->value : name;
     kv = atp__section_get(be->sec, "path");
-    if (kv && (explicit_path = resolve_path(cfg, kv->value)) == NULL) {
+    if (kv && (explicit_path = atp__config_resolve(cfg, kv->value)) == NULL) {
         rc = atp__error(ATP_E_NOMEM, "out of memory");
         goto fail;
     }

@@ -537,6 +537,34 @@ const char *atp__config_name(const atp_config *cfg)
     return cfg->path ? cfg->path : "(built-in defaults)";
 }
 
+const atp_option *atp__config_keys(const char *section)
+{
+    if (strcmp(section, "atp") == 0)
+        return atp_keys;
+    if (strcmp(section, "image") == 0)
+        return image_keys;
+    if (strcmp(section, "backend") == 0)
+        return backend_core_keys;
+    return NULL;
+}
+
+char *atp__config_resolve(const atp_config *cfg, const char *path)
+{
+    const char *slash;
+    size_t dirlen;
+    char *out;
+
+    if (path[0] == '/' || cfg->path == NULL ||
+        (slash = strrchr(cfg->path, '/')) == NULL)
+        return strdup(path);
+    dirlen = (size_t)(slash - cfg->path);
+    out = malloc(dirlen + strlen(path) + 2);
+    if (out)
+        snprintf(out, dirlen + strlen(path) + 2, "%.*s/%s", (int)dirlen,
+                 cfg->path, path);
+    return out;
+}
+
 /*
  * Report key @kv of @sec as unknown, suggesting the nearest of @opts
  * (and of @more).

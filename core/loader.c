@@ -436,8 +436,37 @@ struct scan_arg {
     void *payload;
     char **seen;
     size_t n_seen;
+    char **files;        /* real paths of the files reported */
+    size_t n_files;
+    const char *backend; /* the section whose path = names the file */
     int rc;
 };
+
+/* Remember that the file at @path was reported; 1 if it already was. */
+static int reported(struct scan_arg *sa, const char *path)
+{
+    char *real = realpath(path, NULL), **grown;
+    size_t i;
+
+    if (real == NULL)
+        real = strdup(path);
+    if (real == NULL)
+        return 0;
+    for (i = 0; i < sa->n_files; i++) {
+        if (strcmp(sa->files[i], real) == 0) {
+            free(real);
+            return 1;
+        }
+    }
+    grown = realloc(sa->files, (sa->n_files + 1) * sizeof(*grown));
+    if (grown == NULL) {
+        free(real);
+        return 0;
+    }
+    sa->files = grown;
+    sa->files[sa->n_files++] = real;
+    return 0;
+}
 
 static int cmp_str(const void *a, const void *b)
 {
@@ -453,7 +482,8 @@ static void report(struct scan_arg *sa, struct loaded *l, const char *name)
     info.struct_size = sizeof(info);
     info.name = name;
     info.path = l->path;
-    for (i = 0; i < sa->n_seen; i++)
+    info.backend = sa->backend;
+    for (i = 0; i < sa->n_seen && sa->backend == NULL; i++)
         if (strcmp(sa->seen[i], name) == 0)
             info.shadowed = 1;
     if (l->plugin) {
@@ -472,7 +502,7 @@ static void report(struct scan_arg *sa, struct loaded *l, const char *name)
         info.abi_minor = l->abi_minor;
     }
     sa->fn(&info, sa->payload);
-    if (!info.shadowed) {
+    if (!info.shadowed && sa->backend == NULL) {
         char **grown = realloc(sa->seen, (sa->n_seen + 1) * sizeof(*grown));
 
         if (grown) {
@@ -529,13 +559,50 @@ static int scan_dir(const char *dir, void *arg)
         pthread_mutex_lock(&reg_lock);
         l = get_loaded(path);
         pthread_mutex_unlock(&reg_lock);
-        if (l && name)
+        if (l && name && !reported(sa, path))
             report(sa, l, name);
         free(name);
         free(names[i]);
     }
     free(names);
     return 0;
+}
+
+/*
+ * The files that the `path =` of [backend.NAME] sections name, in the
+ * order of the sections, unless the search path already listed them.
+ */
+static void scan_paths(atp_config *cfg, struct scan_arg *sa)
+{
+    size_t i;
+
+    for (i = 0; cfg && i < cfg->n_sec; i++) {
+        const struct atp__section *sec = &cfg->sec[i];
+        const struct atp__kv *path = atp__section_get(sec, "path");
+        const struct atp__kv *plugin = atp__section_get(sec, "plugin");
+        struct loaded *l;
+        char *file, *name;
+
+        if (strncmp(sec->name, "backend.", 8) != 0 || path == NULL)
+            continue;
+        file = atp__config_resolve(cfg, path->value);
+        if (file == NULL)
+            continue;
+        trace("%s: named by the path of [%s]", file, sec->name);
+        name = name_from_path(file);
+        if (name == NULL)
+            name = strdup(plugin ? plugin->value : sec->name + 8);
+        pthread_mutex_lock(&reg_lock);
+        l = get_loaded(file);
+        pthread_mutex_unlock(&reg_lock);
+        if (l && name && !reported(sa, file)) {
+            sa->backend = sec->name + 8;
+            report(sa, l, name);
+            sa->backend = NULL;
+        }
+        free(name);
+        free(file);
+    }
 }
 
 ATP_EXTERN int atp_plugins_scan(atp_config *cfg, atp_plugin_info_fn fn,
@@ -549,8 +616,12 @@ ATP_EXTERN int atp_plugins_scan(atp_config *cfg, atp_plugin_info_fn fn,
     sa.payload = payload;
     trace_cfg = cfg;
     each_dir(cfg, scan_dir, &sa);
+    scan_paths(cfg, &sa);
     for (i = 0; i < sa.n_seen; i++)
         free(sa.seen[i]);
     free(sa.seen);
+    for (i = 0; i < sa.n_files; i++)
+        free(sa.files[i]);
+    free(sa.files);
     return sa.rc;
 }

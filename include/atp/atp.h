@@ -244,6 +244,13 @@ typedef struct atp_plugin_info {
     uint64_t caps;
     const atp_option *options;
     int shadowed;            /**< 1: an earlier directory has this name */
+    /* ---- 0.2 ---- */
+    /**
+     * The backend whose `path =` names the file, for a file found that
+     * way rather than on the search path; NULL otherwise.  Present when
+     * ATP_HAS_FIELD(info, atp_plugin_info, backend).
+     */
+    const char *backend;
 } atp_plugin_info;
 
 typedef void (*atp_plugin_info_fn)(const atp_plugin_info *info,
@@ -251,7 +258,9 @@ typedef void (*atp_plugin_info_fn)(const atp_plugin_info *info,
 
 /**
  * Load every plugin on the search path and report each, usable or not,
- * in search order.
+ * in search order; then the files that the `path =` of [backend.NAME]
+ * sections name and the search path did not list (with info->backend
+ * set).
  */
 ATP_EXTERN int atp_plugins_scan(atp_config *cfg, atp_plugin_info_fn fn,
                                 void *payload);
@@ -544,6 +553,7 @@ ATP_EXTERN int atp_gc(atp_config *cfg, int all, int dry_run, atp_gc_fn fn,
 #define ATP_EVENT_SIZE_0_1 32u
 #define ATP_GC_ITEM_SIZE_0_1 64u
 #define ATP_PLUGIN_INFO_SIZE_0_1 88u
+#define ATP_PLUGIN_INFO_SIZE_0_2 96u
 #define ATP_ATTEMPT_SIZE_0_2 72u
 #define ATP_BATCH_OPTS_SIZE_0_2 80u
 

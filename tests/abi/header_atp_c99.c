@@ -45,7 +45,7 @@ int main(void)
     atp_session_opts sopts = ATP_SESSION_OPTS_INIT;
     atp_exec_opts eopts = ATP_EXEC_OPTS_INIT;
     atp_plugin_info info = {sizeof(atp_plugin_info), NULL, NULL, 0, NULL,
-                            NULL, NULL, 0, 0, 0, NULL, 0};
+                            NULL, NULL, 0, 0, 0, NULL, 0, NULL};
     atp_line_fn lf = on_line;
     atp_event_fn ef = on_event;
 

@@ -359,6 +359,9 @@ int sl_remove_tree(const char *path);
 /* Is @name an executable in this process's PATH? */
 int sl_have_command(const char *name);
 
+/* Its full path (malloc'ed), or NULL. */
+char *sl_which(const char *name);
+
 /* A file a job writes, followed as it grows. */
 struct sl_tail {
     const char *path;

@@ -9,11 +9,13 @@
  * run through the core's process runner (host->spawn()): srun forwards
  * stdin, brings stdout and stderr back live and apart, and exits with the
  * command's status (128+N after signal N, which atp reports as the
- * signal).  The core's schedule signals srun's process group; srun
- * passes a TERM on to the step, but dies of a KILL leaving the step
- * running, so after a kill the step, found by its name (the exec id), is
- * cancelled too.  srun runs with -QQ so that its own "task 0: Exited with
- * exit code N" does not land in the command's stderr.
+ * signal).  The core's schedule signals the process group of a small
+ * shell around srun: srun would turn a TERM into a SIGKILL of the step,
+ * so the shell passes it to the step with scancel; a KILL kills srun,
+ * which leaves the step running, so after a kill the step, found by its
+ * name (the exec id), is cancelled too.  srun runs with -QQ so that its
+ * own "task 0: Exited with exit code N" does not land in the command's
+ * stderr.
  */
 #define _GNU_SOURCE
 #include "config.h"
@@ -25,6 +27,23 @@
 #include <unistd.h>
 
 #include "sl.h"
+
+/*
+ * Around srun, on this host: srun turns a SIGTERM into a SIGKILL of the
+ * step, so a TERM of the schedule is passed to the step itself, found by
+ * its name, with `scancel --signal=TERM`; srun's stdin stays the
+ * command's.  $1 allocation, $2 step name, $3 squeue, $4 scancel, then
+ * srun's argv.  A KILL kills this shell and srun (the step is then
+ * cancelled after them).
+ */
+static const char srun_sh[] =
+    "a=$1 n=$2 q=$3 c=$4; shift 4; "
+    "term() { \"$q\" -h -s -j \"$a\" -o '%i %j' 2>/dev/null | "
+    "while read -r i j; do [ \"$j\" = \"$n\" ] && "
+    "\"$c\" --signal=TERM \"$i\" 2>/dev/null; done; }; "
+    "trap term TERM; \"$@\" <&0 & p=$!; "
+    "while :; do wait \"$p\"; r=$?; kill -0 \"$p\" 2>/dev/null || break; "
+    "done; exit \"$r\"";
 
 /* The step: cd or exit 125, then the command under stdbuf when there. */
 static const char step_sh[] =
@@ -215,7 +234,9 @@ int sl_step_exec(atp_call *call, struct sl_session *s,
     const char *exec_id = spec->exec_id ? spec->exec_id : s->run_id;
     const char *extra[2] = {NULL, NULL};
     const char **argv = NULL, **env = NULL;
-    char jobid[40], name[160], conf[4200];
+    char *srun = sl_which("srun"), *squeue = sl_which("squeue");
+    char *scancel = sl_which("scancel");
+    char jobid[40], name[160], conf[4200], alloc[24];
     atp_spawn_spec sp;
     size_t n = 0, i;
     int rc;
@@ -226,7 +247,7 @@ int sl_step_exec(atp_call *call, struct sl_session *s,
                                   "new session", s->alloc);
     for (i = 0; spec->argv[i]; i++)
         ;
-    argv = calloc(i + 16, sizeof(*argv));
+    argv = calloc(i + 24, sizeof(*argv));
     if (be->slurm_conf) {
         snprintf(conf, sizeof(conf), "SLURM_CONF=%s", be->slurm_conf);
         extra[0] = conf;
@@ -236,9 +257,23 @@ int sl_step_exec(atp_call *call, struct sl_session *s,
         rc = sl_host->set_error(call, ATP_E_NOMEM, "out of memory");
         goto out;
     }
+    if (srun == NULL || squeue == NULL || scancel == NULL) {
+        rc = sl_host->set_error(call, ATP_E_BACKEND, "srun, squeue and "
+                                "scancel must be in PATH to run a step");
+        goto out;
+    }
+    snprintf(alloc, sizeof(alloc), "%ld", s->alloc);
     snprintf(jobid, sizeof(jobid), "--jobid=%ld", s->alloc);
     snprintf(name, sizeof(name), "--job-name=%s", exec_id);
-    argv[n++] = "srun";
+    argv[n++] = "/bin/sh";
+    argv[n++] = "-c";
+    argv[n++] = srun_sh;
+    argv[n++] = "atp-srun"; /* $0 */
+    argv[n++] = alloc;
+    argv[n++] = exec_id;
+    argv[n++] = squeue;
+    argv[n++] = scancel;
+    argv[n++] = srun;
     argv[n++] = jobid;
     argv[n++] = "--overlap";
     argv[n++] = "-QQ";
@@ -275,5 +310,8 @@ int sl_step_exec(atp_call *call, struct sl_session *s,
 out:
     free(argv);
     free(env);
+    free(srun);
+    free(squeue);
+    free(scancel);
     return rc;
 }

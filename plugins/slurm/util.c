@@ -303,13 +303,13 @@ int sl_remove_tree(const char *path)
     return -1;
 }
 
-int sl_have_command(const char *name)
+char *sl_which(const char *name)
 {
     const char *path = getenv("PATH");
     char file[4096];
 
     if (strchr(name, '/'))
-        return access(name, X_OK) == 0;
+        return access(name, X_OK) == 0 ? strdup(name) : NULL;
     if (path == NULL || *path == '\0')
         path = "/usr/local/bin:/usr/bin:/bin";
     while (*path) {
@@ -320,13 +320,21 @@ int sl_have_command(const char *name)
             file[n] = '/';
             memcpy(file + n + 1, name, strlen(name) + 1);
             if (access(file, X_OK) == 0)
-                return 1;
+                return strdup(file);
         }
         path += n;
         if (*path == ':')
             path++;
     }
-    return 0;
+    return NULL;
+}
+
+int sl_have_command(const char *name)
+{
+    char *path = sl_which(name);
+
+    free(path);
+    return path != NULL;
 }
 
 /* ---- output files -------------------------------------------------------- */

@@ -241,7 +241,8 @@ slurm_down() {
     # Anything of this cluster that outlived its pid file (a daemon that
     # forked anew), found by the cluster's directory on its command line.
     for sd_f in /proc/[0-9]*/cmdline; do
-        if tr '\000' ' ' <"$sd_f" 2>/dev/null | grep -q "$SLURM_DIR/"; then
+        if (tr '\000' ' ' <"$sd_f") 2>/dev/null | grep -q "$SLURM_DIR/"
+        then
             sd_p=${sd_f#/proc/}
             sd_p=${sd_p%/cmdline}
             [ "$sd_p" != $$ ] && kill -KILL "$sd_p" 2>/dev/null

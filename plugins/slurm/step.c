@@ -10,9 +10,9 @@
  * stdin, brings stdout and stderr back live and apart, and exits with the
  * command's status (128+N after signal N, which atp reports as the
  * signal).  The core's schedule signals the process group of a small
- * shell around srun: srun would turn a TERM into a SIGKILL of the step,
- * so the shell passes it to the step with scancel; a KILL kills srun,
- * which leaves the step running, so after a kill the step, found by its
+ * shell around srun (srun_sh): srun would turn a TERM into a SIGKILL of
+ * the step, so the shell passes it to the step with scancel; a KILL of
+ * srun leaves the step running, so after a kill the step, found by its
  * name (the exec id), is cancelled too.  srun runs with -QQ so that its
  * own "task 0: Exited with exit code N" does not land in the command's
  * stderr.
@@ -29,19 +29,23 @@
 #include "sl.h"
 
 /*
- * Around srun, on this host: srun turns a SIGTERM into a SIGKILL of the
- * step, so a TERM of the schedule is passed to the step itself, found by
- * its name, with `scancel --signal=TERM`; srun's stdin stays the
- * command's.  $1 allocation, $2 step name, $3 squeue, $4 scancel, then
- * srun's argv.  A KILL kills this shell and srun (the step is then
- * cancelled after them).
+ * Around srun, on this host.  srun turns a SIGTERM into a SIGKILL of the
+ * step, so srun runs in a session of its own, out of the process group
+ * that the core's schedule signals; this shell traps the schedule's TERM
+ * and passes it to the step itself, found by its name, with `scancel
+ * --signal=TERM`, and waits for srun (whose status it exits with).  A
+ * KILL ends this shell; srun, left behind, is killed by the core's sweep
+ * of escaped processes, and the step is cancelled after it.  srun's stdin
+ * stays the command's (through fd 3: sh gives a background command
+ * /dev/null before its own redirections).  $1 allocation, $2 step name, $3 squeue, $4
+ * scancel, $5 setsid, then srun's argv.
  */
 static const char srun_sh[] =
-    "a=$1 n=$2 q=$3 c=$4; shift 4; "
+    "a=$1 n=$2 q=$3 c=$4 s=$5; shift 5; "
     "term() { \"$q\" -h -s -j \"$a\" -o '%i %j' 2>/dev/null | "
     "while read -r i j; do [ \"$j\" = \"$n\" ] && "
     "\"$c\" --signal=TERM \"$i\" 2>/dev/null; done; }; "
-    "trap term TERM; \"$@\" <&0 & p=$!; "
+    "trap term TERM; exec 3<&0; \"$s\" \"$@\" <&3 3<&- & p=$!; "
     "while :; do wait \"$p\"; r=$?; kill -0 \"$p\" 2>/dev/null || break; "
     "done; exit \"$r\"";
 
@@ -235,7 +239,7 @@ int sl_step_exec(atp_call *call, struct sl_session *s,
     const char *extra[2] = {NULL, NULL};
     const char **argv = NULL, **env = NULL;
     char *srun = sl_which("srun"), *squeue = sl_which("squeue");
-    char *scancel = sl_which("scancel");
+    char *scancel = sl_which("scancel"), *setsid = sl_which("setsid");
     char jobid[40], name[160], conf[4200], alloc[24];
     atp_spawn_spec sp;
     size_t n = 0, i;
@@ -257,9 +261,12 @@ int sl_step_exec(atp_call *call, struct sl_session *s,
         rc = sl_host->set_error(call, ATP_E_NOMEM, "out of memory");
         goto out;
     }
-    if (srun == NULL || squeue == NULL || scancel == NULL) {
-        rc = sl_host->set_error(call, ATP_E_BACKEND, "srun, squeue and "
-                                "scancel must be in PATH to run a step");
+    if (srun == NULL || squeue == NULL || scancel == NULL ||
+        setsid == NULL) {
+        rc = sl_host->set_error(call, ATP_E_BACKEND, "srun, squeue, scancel "
+                                "and setsid must be in PATH to run a step: "
+                                "install the Slurm client and util-linux, "
+                                "or set session = jobs");
         goto out;
     }
     snprintf(alloc, sizeof(alloc), "%ld", s->alloc);
@@ -273,6 +280,7 @@ int sl_step_exec(atp_call *call, struct sl_session *s,
     argv[n++] = exec_id;
     argv[n++] = squeue;
     argv[n++] = scancel;
+    argv[n++] = setsid;
     argv[n++] = srun;
     argv[n++] = jobid;
     argv[n++] = "--overlap";
@@ -313,5 +321,6 @@ out:
     free(srun);
     free(squeue);
     free(scancel);
+    free(setsid);
     return rc;
 }

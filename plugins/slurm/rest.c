@@ -385,6 +385,15 @@ static int probe(struct sl_conn *c, atp_call *call)
             reply_free(&r);
             return 0;
         }
+        if (r.status == 404 && be->pinned) {
+            reply_free(&r);
+            return sl_host->set_error(call, ATP_E_CONFIG, "slurmrestd at %s "
+                                      "does not serve api_version = %s (404): "
+                                      "remove api_version to let atp find "
+                                      "the version it serves, or start it "
+                                      "with -s openapi/%s", be->display, v,
+                                      v);
+        }
         if (r.status != 404 || be->pinned) {
             rc = reply_fail(c, call, ATP_E_BACKEND, &r,
                             be->pinned ? "answer the pinned api_version"

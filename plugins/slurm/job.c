@@ -84,7 +84,7 @@ int sl_settle(atp_call *call, struct sl_session *s)
         int64_t left;
 
         if (sl_query(s->conn, call, id, &ji, 1) == 0 &&
-            (ji.gone || (sl_state_final(ji.state) && !ji.completing))) {
+            sl_job_ended(&ji)) {
             snprintf(idtext, sizeof(idtext), "%ld", id);
             sl_host->resource_removed(call, idtext);
             s->n_unsettled--;
@@ -117,6 +117,8 @@ struct jrun {
                           cleanup from now on */
     int term_sent, kill_sent;
     int unstarted_term; /* cancelled in the queue on a TERM */
+    int requeued;      /* back in the queue after it ran: cancelled */
+    char requeue_reason[64];
     int stopped;
     int64_t next_poll, gap;
     int64_t failing_since; /* the first of failed polls in a row, or 0 */
@@ -225,6 +227,8 @@ static int submit(struct jrun *r)
     return 0;
 }
 
+static void poll_soon(struct jrun *r);
+
 /* Poll the job's state; transient failures are retried for a while. */
 static int poll_state(struct jrun *r)
 {
@@ -247,6 +251,22 @@ static int poll_state(struct jrun *r)
     }
     r->failing_since = 0;
     r->ji = ji;
+    if (r->seen_running && !ji.gone && sl_state_waiting(ji.state) &&
+        !r->requeued) {
+        /* Slurm put it back in the queue (its node failed, or it was
+         * preempted): an attempt must not run twice. */
+        r->requeued = 1;
+        r->acting = 1;
+        snprintf(r->requeue_reason, sizeof(r->requeue_reason), "%s",
+                 ji.reason[0] && strcmp(ji.reason, "None") != 0
+                     ? ji.reason
+                     : "Slurm gave no reason");
+        sl_host->log(r->call, ATP_LOG_WARN, "job %ld went back to the queue "
+                     "(%s): cancelling it", r->id, ji.reason);
+        sl_kill(r->s->conn, r->call, r->id, SIGKILL, 1);
+        poll_soon(r);
+        return 0;
+    }
     if (!ji.gone && !sl_state_waiting(ji.state))
         r->seen_running = 1;
     if (r->gap < r->s->be->poll_ms)
@@ -258,7 +278,7 @@ static int poll_state(struct jrun *r)
 
 static int job_over(const struct jrun *r)
 {
-    return r->ji.gone || (sl_state_final(r->ji.state) && !r->ji.completing);
+    return sl_job_ended(&r->ji);
 }
 
 /* Soon after a signal: its effect is what the next poll is about. */
@@ -350,6 +370,19 @@ static int outcome(struct jrun *r, atp_exec_outcome *out)
     int ours = r->term_sent || r->kill_sent;
     const char *node = ji->node[0] ? ji->node : "its node";
 
+    if (r->requeued)
+        return sl_host->set_error(r->call, ATP_E_SANDBOX_DEAD, "job %ld was "
+                                  "put back in the queue after it ran (%s: "
+                                  "its node failed, or it was preempted); "
+                                  "atp cancelled it so that the command "
+                                  "does not run twice", r->id,
+                                  r->requeue_reason);
+    if (sl_node_failed(ji))
+        return sl_host->set_error(r->call, ATP_E_SANDBOX_DEAD, "%s failed "
+                                  "while it ran job %ld (%s%s%s): slurmctld "
+                                  "set it DOWN", node, r->id,
+                                  ji->completing ? "COMPLETING" : st,
+                                  ji->reason[0] ? ", " : "", ji->reason);
     if (r->stopped || (!ji->gone && !sl_state_final(st))) {
         /* Killed, and not seen to end in time: say what we asked. */
         out->exit_code = -1;
@@ -360,11 +393,6 @@ static int outcome(struct jrun *r, atp_exec_outcome *out)
         return sl_host->set_error(r->call, ATP_E_SANDBOX_DEAD, "job %ld is "
                                   "no longer known to slurmctld, and no "
                                   "record of its end was found", r->id);
-    if (strcmp(st, "NODE_FAIL") == 0 || strcmp(st, "BOOT_FAIL") == 0)
-        return sl_host->set_error(r->call, ATP_E_SANDBOX_DEAD, "%s failed "
-                                  "while it ran job %ld (%s%s%s)", node,
-                                  r->id, st, ji->reason[0] ? ", " : "",
-                                  ji->reason);
     if (strcmp(st, "PREEMPTED") == 0)
         return sl_host->set_error(r->call, ATP_E_SANDBOX_DEAD, "job %ld was "
                                   "preempted by the scheduler", r->id);

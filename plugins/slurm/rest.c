@@ -318,6 +318,18 @@ static int reply_fail(struct sl_conn *c, atp_call *call, int code,
                                   r->status, m,
                                   be->token.source ? be->token.source
                                                    : "SLURM_JWT");
+    if (be->jwt && r->status >= 500 && strstr(m, "unable to load"))
+        /* What a refused token looks like on a ping in 22.05: slurmrestd
+         * cannot read slurmctld's configuration with it. */
+        return sl_host->set_error(call, code, "slurmrestd at %s could not %s "
+                                  "(%ld %s): it cannot reach slurmctld with "
+                                  "the token from %s; the token may have "
+                                  "expired or be signed with another key "
+                                  "(get a new one with `scontrol token`), "
+                                  "or slurmctld is down", be->display, what,
+                                  r->status, m,
+                                  be->token.source ? be->token.source
+                                                   : "SLURM_JWT");
     return sl_host->set_error(call, code, "slurmrestd at %s could not %s "
                               "(%ld): %s", be->display, what, r->status, m);
 }

@@ -64,6 +64,17 @@ struct sl_jobinfo {
 /* Is @state (a base state) one a job never leaves? */
 int sl_state_final(const char *state);
 
+/*
+ * Did the node under the job fail?  NODE_FAIL or BOOT_FAIL, or still
+ * "completing" with the reason NodeDown: slurmctld set the node DOWN and
+ * the job's end can never complete there (v0.0.38 and squeue then show
+ * COMPLETING, not NODE_FAIL).
+ */
+int sl_node_failed(const struct sl_jobinfo *ji);
+
+/* Is the job over: unknown, its node failed, or final and not completing? */
+int sl_job_ended(const struct sl_jobinfo *ji);
+
 /* Is it waiting to run (not started yet)? */
 int sl_state_waiting(const char *state);
 

@@ -561,7 +561,7 @@ static int reap_job(atp_call *call, struct sl_backend *b, const char *run,
                                   "job id", id);
     if ((rc = sl_query(b->ctl, call, jid, &ji, 1)) != 0)
         return rc;
-    if (ji.gone || (sl_state_final(ji.state) && !ji.completing))
+    if (sl_job_ended(&ji))
         return 0; /* over: nothing to reap */
     if (!ours(ji.comment, run))
         return sl_host->set_error(call, ATP_E_NOTFOUND, "job %ld is not a "

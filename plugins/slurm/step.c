@@ -162,7 +162,7 @@ int sl_alloc_close(atp_call *call, struct sl_session *s)
 
         if ((rc = sl_query(s->conn, call, s->alloc, &ji, 1)) != 0)
             return rc;
-        if (ji.gone || (sl_state_final(ji.state) && !ji.completing))
+        if (sl_job_ended(&ji))
             break;
         if (left == 0)
             return sl_host->set_error(call, ATP_E_TIMEOUT, "the session's "
@@ -221,7 +221,7 @@ static int alloc_gone(atp_call *call, struct sl_session *s)
 
     if (sl_query(s->conn, call, s->alloc, &ji, 1) != 0)
         return 0; /* cannot tell: the command's status stands */
-    if (!ji.gone && !sl_state_final(ji.state) && !ji.completing)
+    if (!sl_job_ended(&ji) && !ji.completing)
         return 0;
     s->dead = 1;
     return sl_host->set_error(call, ATP_E_SANDBOX_DEAD, "the session's "
@@ -310,7 +310,9 @@ int sl_step_exec(atp_call *call, struct sl_session *s,
         /* srun died of a KILL, or the command was ended: nothing of the
          * step may stay. */
         sweep_step(call, s, exec_id);
-    if (out->signal == 0 && out->exit_code != 0 &&
+    /* Whatever srun says (it exits 0 when the node under it fails), the
+     * command's status stands only if the allocation is still there. */
+    if (!(out->flags & ATP_OUTCOME_CANCELLED) &&
         (rc = alloc_gone(call, s)) != 0)
         goto out;
     /* srun says 128+N for a task killed by signal N. */

@@ -24,6 +24,19 @@ extern char **environ;
 
 /* ---- job states --------------------------------------------------------- */
 
+int sl_node_failed(const struct sl_jobinfo *ji)
+{
+    return strcmp(ji->state, "NODE_FAIL") == 0 ||
+           strcmp(ji->state, "BOOT_FAIL") == 0 ||
+           (ji->completing && strcmp(ji->reason, "NodeDown") == 0);
+}
+
+int sl_job_ended(const struct sl_jobinfo *ji)
+{
+    return ji->gone || sl_node_failed(ji) ||
+           (sl_state_final(ji->state) && !ji->completing);
+}
+
 int sl_state_final(const char *state)
 {
     static const char *const final[] = {

@@ -32,31 +32,40 @@
  * Around srun, on this host.  srun turns a SIGTERM into a SIGKILL of the
  * step, so srun runs in a session of its own, out of the process group
  * that the core's schedule signals; this shell traps the schedule's TERM
- * and passes it to the step itself, found by its name, with `scancel
- * --signal=TERM`, and waits for srun (whose status it exits with).  A
+ * and passes it to the step itself with `scancel --signal=TERM JOB.STEP`,
+ * and waits for srun (whose status it exits with).  The step writes its
+ * id into a file on the shared filesystem as it starts, so that the TERM
+ * costs one request; before that, the step is found by its name.  A
  * KILL ends this shell; srun, left behind, is killed by the core's sweep
  * of escaped processes, and the step is cancelled after it.  srun's stdin
  * stays the command's (through fd 3: sh gives a background command
- * /dev/null before its own redirections).  $1 allocation, $2 step name, $3 squeue, $4
- * scancel, $5 setsid, then srun's argv.
+ * /dev/null before its own redirections).  $1 allocation, $2 step name,
+ * $3 squeue, $4 scancel, $5 setsid, $6 the step id file, then srun's
+ * argv.
  */
 static const char srun_sh[] =
-    "a=$1 n=$2 q=$3 c=$4 s=$5; shift 5; "
-    "term() { \"$q\" -h -s -j \"$a\" -o '%i %j' 2>/dev/null | "
+    "a=$1 n=$2 q=$3 c=$4 s=$5 f=$6; shift 6; "
+    "term() { if [ -s \"$f\" ]; then read -r i <\"$f\" && "
+    "\"$c\" --signal=TERM \"$i\" 2>/dev/null; return; fi; "
+    "\"$q\" -h -s -j \"$a\" -o '%i %j' 2>/dev/null | "
     "while read -r i j; do [ \"$j\" = \"$n\" ] && "
     "\"$c\" --signal=TERM \"$i\" 2>/dev/null; done; }; "
     "trap term TERM; exec 3<&0; \"$s\" \"$@\" <&3 3<&- & p=$!; "
     "while :; do wait \"$p\"; r=$?; kill -0 \"$p\" 2>/dev/null || break; "
     "done; exit \"$r\"";
 
-/* The step: cd or exit 125, then the command under stdbuf when there. */
+/*
+ * The step: its id into the file $1, cd to $0 or exit 125, then the
+ * command under stdbuf when there.
+ */
+#define STEP_ID "echo \"$SLURM_JOB_ID.$SLURM_STEP_ID\" >\"$1\" 2>/dev/null; shift; "
 static const char step_sh[] =
-    "cd -- \"$0\" || { echo \"atp: step $SLURM_STEP_ID cannot enter its "
+    STEP_ID "cd -- \"$0\" || { echo \"atp: step $SLURM_STEP_ID cannot enter its "
     "directory on $(hostname)\" >&2; exit 125; }; "
     "command -v stdbuf >/dev/null 2>&1 && exec stdbuf -oL -eL \"$@\"; "
     "exec \"$@\"";
 static const char step_sh_plain[] =
-    "cd -- \"$0\" || { echo \"atp: step $SLURM_STEP_ID cannot enter its "
+    STEP_ID "cd -- \"$0\" || { echo \"atp: step $SLURM_STEP_ID cannot enter its "
     "directory on $(hostname)\" >&2; exit 125; }; exec \"$@\"";
 
 int sl_alloc_open(atp_call *call, struct sl_session *s)
@@ -241,6 +250,7 @@ int sl_step_exec(atp_call *call, struct sl_session *s,
     char *srun = sl_which("srun"), *squeue = sl_which("squeue");
     char *scancel = sl_which("scancel"), *setsid = sl_which("setsid");
     char jobid[40], name[160], conf[4200], alloc[24];
+    struct sl_buf idfile = {0};
     atp_spawn_spec sp;
     size_t n = 0, i;
     int rc;
@@ -269,6 +279,10 @@ int sl_step_exec(atp_call *call, struct sl_session *s,
                                 "or set session = jobs");
         goto out;
     }
+    if (sl_buf_fmt(&idfile, "%s/%s.step", s->rundir, exec_id) != 0) {
+        rc = sl_host->set_error(call, ATP_E_NOMEM, "out of memory");
+        goto out;
+    }
     snprintf(alloc, sizeof(alloc), "%ld", s->alloc);
     snprintf(jobid, sizeof(jobid), "--jobid=%ld", s->alloc);
     snprintf(name, sizeof(name), "--job-name=%s", exec_id);
@@ -281,6 +295,7 @@ int sl_step_exec(atp_call *call, struct sl_session *s,
     argv[n++] = squeue;
     argv[n++] = scancel;
     argv[n++] = setsid;
+    argv[n++] = idfile.s;
     argv[n++] = srun;
     argv[n++] = jobid;
     argv[n++] = "--overlap";
@@ -293,6 +308,7 @@ int sl_step_exec(atp_call *call, struct sl_session *s,
     argv[n++] = "-c";
     argv[n++] = be->line_buffered ? step_sh : step_sh_plain;
     argv[n++] = spec->cwd ? spec->cwd : s->workdir;
+    argv[n++] = idfile.s;
     for (i = 0; spec->argv[i]; i++)
         argv[n++] = spec->argv[i];
     argv[n] = NULL;
@@ -324,5 +340,8 @@ out:
     free(squeue);
     free(scancel);
     free(setsid);
+    if (idfile.s)
+        unlink(idfile.s);
+    sl_buf_free(&idfile);
     return rc;
 }

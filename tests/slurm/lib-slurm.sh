@@ -45,9 +45,13 @@ WD=$SHARED/wd
 #   scli   mode = cli (sbatch, squeue, scancel, srun)
 #   sjwt   mode = rest, slurmrestd over TCP with a token (SLURM_JWT)
 # each LINE added to [backend.slurm].  Sets and exports ATP_CONFIG.
+# kill_grace_s is 3, not 1 as for the other backends: a TERM reaches a job
+# or a step through scancel or slurmrestd, slurmctld and slurmd, which on
+# a loaded 2-core machine takes more than a second, and the KILL would
+# then come first.
 sl_config() {
     {
-        printf '[atp]\nbackend = slurm\nkill_grace_s = 1\n'
+        printf '[atp]\nbackend = slurm\nkill_grace_s = 3\n'
         printf '[backend.slurm]\nmode = rest\nurl = unix://%s\n' \
             "$SLURM_REST_UNIX"
         printf 'shared_dir = %s\npoll_interval_s = 500ms\n' "$SHARED"

@@ -230,6 +230,7 @@ struct proc {
     int out_r, err_r, in_w, pidfd;
     pid_t pid;
     int exited, stopped_by_sink, in_done;
+    int cleanup; /* ATP_SPAWN_CLEANUP: the call's cancel does not apply */
     char *buf;
 };
 
@@ -356,7 +357,8 @@ static int run(struct proc *p)
         int64_t wait = -1;
 
         due = atp__exec_due(p->x, p->stopped_by_sink ||
-                                      atp__call_cancelled(p->call),
+                                      (!p->cleanup &&
+                                       atp__call_cancelled(p->call)),
                             p->exited ? ATP_EXEC_EXITED : 0, &wait);
         if (due == ATP_DUE_STOP)
             break; /* killed, and something escaped holds the pipes */
@@ -378,7 +380,8 @@ static int run(struct proc *p)
             pfd[n].fd = p->pidfd;
             pfd[n++].events = POLLIN;
         }
-        if (cancel_fd >= 0 && !p->x->term_sent && !p->x->kill_sent) {
+        if (cancel_fd >= 0 && !p->cleanup && !p->x->term_sent &&
+            !p->x->kill_sent) {
             /* Only to wake up: exec_due() reads the flag. */
             pfd[n].fd = cancel_fd;
             pfd[n++].events = POLLIN;
@@ -480,6 +483,10 @@ int atp__spawn(atp_call *call, const atp_spawn_spec *spec,
                                "this process, so the exit status of a "
                                "command would be lost: restore its default "
                                "disposition (SIG_DFL, no SA_NOCLDWAIT)");
+    p.cleanup = (spec->flags & ATP_SPAWN_CLEANUP) != 0;
+    if (p.cleanup && spec->timeout_ms <= 0)
+        return atp__call_error(call, ATP_E_INVAL, "spawn: a cleanup helper "
+                               "needs a timeout_ms of its own");
     if (x == NULL || spec->timeout_ms > 0) {
         /* Not the exec itself: a schedule of its own. */
         struct atp__exec_plan plan;
@@ -489,7 +496,9 @@ int atp__spawn(atp_call *call, const atp_spawn_spec *spec,
         plan.enforce_budget = 1;
         plan.grace_ms = x ? x->plan.grace_ms : 1000;
         plan.drain_ms = x ? x->plan.drain_ms : 0;
-        plan.backstop_ns = atp__call_deadline(call);
+        /* A cleanup runs past the call's deadline: it is how a plugin
+         * ends what the deadline ended. */
+        plan.backstop_ns = p.cleanup ? 0 : atp__call_deadline(call);
         plan.stdin_fd = -1; /* the exec's input is the exec's */
         plan.exec_id = x ? x->plan.exec_id : atp__call_run_id(call);
         atp__exec_init(&own, &plan);

@@ -248,6 +248,14 @@ enum {
                                    it /dev/null */
 #define ATP_SPAWN_HOST_ENV 0x2u /**< the host process's own environment
                                    under envp */
+/**
+ * A helper that cleans up (cancels a job, signals a command from outside):
+ * neither the call's cancellation nor its deadline stops it, only its own
+ * timeout_ms, which must be set.  Without it a helper run while its call
+ * is being cancelled would be killed at once, before it could deliver the
+ * cancel.  A core that predates the flag ignores it.
+ */
+#define ATP_SPAWN_CLEANUP 0x4u
 
 /**
  * A host process for host->spawn() (ABI 1.2): what a backend that runs

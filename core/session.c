@@ -47,9 +47,8 @@ void atp__session_event(struct atp_session *s, const char *type,
     for (i = 0; i < n; i++) {
         copy[i] = fields[i];
         if (fields[i].type == ATP_FIELD_STR && fields[i].s) {
-            snprintf(text[i], sizeof(text[i]), "%s", fields[i].s);
-            atp__secrets_redact(&s->secrets, text[i], sizeof(text[i]));
-            atp__secrets_redact(&s->be->secrets, text[i], sizeof(text[i]));
+            atp__format_redacted(text[i], sizeof(text[i]), &s->secrets,
+                                 &s->be->secrets, "%s", fields[i].s);
             copy[i].s = text[i];
         }
     }
@@ -85,12 +84,9 @@ static int fail(struct atp_session *s, atp_result *res, int rc,
     va_list ap;
 
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    atp__vformat_redacted(msg, sizeof(msg), s ? &s->secrets : NULL,
+                          s ? &s->be->secrets : NULL, fmt, ap);
     va_end(ap);
-    if (s) {
-        atp__secrets_redact(&s->secrets, msg, sizeof(msg));
-        atp__secrets_redact(&s->be->secrets, msg, sizeof(msg));
-    }
     atp__error_set_text(msg);
     atp__result_fail(res, rc, msg);
     return rc;
@@ -1075,14 +1071,15 @@ static int close_impl(struct atp_session *s, atp_result *res)
         /* The lease stays: `atp-run gc` will find what is left. */
         char msg[1024];
 
-        snprintf(msg, sizeof(msg), "backend '%s': teardown of %s failed: "
-                 "%s; run `atp-run gc` to reap what is left", s->be->name,
-                 s->run_id, atp__call_message(&call, rc));
+        atp__format_redacted(msg, sizeof(msg), &s->secrets, &s->be->secrets,
+                             "backend '%s': teardown of %s failed: %s; run "
+                             "`atp-run gc` to reap what is left",
+                             s->be->name, s->run_id,
+                             atp__call_message(&call, rc));
         if (res) {
             result_reset(res);
             atp__result_fail(res, rc, msg);
         }
-        atp__secrets_redact(&s->secrets, msg, sizeof(msg));
         atp__error_set_text(msg);
         return rc;
     }

@@ -116,7 +116,8 @@ static void usage(FILE *f)
         "                        /etc/atp/atp.ini, else built-in defaults)\n"
         "  -b, --backend NAME    backend instance ([atp] backend, or local)\n"
         "  -w, --workdir DIR     working directory (default: .)\n"
-        "  -e, --env KEY=VALUE   set a variable for the command; -e KEY\n"
+        "  -e, --env KEY=VALUE   set a variable for the command (VALUE is\n"
+        "                        blanked from atp-run's command line); -e KEY\n"
         "                        passes KEY's value from this environment\n"
         "                        (keeps the value off every command line)\n"
         "  -m, --mount HOST:DEST[:rw]  make HOST visible at DEST (read-only\n"
@@ -204,15 +205,26 @@ static int env_name_ok(const char *s)
     return 1;
 }
 
-/* -e KEY=VALUE, or -e KEY taking KEY's value from our environment. */
-static int add_env(struct opts *o, const char *arg)
+/*
+ * -e KEY=VALUE, or -e KEY taking KEY's value from our environment.  The
+ * VALUE of -e KEY=VALUE is copied, then blanked in @arg (our argv): every
+ * user can read /proc/PID/cmdline for as long as we run.
+ */
+static int add_env(struct opts *o, char *arg)
 {
     const char *val;
-    char *kv;
+    char *kv, *eq;
     size_t klen;
 
-    if (strchr(arg, '='))
-        return add_str(&o->env, &o->n_env, arg);
+    if ((eq = strchr(arg, '=')) != NULL) {
+        kv = strdup(arg);
+        if (kv == NULL || add_str(&o->owned, &o->n_owned, kv)) {
+            free(kv);
+            return -1;
+        }
+        memset(eq + 1, '*', strlen(eq + 1));
+        return add_str(&o->env, &o->n_env, kv);
+    }
     if (!env_name_ok(arg)) {
         fprintf(stderr, "atp-run: -e '%s': expected KEY=VALUE, or KEY "
                         "naming a variable of atp-run's environment\n", arg);

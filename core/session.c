@@ -676,8 +676,12 @@ static void spill(struct exec_ctx *x, int i, const void *buf, size_t len)
     if (x->spill_fd[i] < 0) {
         snprintf(x->spill_path[i], sizeof(x->spill_path[i]), "%s/%s-%u.%s",
                  dir, x->s->run_id, x->s->n_cmd, i ? "stderr" : "stdout");
+        /* Created here, 0600 whatever the umask: never a file or a link
+         * that was there before (the run id is fresh). */
         x->spill_fd[i] = open(x->spill_path[i],
-                              O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+                              O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+                                  O_CLOEXEC,
+                              0600);
         if (x->spill_fd[i] < 0) {
             x->spill_failed = 1;
             atp__log(x->s->be->cfg, ATP_LOG_WARN, "core", "cannot write "

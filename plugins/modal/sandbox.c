@@ -828,7 +828,7 @@ void modal__session_free(void *session)
 
     if (s == NULL)
         return;
-    modal__rpc_free(s->sweep); /* the sandbox is gone: so is its target */
+    modal__sweep_free(s); /* the sandbox is gone: so is their target */
     modal__conn_free(s->conn);
     free(s->workdir);
     free(s->jwt);

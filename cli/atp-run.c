@@ -6,6 +6,7 @@
  *   atp-run plugins [--json]                  what plugins are installed
  *   atp-run check [OPTIONS]                   is the configured backend usable
  *   atp-run gc [--all] [--dry-run] [--json]   reap leaked sandboxes
+ *   atp-run batch [OPTIONS] ATTEMPTS.jsonl    thousands of attempts
  *
  * Exit status: the command's own; 128+N when it died of signal N; 124 on
  * timeout; 125 when the backend failed; 2 on a usage or configuration
@@ -26,6 +27,8 @@
 #include <atp/atp.h>
 #include <atp/plugin.h>
 
+#include "args.h"
+#include "batch.h"
 #include "output.h"
 
 #define EXIT_USAGE 2
@@ -49,6 +52,7 @@ struct opts {
 };
 
 static atp_session *volatile g_session;
+static atp_config *g_cfg; /* for what results record of the image */
 static volatile sig_atomic_t g_signal;
 
 static void on_signal(int sig)
@@ -102,6 +106,7 @@ static void usage(FILE *f)
         "       atp-run plugins [--json]\n"
         "       atp-run check [OPTIONS]\n"
         "       atp-run gc [--all] [--dry-run] [--json]\n"
+        "       atp-run batch [OPTIONS] ATTEMPTS.jsonl   (see batch --help)\n"
         "\n"
         "Runs COMMAND over a working directory in a sandbox of the configured\n"
         "backend (local by default), streaming its output as it happens.\n"
@@ -140,45 +145,6 @@ static void usage(FILE *f)
         f);
 }
 
-/* Longest budget accepted: far beyond any run, and safe in milliseconds
- * and nanoseconds as 64-bit integers. */
-#define MAX_SECONDS 1e9
-
-/* Shortest budget accepted: under 1 ms it would round to 0, "none". */
-#define MIN_SECONDS 0.001
-
-/* -t VALUE into seconds: 0 (the configured budget), or MIN_SECONDS to
- * MAX_SECONDS; -1 for something else, -2 for a budget too small. */
-static int parse_seconds(const char *s, double *out)
-{
-    char *end;
-    double v, mult = 1;
-
-    errno = 0;
-    v = strtod(s, &end);
-    /* Also refuses nan and inf, which strtod accepts. */
-    if (end == s || !(v >= 0 && v <= MAX_SECONDS))
-        return -1;
-    if (errno == ERANGE)
-        return -2; /* 1e-400: a positive number too small for a double */
-    if (strcmp(end, "") == 0 || strcmp(end, "s") == 0)
-        mult = 1;
-    else if (strcmp(end, "ms") == 0)
-        mult = 0.001;
-    else if (strcmp(end, "m") == 0)
-        mult = 60;
-    else if (strcmp(end, "h") == 0)
-        mult = 3600;
-    else
-        return -1;
-    if (v * mult > MAX_SECONDS)
-        return -1;
-    if (v > 0 && v * mult < MIN_SECONDS)
-        return -2;
-    *out = v * mult;
-    return 0;
-}
-
 static int add_str(const char ***v, size_t *n, const char *s)
 {
     const char **grown = realloc(*v, (*n + 2) * sizeof(*grown));
@@ -191,61 +157,15 @@ static int add_str(const char ***v, size_t *n, const char *s)
     return 0;
 }
 
-/* A variable name: [A-Za-z_][A-Za-z0-9_]*. */
-static int env_name_ok(const char *s)
-{
-    const char *p;
-
-    if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') || *s == '_'))
-        return 0;
-    for (p = s + 1; *p; p++)
-        if (!((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
-              (*p >= '0' && *p <= '9') || *p == '_'))
-            return 0;
-    return 1;
-}
-
-/*
- * -e KEY=VALUE, or -e KEY taking KEY's value from our environment.  The
- * VALUE of -e KEY=VALUE is copied, then blanked in @arg (our argv): every
- * user can read /proc/PID/cmdline for as long as we run.
- */
+/* -e KEY=VALUE, or -e KEY taking KEY's value from our environment. */
 static int add_env(struct opts *o, char *arg)
 {
-    const char *val;
-    char *kv, *eq;
-    size_t klen;
+    char *kv = cli_env_arg(arg);
 
-    if ((eq = strchr(arg, '=')) != NULL) {
-        kv = strdup(arg);
-        if (kv == NULL || add_str(&o->owned, &o->n_owned, kv)) {
-            free(kv);
-            return -1;
-        }
-        memset(eq + 1, '*', strlen(eq + 1));
-        return add_str(&o->env, &o->n_env, kv);
-    }
-    if (!env_name_ok(arg)) {
-        fprintf(stderr, "atp-run: -e '%s': expected KEY=VALUE, or KEY "
-                        "naming a variable of atp-run's environment\n", arg);
-        return -1;
-    }
-    val = getenv(arg);
-    if (val == NULL) {
-        fprintf(stderr, "atp-run: -e %s: %s is not set in atp-run's "
-                        "environment; export it or pass -e %s=VALUE\n",
-                arg, arg, arg);
-        return -1;
-    }
-    klen = strlen(arg);
-    kv = malloc(klen + strlen(val) + 2);
     if (kv == NULL || add_str(&o->owned, &o->n_owned, kv)) {
         free(kv);
         return -1;
     }
-    memcpy(kv, arg, klen);
-    kv[klen] = '=';
-    memcpy(kv + klen + 1, val, strlen(val) + 1);
     return add_str(&o->env, &o->n_env, kv);
 }
 
@@ -294,18 +214,8 @@ static int parse_opts(int argc, char **argv, struct opts *o, int for_gc)
                 return -1;
             break;
         case 't':
-            switch (parse_seconds(optarg, &o->timeout_s)) {
-            case 0:
-                break;
-            case -2:
-                fprintf(stderr, "atp-run: -t %s: a budget under 1 ms cannot "
-                                "be enforced; give at least 1ms\n", optarg);
+            if (cli_seconds_arg("-t", optarg, &o->timeout_s))
                 return -1;
-            default:
-                fprintf(stderr, "atp-run: -t %s: expected seconds, such as "
-                                "30, 1.5, 2m or 1h\n", optarg);
-                return -1;
-            }
             break;
         case 'i': o->stdin_fwd = 1; break;
         case OPT_NO_PULL: o->no_pull = 1; break;
@@ -369,37 +279,8 @@ static void emit_result(struct out *out, const atp_result *r,
                         const char *backend, const char *run_id)
 {
     if (out->json) {
-        json_object *o = json_object_new_object();
+        json_object *o = out_result_object(r, backend, run_id, g_cfg);
 
-        json_object_object_add(o, "type", json_object_new_string("result"));
-        if (r->exit_code >= 0)
-            json_object_object_add(o, "exit_code",
-                                   json_object_new_int(r->exit_code));
-        else
-            json_object_object_add(o, "exit_code", NULL);
-        if (r->signal > 0)
-            json_object_object_add(o, "signal", json_object_new_int(r->signal));
-        else
-            json_object_object_add(o, "signal", NULL);
-        json_object_object_add(o, "status",
-                               json_object_new_string(atp_status_name(r->status)));
-        json_object_object_add(o, "duration_s",
-                               json_object_new_double(r->duration_s));
-        json_object_object_add(o, "backend",
-                               backend ? json_object_new_string(backend) : NULL);
-        json_object_object_add(o, "stdout_truncated",
-                               json_object_new_boolean(r->stdout_truncated));
-        json_object_object_add(o, "stderr_truncated",
-                               json_object_new_boolean(r->stderr_truncated));
-        json_object_object_add(o, "stdout_bytes",
-                               json_object_new_int64((int64_t)r->stdout_bytes));
-        json_object_object_add(o, "stderr_bytes",
-                               json_object_new_int64((int64_t)r->stderr_bytes));
-        if (run_id)
-            json_object_object_add(o, "run_id", json_object_new_string(run_id));
-        if (r->message[0])
-            json_object_object_add(o, "message",
-                                   json_object_new_string(r->message));
         out_json(out, o);
         json_object_put(o);
         out_flush(out);
@@ -498,13 +379,14 @@ static int open_all(const struct opts *o, struct out *out, atp_config **cfg,
     rc = load_config(o, cfg);
     if (rc)
         return early_failure(out, rc, o->backend);
+    g_cfg = *cfg;
     rc = atp_backend_open(be, *cfg, o->backend);
     if (rc) {
         int status = early_failure(out, rc, o->backend ? o->backend
                                                        : atp_config_backend(*cfg));
 
         atp_config_free(*cfg);
-        *cfg = NULL;
+        *cfg = g_cfg = NULL;
         return status;
     }
     return 0;
@@ -813,6 +695,8 @@ int main(int argc, char **argv)
     install_signals();
     /* Seconds in --json as 0.008397653, not 0.0083976529999999997. */
     json_c_set_serialization_double_format("%.9g", JSON_C_OPTION_GLOBAL);
+    if (argc > 1 && strcmp(argv[1], "batch") == 0)
+        return cli_batch(argc - 1, argv + 1);
     if (argc > 1 && is_subcommand(argv[1])) {
         sub = argv[1];
         argv++;

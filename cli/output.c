@@ -554,3 +554,77 @@ void out_check(struct out *o, atp_config *cfg, atp_backend *be,
         put(o, 0, line, strlen(line));
     }
 }
+
+static void add_measure(json_object *o, const char *key, double v)
+{
+    json_object_object_add(o, key, v >= 0 ? json_object_new_double(v)
+                                          : NULL);
+}
+
+json_object *out_result_object(const atp_result *r, const char *backend,
+                               const char *run_id, atp_config *cfg)
+{
+    json_object *o = json_object_new_object();
+    const char *tc = cfg ? atp_config_get(cfg, "image", "lean_toolchain")
+                         : NULL;
+    const char *mr = cfg ? atp_config_get(cfg, "image", "mathlib_rev")
+                         : NULL;
+
+    json_object_object_add(o, "type", json_object_new_string("result"));
+    json_object_object_add(o, "exit_code",
+                           r->exit_code >= 0
+                               ? json_object_new_int(r->exit_code)
+                               : NULL);
+    json_object_object_add(o, "signal", r->signal > 0
+                                            ? json_object_new_int(r->signal)
+                                            : NULL);
+    json_object_object_add(o, "status",
+                           json_object_new_string(atp_status_name(r->status)));
+    json_object_object_add(o, "duration_s",
+                           json_object_new_double(r->duration_s));
+    json_object_object_add(o, "backend",
+                           backend ? json_object_new_string(backend) : NULL);
+    json_object_object_add(o, "stdout_truncated",
+                           json_object_new_boolean(r->stdout_truncated));
+    json_object_object_add(o, "stderr_truncated",
+                           json_object_new_boolean(r->stderr_truncated));
+    json_object_object_add(o, "stdout_bytes",
+                           json_object_new_int64((int64_t)r->stdout_bytes));
+    json_object_object_add(o, "stderr_bytes",
+                           json_object_new_int64((int64_t)r->stderr_bytes));
+    if (run_id)
+        json_object_object_add(o, "run_id", json_object_new_string(run_id));
+    if (r->message[0])
+        json_object_object_add(o, "message",
+                               json_object_new_string(r->message));
+    if (r->struct_size < ATP_RESULT_SIZE_0_2)
+        return o;
+    /* What it cost. */
+    json_object_object_add(o, "provision_s",
+                           json_object_new_double(r->provision_s));
+    json_object_object_add(o, "push_s", json_object_new_double(r->push_s));
+    json_object_object_add(o, "push_bytes",
+                           json_object_new_int64((int64_t)r->push_bytes));
+    json_object_object_add(o, "exec_s", json_object_new_double(r->exec_s));
+    json_object_object_add(o, "pull_s", json_object_new_double(r->pull_s));
+    json_object_object_add(o, "pull_bytes",
+                           json_object_new_int64((int64_t)r->pull_bytes));
+    json_object_object_add(o, "sandbox_s",
+                           json_object_new_double(r->sandbox_s));
+    add_measure(o, "cpu_s", r->cpu_s);
+    json_object_object_add(o, "max_rss_bytes",
+                           r->max_rss_bytes >= 0
+                               ? json_object_new_int64(r->max_rss_bytes)
+                               : NULL);
+    add_measure(o, "cost_usd", r->cost_usd);
+    json_object_object_add(o, "image_id",
+                           r->image_id[0]
+                               ? json_object_new_string(r->image_id)
+                               : NULL);
+    if (tc && *tc)
+        json_object_object_add(o, "lean_toolchain",
+                               json_object_new_string(tc));
+    if (mr && *mr)
+        json_object_object_add(o, "mathlib_rev", json_object_new_string(mr));
+    return o;
+}

@@ -43,6 +43,14 @@ void out_check(struct out *o, atp_config *cfg, atp_backend *be,
                const atp_result *r);
 
 /*
+ * The result object of `--json` and of `atp-run batch`: how it ended and
+ * what it cost (measurements unknown are null); @cfg, when given, adds
+ * what [image] says the image carries.
+ */
+json_object *out_result_object(const atp_result *r, const char *backend,
+                               const char *run_id, atp_config *cfg);
+
+/*
  * A JSON string for @len bytes of @s: invalid UTF-8 becomes U+FFFD, so
  * that every line printed is valid JSON text.
  */

@@ -93,6 +93,7 @@ ATP_EXTERN int atp_backend_open(atp_backend **out, atp_config *cfg,
         return atp__error(ATP_E_NOMEM, "out of memory");
     }
     atp__secrets_init(&be->secrets);
+    pthread_mutex_init(&be->pin_lock, NULL);
     be->cfg = cfg;
     be->sec = atp__config_section(cfg, secname);
     kv = atp__section_get(be->sec, "plugin");
@@ -120,6 +121,20 @@ ATP_EXTERN int atp_backend_open(atp_backend **out, atp_config *cfg,
     rc = atp__config_check_backend(cfg, be->sec, be->plugin->ops->options);
     if (rc)
         goto fail;
+    if (cfg->set.require_pinned && atp__backend_pins(be)) {
+        const char *image = atp__backend_key(be, "image");
+
+        if (image == NULL || *image == '\0')
+            image = cfg->set.image;
+        if (image && *image && !atp__image_is_pinned(image)) {
+            rc = atp__error(ATP_E_CONFIG, "%s: [image] require_pinned is set "
+                            "and backend '%s' would run '%s', a name that "
+                            "can move: name the image by digest "
+                            "(NAME@sha256:...) or by its id",
+                            atp__config_name(cfg), name, image);
+            goto fail;
+        }
+    }
     for (i = 0; be->sec && i < be->sec->n_kv; i++)
         if (strncmp(be->sec->kv[i].key, "env.", 4) == 0)
             atp__secrets_add(&be->secrets, be->sec->kv[i].value);
@@ -138,9 +153,32 @@ ATP_EXTERN int atp_backend_open(atp_backend **out, atp_config *cfg,
     return 0;
 fail:
     atp__secrets_free(&be->secrets);
+    pthread_mutex_destroy(&be->pin_lock);
     free(be->name);
     free(be);
     return rc;
+}
+
+int atp__backend_pins(const atp_backend *be)
+{
+    const atp_option *o;
+
+    /* A backend runs images when its plugin takes an image name. */
+    for (o = be->plugin->ops->options; o && o->name; o++)
+        if (strcmp(o->name, "image") == 0)
+            return 1;
+    return 0;
+}
+
+int atp__image_is_pinned(const char *name)
+{
+    const char *at = strstr(name, "@sha256:");
+
+    if (at)
+        return strlen(at + 8) == 64;
+    if (strncmp(name, "sha256:", 7) == 0)
+        return strlen(name + 7) == 64;
+    return strncmp(name, "im-", 3) == 0 && name[3] != '\0';
 }
 
 ATP_EXTERN void atp_backend_free(atp_backend *be)
@@ -150,6 +188,7 @@ ATP_EXTERN void atp_backend_free(atp_backend *be)
     if (be->handle)
         be->plugin->ops->backend_free(be->handle);
     atp__secrets_free(&be->secrets);
+    pthread_mutex_destroy(&be->pin_lock);
     free(be->name);
     free(be);
 }

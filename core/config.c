@@ -74,6 +74,20 @@ static const atp_option image_keys[] = {
      "Lean toolchain the image carries"},
     {"mathlib_rev", ATP_OPT_STRING, NULL, NULL,
      "Mathlib revision the image carries"},
+    {"require_pinned", ATP_OPT_BOOL, "false", NULL,
+     "refuse an image the backend cannot resolve to an immutable id, and "
+     "a name that is a floating tag"},
+    {NULL, 0, NULL, NULL, NULL},
+};
+
+/* What a sandbox costs, for cost_usd in results. */
+static const atp_option price_keys[] = {
+    {"cpu_core_s", ATP_OPT_NUMBER, NULL, NULL,
+     "US dollars per second of one CPU core the command used"},
+    {"mem_gib_s", ATP_OPT_NUMBER, NULL, NULL,
+     "US dollars per second of one GiB of peak memory, over the command"},
+    {"sandbox_s", ATP_OPT_NUMBER, NULL, NULL,
+     "US dollars per second a sandbox lives"},
     {NULL, 0, NULL, NULL, NULL},
 };
 
@@ -86,6 +100,17 @@ static const atp_option backend_core_keys[] = {
      "command run in each new sandbox after the workdir is in place"},
     {"warmup_timeout_s", ATP_OPT_DURATION, "300", NULL,
      "budget of the warm-up command"},
+    {"max_concurrent", ATP_OPT_INT, "0", NULL,
+     "sandboxes of this backend at once in a batch; 0 for no limit of "
+     "its own"},
+    {"create_rate", ATP_OPT_NUMBER, "0", NULL,
+     "sandbox creations per second in a batch; 0 for no limit"},
+    {"pool", ATP_OPT_INT, "0", NULL,
+     "warm sandboxes kept ready for a batch; 0 for none"},
+    {"pool_max_uses", ATP_OPT_INT, "100", NULL,
+     "attempts a warm sandbox serves before it is replaced"},
+    {"pool_max_age_s", ATP_OPT_DURATION, "3600", NULL,
+     "age after which a warm sandbox is replaced"},
     {NULL, 0, NULL, NULL, NULL},
 };
 
@@ -124,7 +149,7 @@ static void fail_at(struct parse_state *st, int line, const char *fmt, ...)
     va_end(ap);
 }
 
-static const char *const section_kinds[] = {"atp", "image", "env",
+static const char *const section_kinds[] = {"atp", "image", "env", "price",
                                             "backend.NAME"};
 
 static int section_name_ok(const char *name)
@@ -132,7 +157,7 @@ static int section_name_ok(const char *name)
     const char *p;
 
     if (strcmp(name, "atp") == 0 || strcmp(name, "image") == 0 ||
-        strcmp(name, "env") == 0)
+        strcmp(name, "env") == 0 || strcmp(name, "price") == 0)
         return 1;
     if (strncmp(name, "backend.", 8) != 0 || name[8] == '\0')
         return 0;
@@ -189,7 +214,7 @@ static void note_section_line(struct parse_state *st, const char *line,
     memcpy(name, line + 1, n);
     name[n] = '\0';
     if (!section_name_ok(name)) {
-        const char *near = atp__nearest(name, section_kinds, 3);
+        const char *near = atp__nearest(name, section_kinds, 4);
 
         if (near == NULL && strncmp(name, "backend", 7) == 0)
             near = "backend.NAME";
@@ -704,6 +729,9 @@ static int finish(atp_config *cfg)
     if ((sec = atp__config_section(cfg, "image")) != NULL &&
         (rc = check_section(cfg, sec, image_keys, NULL)) != 0)
         return rc;
+    if ((sec = atp__config_section(cfg, "price")) != NULL &&
+        (rc = check_section(cfg, sec, price_keys, NULL)) != 0)
+        return rc;
     if ((sec = atp__config_section(cfg, "env")) != NULL) {
         for (i = 0; i < sec->n_kv; i++)
             if (!atp__env_name_ok(sec->kv[i].key, strlen(sec->kv[i].key)))
@@ -735,6 +763,19 @@ static int finish(atp_config *cfg)
     set->warm_cache = nonempty(opt_value(cfg, "image", image_keys,
                                          "warm_cache"));
     set->transfer_timeout_ms = opt_duration(cfg, "transfer_timeout_s");
+    atp__parse_bool(opt_value(cfg, "image", image_keys, "require_pinned"),
+                    &set->require_pinned);
+    {
+        static const char *const price[3] = {"cpu_core_s", "mem_gib_s",
+                                              "sandbox_s"};
+        const char *v;
+
+        for (i = 0; i < 3; i++) {
+            set->price[i] = -1;
+            if ((v = opt_value(cfg, "price", price_keys, price[i])) != NULL)
+                atp__parse_number(v, &set->price[i]);
+        }
+    }
     atp__parse_bool(opt_value(cfg, "atp", atp_keys, "subreaper"),
                     &set->subreaper);
     set->transfer_max_bytes = opt_size(cfg, "transfer_max_bytes");

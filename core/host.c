@@ -50,6 +50,13 @@ static atp__secrets *backend_secrets(atp_call *call)
 }
 
 static int host_verror(atp_call *call, int code, const char *fmt,
+                       va_list ap) ATP_PRINTF(3, 0);
+static int host_set_error(atp_call *call, int code, const char *fmt, ...)
+    ATP_PRINTF(3, 4);
+static void host_log(atp_call *call, int level, const char *fmt, ...)
+    ATP_PRINTF(3, 4);
+
+static int host_verror(atp_call *call, int code, const char *fmt,
                        va_list ap)
 {
     if (call == NULL)
@@ -459,6 +466,30 @@ static int host_spawn(atp_call *call, const atp_spawn_spec *spec,
     return atp__spawn(call, &full, out);
 }
 
+static int host_image_pinned(atp_call *call, const char *id,
+                             const char *digest)
+{
+    atp_backend *be;
+
+    if (call == NULL || id == NULL || *id == '\0' || strlen(id) >= 160 ||
+        (digest && strlen(digest) >= 256))
+        return ATP_E_INVAL;
+    if (call->session)
+        snprintf(call->session->image_id, sizeof(call->session->image_id),
+                 "%s", id);
+    if ((be = call->backend) == NULL && call->session)
+        be = call->session->be;
+    if (be) {
+        pthread_mutex_lock(&be->pin_lock);
+        snprintf(be->image_id, sizeof(be->image_id), "%s", id);
+        if (digest)
+            snprintf(be->image_digest, sizeof(be->image_digest), "%s",
+                     digest);
+        pthread_mutex_unlock(&be->pin_lock);
+    }
+    return 0;
+}
+
 const atp_host_api atp__host_api = {
     sizeof(atp_host_api),
     ATP_PLUGIN_ABI_MAJOR,
@@ -491,4 +522,5 @@ const atp_host_api atp__host_api = {
     host_stdin_consume,
     host_stdin_to_fd,
     host_spawn,
+    host_image_pinned,
 };

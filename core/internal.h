@@ -27,7 +27,7 @@
  * @code, so that `return atp__error(ATP_E_X, "...")` reads naturally.
  */
 int atp__error(int code, const char *fmt, ...) ATP_PRINTF(2, 3);
-int atp__verror(int code, const char *fmt, va_list ap);
+int atp__verror(int code, const char *fmt, va_list ap) ATP_PRINTF(2, 0);
 
 /* Copy a message into the calling thread's last error (no formatting). */
 void atp__error_set_text(const char *msg);
@@ -102,6 +102,9 @@ struct atp__settings {
     int64_t transfer_max_bytes;
     int64_t transfer_timeout_ms;
     int subreaper;                /* become a child subreaper */
+    int require_pinned;           /* [image] require_pinned */
+    double price[3];              /* [price] cpu_core_s, mem_gib_s,
+                                     sandbox_s; -1 where unset */
 };
 
 struct atp_config {
@@ -211,7 +214,7 @@ int atp__call_subreaper(atp_call *call);
 void atp__log(const atp_config *cfg, int level, const char *origin,
               const char *fmt, ...) ATP_PRINTF(4, 5);
 void atp__vlog(const atp_config *cfg, int level, const char *origin,
-               const char *fmt, va_list ap);
+               const char *fmt, va_list ap) ATP_PRINTF(4, 0);
 /* Would a line at @level reach the callback? */
 int atp__log_on(const atp_config *cfg, int level);
 
@@ -411,6 +414,9 @@ struct atp_backend {
     void *handle;
     uint64_t caps;             /* read once at open */
     atp__secrets secrets;      /* backend-wide secrets */
+    pthread_mutex_t pin_lock;  /* image_id is set from any session */
+    char image_id[160];        /* host->image_pinned(), or "" */
+    char image_digest[256];
 };
 
 /*
@@ -427,6 +433,12 @@ const char *atp__backend_key(const atp_backend *be, const char *key);
  * plugin's default; an empty value at any level means none.  NULL: none.
  */
 const char *atp__backend_warm_cache(const atp_backend *be);
+
+/* The backend runs images (its plugin takes an `image` key). */
+int atp__backend_pins(const atp_backend *be);
+
+/* @name names one image forever: NAME@sha256:HEX, sha256:HEX or im-ID. */
+int atp__image_is_pinned(const char *name);
 
 enum atp__state { ATP__CREATED, ATP__OPEN, ATP__CLOSED };
 
@@ -452,6 +464,12 @@ struct atp_session {
     unsigned n_cmd;            /* commands run (names spill files) */
     unsigned n_exec;           /* execs, transfers included (exec ids) */
     struct atp__xfer_state *xfer; /* sync state (isolated backends) */
+    /* What it cost: the sandbox's creation, its transfers, its life. */
+    int64_t opened_ns;         /* the sandbox exists since, or 0 */
+    double provision_s;
+    double push_s, pull_s;     /* every transfer so far */
+    uint64_t push_bytes, pull_bytes;
+    char image_id[160];        /* host->image_pinned(), or the backend's */
 };
 
 /*

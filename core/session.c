@@ -103,6 +103,64 @@ static void result_reset(atp_result *res)
     res->stdout_truncated = res->stderr_truncated = 0;
     res->stdout_bytes = res->stderr_bytes = 0;
     res->message[0] = '\0';
+    res->provision_s = res->push_s = res->pull_s = 0;
+    res->push_bytes = res->pull_bytes = 0;
+    res->exec_s = res->sandbox_s = 0;
+    res->cpu_s = -1;
+    res->max_rss_bytes = -1;
+    res->cost_usd = -1;
+    res->image_id[0] = '\0';
+}
+
+/*
+ * Fill what @res cost from the session's record: its creation and
+ * transfers when @whole (a one-shot run: the sandbox's whole life), and
+ * the price of it all where [price] says.  An unknown measurement that
+ * has a price leaves the cost unknown.
+ */
+static void account(struct atp_session *s, atp_result *res, int whole)
+{
+    const double *price = s->be->cfg->set.price;
+    double cost = 0;
+    int priced = 0, unknown = 0;
+
+    if (res == NULL)
+        return;
+    if (s->image_id[0] == '\0' && s->be->image_id[0]) {
+        pthread_mutex_lock(&s->be->pin_lock);
+        snprintf(s->image_id, sizeof(s->image_id), "%s", s->be->image_id);
+        pthread_mutex_unlock(&s->be->pin_lock);
+    }
+    snprintf(res->image_id, sizeof(res->image_id), "%s", s->image_id);
+    if (whole) {
+        res->provision_s = s->provision_s;
+        res->push_s = s->push_s;
+        res->pull_s = s->pull_s;
+        res->push_bytes = s->push_bytes;
+        res->pull_bytes = s->pull_bytes;
+        if (s->opened_ns)
+            res->sandbox_s = since_s(s->opened_ns);
+    }
+    if (price[0] >= 0) {
+        priced = 1;
+        if (res->cpu_s < 0)
+            unknown = 1;
+        else
+            cost += price[0] * res->cpu_s;
+    }
+    if (price[1] >= 0) {
+        priced = 1;
+        if (res->max_rss_bytes < 0)
+            unknown = 1;
+        else
+            cost += price[1] * ((double)res->max_rss_bytes /
+                                (1024.0 * 1024 * 1024)) * res->exec_s;
+    }
+    if (price[2] >= 0 && whole) {
+        priced = 1;
+        cost += price[2] * res->sandbox_s;
+    }
+    res->cost_usd = priced && !unknown ? cost : -1;
 }
 
 /* ---- structs from the caller: any published size ------------------------ */
@@ -570,23 +628,46 @@ static int start(struct atp_session *s, atp_result *res, int one_shot)
                     atp__call_message(&call, rc));
     }
     s->state = ATP__OPEN;
+    s->opened_ns = t0;
+    s->provision_s = since_s(t0);
+    if (s->image_id[0] == '\0' && s->be->image_id[0]) {
+        pthread_mutex_lock(&s->be->pin_lock);
+        snprintf(s->image_id, sizeof(s->image_id), "%s", s->be->image_id);
+        pthread_mutex_unlock(&s->be->pin_lock);
+    }
+    if (set->require_pinned && s->image_id[0] == '\0' &&
+        atp__backend_pins(s->be)) {
+        close_impl(s, NULL);
+        if (res)
+            res->duration_s = since_s(t0);
+        return fail(s, res, ATP_E_CONFIG, "backend '%s' did not resolve its "
+                    "image to an immutable id, and [image] require_pinned "
+                    "is set: use a plugin that reports image ids, or unset "
+                    "require_pinned", s->be->name);
+    }
     {
         /* What the image carries, as the configuration says, goes with
          * the run's record. */
         const char *tc = atp_config_get(s->be->cfg, "image",
                                         "lean_toolchain");
         const char *mr = atp_config_get(s->be->cfg, "image", "mathlib_rev");
+        atp_field g[6];
         size_t n = 0;
 
-        f[n++] = fstr("run_id", s->run_id);
-        f[n++] = fdbl("seconds", since_s(t0));
+        g[n++] = fstr("run_id", s->run_id);
+        g[n++] = fdbl("seconds", s->provision_s);
+        if (s->image_id[0])
+            g[n++] = fstr("image_id", s->image_id);
+        if (s->be->image_digest[0])
+            g[n++] = fstr("image_digest", s->be->image_digest);
         if (tc && *tc)
-            f[n++] = fstr("lean_toolchain", tc);
+            g[n++] = fstr("lean_toolchain", tc);
         if (mr && *mr)
-            f[n++] = fstr("mathlib_rev", mr);
-        atp__session_event(s, "provisioned", f, n);
+            g[n++] = fstr("mathlib_rev", mr);
+        atp__session_event(s, "provisioned", g, n);
     }
     if (atp_backend_caps(s->be) & ATP_CAP_ISOLATED_FS) {
+        int64_t tp = atp__now_ns();
         size_t i;
 
         /* The sandbox cannot see the host: push the mounts, then the
@@ -595,6 +676,7 @@ static int start(struct atp_session *s, atp_result *res, int one_shot)
             rc = atp__sync_push_dir(s, s->mounts[i].host, s->mounts[i].dest);
         if (rc == 0)
             rc = atp__sync_push(s);
+        s->push_s += since_s(tp);
         if (rc) {
             char msg[1024];
 
@@ -615,8 +697,11 @@ static int start(struct atp_session *s, atp_result *res, int one_shot)
             res->duration_s = since_s(t0);
         return fail(s, res, s->cancelled ? ATP_E_CANCELLED : rc, "%s", msg);
     }
-    if (res)
+    if (res) {
         res->duration_s = since_s(t0);
+        account(s, res, 1);
+        res->sandbox_s = 0; /* it has only begun */
+    }
     return 0;
 }
 
@@ -899,6 +984,7 @@ static int exec_impl(struct atp_session *s, const char *command,
     memset(&out, 0, sizeof(out));
     out.struct_size = sizeof(out);
     out.exit_code = -1;
+    out.cpu_ns = out.max_rss_bytes = -1;
 
     sink.output = sink_output;
     sink.ctx = &x;
@@ -940,7 +1026,7 @@ static int exec_impl(struct atp_session *s, const char *command,
     atp__env_free(&all);
 
     if (res) {
-        res->duration_s = since_s(t0);
+        res->duration_s = res->exec_s = since_s(t0);
         res->stdout_bytes = x.bytes[0];
         res->stderr_bytes = x.bytes[1];
         res->stdout_truncated = x.stopped[0];
@@ -978,6 +1064,15 @@ static int exec_impl(struct atp_session *s, const char *command,
                          MS_TO_S(timeout_ms));
             else if (res->status == ATP_STATUS_CANCELLED)
                 snprintf(res->message, sizeof(res->message), "cancelled");
+            if ((out.flags & ATP_OUTCOME_USAGE) &&
+                out.struct_size >= ATP_EXEC_OUTCOME_SIZE_V1_2 && v12) {
+                res->cpu_s = out.cpu_ns >= 0 ? (double)out.cpu_ns / 1e9
+                                             : -1;
+                res->max_rss_bytes = out.max_rss_bytes >= 0
+                                         ? out.max_rss_bytes
+                                         : -1;
+            }
+            account(s, res, 0);
         }
     }
     if (out.flags & ATP_OUTCOME_CANCELLED)
@@ -1008,6 +1103,7 @@ ATP_EXTERN int atp_session_exec(atp_session *s, const char *command,
 static int sync_dir(atp_session *s, atp_result *res, int in)
 {
     int64_t t0 = atp__now_ns();
+    uint64_t bytes0;
     int rc;
 
     result_reset(res);
@@ -1019,9 +1115,22 @@ static int sync_dir(atp_session *s, atp_result *res, int in)
                     s->run_id);
     if (!(atp_backend_caps(s->be) & ATP_CAP_ISOLATED_FS))
         return 0; /* shared filesystem: nothing to do */
+    bytes0 = in ? s->push_bytes : s->pull_bytes;
     rc = in ? atp__sync_push(s) : atp__sync_pull(s);
-    if (res)
+    if (in)
+        s->push_s += since_s(t0);
+    else
+        s->pull_s += since_s(t0);
+    if (res) {
         res->duration_s = since_s(t0);
+        if (in) {
+            res->push_s = res->duration_s;
+            res->push_bytes = s->push_bytes - bytes0;
+        } else {
+            res->pull_s = res->duration_s;
+            res->pull_bytes = s->pull_bytes - bytes0;
+        }
+    }
     if (rc)
         return fail(s, res, s->cancelled ? ATP_E_CANCELLED : rc, "%s",
                     atp_last_error());
@@ -1149,6 +1258,8 @@ static int run_impl(struct atp_session *s, const char *command,
         }
     }
     crc = close_impl(s, &closing);
+    if (res && res->exec_s > 0)
+        account(s, res, 1);
     if (crc && rc == 0) {
         if (res) {
             res->status = closing.status;

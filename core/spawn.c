@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -464,6 +465,7 @@ int atp__spawn(atp_call *call, const atp_spawn_spec *spec,
     int want_stdin = (spec->flags & ATP_SPAWN_STDIN) != 0;
     struct proc p;
     char marker[128];
+    struct rusage ru;
     int status = 0, rc;
     pid_t w;
 
@@ -542,7 +544,8 @@ int atp__spawn(atp_call *call, const atp_spawn_spec *spec,
         sweep(&p, &p.out_r, ATP_STDOUT);
         sweep(&p, &p.err_r, ATP_STDERR);
     }
-    while ((w = waitpid(p.pid, &status, 0)) < 0 && errno == EINTR)
+    memset(&ru, 0, sizeof(ru));
+    while ((w = wait4(p.pid, &status, 0, &ru)) < 0 && errno == EINTR)
         ;
     if (w < 0 && rc == 0) /* reaped behind our back: no status to give */
         rc = atp__call_error(call, ATP_E_BACKEND, "the exit status of the "
@@ -553,6 +556,15 @@ int atp__spawn(atp_call *call, const atp_spawn_spec *spec,
         out->signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
         out->flags = (x->timed_out ? ATP_OUTCOME_TIMED_OUT : 0) |
                      (x->cancelled ? ATP_OUTCOME_CANCELLED : 0);
+        if (out->struct_size >= ATP_EXEC_OUTCOME_SIZE_V1_2) {
+            /* The process and the descendants it waited for. */
+            out->flags |= ATP_OUTCOME_USAGE;
+            out->cpu_ns = ((int64_t)ru.ru_utime.tv_sec +
+                           ru.ru_stime.tv_sec) * 1000000000 +
+                          ((int64_t)ru.ru_utime.tv_usec +
+                           ru.ru_stime.tv_usec) * 1000;
+            out->max_rss_bytes = (int64_t)ru.ru_maxrss * 1024;
+        }
     }
 out:
     if (x == &own)

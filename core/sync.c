@@ -788,6 +788,11 @@ static void emit_done(struct atp_session *s, const char *type, int full,
     char first[1024] = "";
     size_t off = 0, used = 0;
 
+    if (strcmp(type, "pushed") == 0)
+        s->push_bytes += bytes;
+    else
+        s->pull_bytes += bytes;
+
     while (conflict_names && off < conflict_names->len && used + 2 <
                                                               sizeof(first)) {
         int w = snprintf(first + used, sizeof(first) - used, "%s%s",
@@ -1257,6 +1262,7 @@ int atp__sync_push_dir(struct atp_session *s, const char *host_dir,
             {"bytes", ATP_FIELD_INT, NULL, (int64_t)pr.st.bytes, 0.0},
         };
 
+        s->push_bytes += pr.st.bytes;
         atp__session_event(s, "mount_pushed", f, 4);
     }
 out:

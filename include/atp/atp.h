@@ -105,10 +105,22 @@ typedef struct atp_result {
     uint64_t stdout_bytes;  /**< bytes the command wrote to stdout */
     uint64_t stderr_bytes;  /**< bytes the command wrote to stderr */
     char message[1024];     /**< detail when status is not ok/exit */
+    /* ---- 0.2: what it cost.  Seconds and bytes are 0, and the
+     * measurements -1, where they do not apply or are unknown. ---- */
+    double provision_s;     /**< creating the sandbox (start) */
+    double push_s, pull_s;  /**< workdir transfers in and out */
+    uint64_t push_bytes, pull_bytes;
+    double exec_s;          /**< the command itself */
+    double sandbox_s;       /**< the sandbox's lifetime, start to close */
+    double cpu_s;           /**< cpu time of the command, -1 unknown */
+    int64_t max_rss_bytes;  /**< its peak memory, -1 unknown */
+    double cost_usd;        /**< from [price], -1 without prices */
+    char image_id[160];     /**< the immutable image id it ran on, or "" */
 } atp_result;
 
 #define ATP_RESULT_INIT {sizeof(atp_result), ATP_STATUS_OK, -1, 0, 0.0, \
-                         0, 0, 0, 0, {0}}
+                         0, 0, 0, 0, {0}, 0.0, 0.0, 0.0, 0, 0, 0.0, 0.0, \
+                         -1.0, -1, -1.0, {0}}
 
 /**
  * Set up @p res, a struct of @p size bytes (its sizeof where the caller
@@ -385,6 +397,120 @@ ATP_EXTERN int atp_run(atp_backend *backend, const atp_session_opts *sopts,
                        int pull, atp_result *res);
 
 /* ---------------------------------------------------------------------- */
+/* Batches: thousands of attempts                                           */
+
+/**
+ * One attempt of a batch: a command over its own directory.  Strings are
+ * copied when the batch takes the attempt.
+ */
+typedef struct atp_attempt {
+    uint32_t struct_size;
+    const char *id;              /**< unique in the batch; results carry it */
+    const char *command;         /**< POSIX sh text */
+    const char *workdir;         /**< run over this directory, or NULL */
+    const char *template_dir;    /**< run over a fresh copy of this one
+                                    (never seen by another attempt) */
+    const char *const *env;      /**< "KEY=VALUE" over the configured */
+    double timeout_s;            /**< budget; 0: the configured */
+    const char *stdin_path;      /**< file read as stdin, or NULL */
+    const char *backend;         /**< backend instance; NULL: the batch's */
+} atp_attempt;
+
+#define ATP_ATTEMPT_INIT {sizeof(atp_attempt), NULL, NULL, NULL, NULL, \
+                          NULL, 0.0, NULL, NULL}
+
+/**
+ * The source of a batch's attempts: fill @p a (its strings need live
+ * only until the call returns) and return 1, or return 0 when there are
+ * no more, or a negative ATP_E_* to stop the batch.
+ */
+typedef int (*atp_attempt_fn)(atp_attempt *a, void *payload);
+
+/** A finished attempt, as atp_batch() delivers it. */
+typedef struct atp_batch_result {
+    uint32_t struct_size;
+    const char *id;
+    const char *backend;      /**< the backend instance it ran on */
+    unsigned attempt;         /**< tries it took (retries + 1) */
+    const atp_result *result; /**< how it ended, and what it cost */
+    const char *stdout_text;  /**< its output, up to inline_limit bytes */
+    size_t stdout_len;
+    const char *stderr_text;
+    size_t stderr_len;
+    const char *out_dir;      /**< OUT_DIR/ID, where its output and its
+                                 workdir (a template's copy) are kept; or
+                                 NULL */
+    const char *run_id;       /**< of the sandbox of its last try */
+    double elapsed_s;         /**< from its first try's start to its end,
+                                 every try and the template's copy */
+} atp_batch_result;
+
+typedef void (*atp_batch_result_fn)(const atp_batch_result *r,
+                                    void *payload);
+
+/** Counts of a running batch, for a progress line. */
+typedef struct atp_batch_progress {
+    uint32_t struct_size;
+    uint64_t done;            /**< results delivered */
+    uint64_t running;
+    uint64_t failed;          /**< results not ok */
+    uint64_t retried;         /**< tries run again */
+    double elapsed_s;
+    double rate;              /**< results per second so far */
+} atp_batch_progress;
+
+typedef void (*atp_batch_progress_fn)(const atp_batch_progress *p,
+                                      void *payload);
+
+typedef struct atp_batch_opts {
+    uint32_t struct_size;
+    const char *backend;      /**< NULL: [atp] backend */
+    unsigned jobs;            /**< attempts at once; 0: 4 */
+    double rate;              /**< sandbox creations per second over all
+                                 backends; 0: [backend.NAME] create_rate,
+                                 else no limit */
+    int retries;              /**< tries again after an infra failure;
+                                 -1: none, 0: 2.  A provider's refusal
+                                 for rate or quota is not a try: such an
+                                 attempt waits and goes again */
+    const char *out_dir;      /**< keep OUT_DIR/ID/{stdout,stderr,wd} */
+    size_t inline_limit;      /**< output bytes kept in each result */
+    atp_batch_result_fn on_result;   /**< from the thread of atp_batch() */
+    atp_batch_progress_fn on_progress; /**< twice a second, same thread */
+    void *payload;
+} atp_batch_opts;
+
+#define ATP_BATCH_OPTS_INIT {sizeof(atp_batch_opts), NULL, 0, 0.0, 0, \
+                             NULL, 0, NULL, NULL, NULL}
+
+typedef struct atp_batch atp_batch;
+
+/**
+ * Create a batch over @p cfg.  Nothing runs until atp_batch_run().
+ */
+ATP_EXTERN int atp_batch_new(atp_batch **out, atp_config *cfg,
+                             const atp_batch_opts *opts);
+
+/**
+ * Run the attempts @p next gives until there are no more (or the batch
+ * is cancelled): at most jobs at once and as many per backend as its
+ * max_concurrent allows, sandbox creations paced by the rate (halved
+ * when a provider says it is over a rate or quota, raised again step by
+ * step), an attempt tried again up to retries times when it failed for
+ * an infrastructure reason (never for its own exit or timeout).  Every
+ * result and progress callback comes from the calling thread.  Returns
+ * 0, ATP_E_CANCELLED when cancelled (every running attempt then ends as
+ * cancelled, its sandbox torn down), or the error @p next returned.
+ */
+ATP_EXTERN int atp_batch_run(atp_batch *b, atp_attempt_fn next,
+                             void *payload);
+
+/** Stop a running batch: safe from any thread and a signal handler. */
+ATP_EXTERN void atp_batch_cancel(atp_batch *b);
+
+ATP_EXTERN void atp_batch_free(atp_batch *b);
+
+/* ---------------------------------------------------------------------- */
 /* Leak ledger                                                              */
 
 /** One leftover resource found by atp_gc(). */
@@ -413,12 +539,15 @@ ATP_EXTERN int atp_gc(atp_config *cfg, int all, int dry_run, atp_gc_fn fn,
  * of these sizes is accepted; the test suite asserts them.
  */
 #define ATP_RESULT_SIZE_0_1 1072u
+#define ATP_RESULT_SIZE_0_2 1312u
 #define ATP_SESSION_OPTS_SIZE_0_1 56u
 #define ATP_EXEC_OPTS_SIZE_0_1 56u
 #define ATP_EXEC_OPTS_SIZE_0_2 64u
 #define ATP_EVENT_SIZE_0_1 32u
 #define ATP_GC_ITEM_SIZE_0_1 64u
 #define ATP_PLUGIN_INFO_SIZE_0_1 88u
+#define ATP_ATTEMPT_SIZE_0_2 72u
+#define ATP_BATCH_OPTS_SIZE_0_2 80u
 
 /** Helpers to build shell command text. */
 

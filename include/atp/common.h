@@ -61,7 +61,9 @@ extern "C" {
     XX(SANDBOX_DEAD, -12, "sandbox died", SANDBOX_DEAD)                      \
     XX(CONFIG, -13, "configuration error", CONFIG_ERROR)                     \
     XX(NOTFOUND, -14, "not found", CONFIG_ERROR)                             \
-    XX(ABI, -15, "plugin ABI mismatch", CONFIG_ERROR)
+    XX(ABI, -15, "plugin ABI mismatch", CONFIG_ERROR)                        \
+    XX(RATE, -16, "the provider refused: over a rate or quota limit",       \
+       INFRA_ERROR)
 
 /** Error codes: every function returns 0 or one of these. */
 enum {

@@ -206,6 +206,12 @@ typedef struct atp_exec_spec {
  * every backend.
  */
 #define ATP_OUTCOME_SIGNAL_AS_EXIT 0x4u
+/**
+ * ABI 1.2: cpu_ns and max_rss_bytes hold what the command used (each -1
+ * where that one is unknown).  A backend sets them only when it measured
+ * the command alone (its processes, or a sandbox that ran nothing else).
+ */
+#define ATP_OUTCOME_USAGE 0x8u
 
 /** How a command ended.  Filled by exec(). */
 typedef struct atp_exec_outcome {
@@ -213,6 +219,9 @@ typedef struct atp_exec_outcome {
     uint32_t flags;    /**< ATP_OUTCOME_* */
     int32_t exit_code; /**< 0..255, or -1 when killed by a signal */
     int32_t signal;    /**< terminating signal number, or 0 */
+    /* ---- ABI 1.2 (present when struct_size reaches them) ---- */
+    int64_t cpu_ns;        /**< user + system cpu time, ATP_OUTCOME_USAGE */
+    int64_t max_rss_bytes; /**< peak resident memory, ATP_OUTCOME_USAGE */
 } atp_exec_outcome;
 
 /** What host->exec_due() asks of a running command (ABI 1.2). */
@@ -464,6 +473,17 @@ typedef struct atp_host_api {
      */
     int (*spawn)(atp_call *call, const atp_spawn_spec *spec,
                  atp_exec_outcome *out);
+
+    /**
+     * Say which immutable image this backend's sandboxes run: @p id the
+     * provider's id of the image the configured name resolved to (a
+     * Docker image Id "sha256:...", a Modal "im-..."), @p digest a
+     * registry digest reference ("name@sha256:...") or NULL.  Call it
+     * from backend_open() (once per backend, before any sandbox) or from
+     * session_open(); the core reports it with every result and refuses
+     * to run where [image] require_pinned is set and no id was given.
+     */
+    int (*image_pinned)(atp_call *call, const char *id, const char *digest);
 } atp_host_api;
 
 /**
@@ -594,9 +614,10 @@ typedef struct atp_plugin_ops {
 #define ATP_PLUGIN_OPS_SIZE_V1_1 144u
 
 /** Sizes of what grew in ABI 1.2. */
-#define ATP_HOST_API_SIZE_V1_2 232u
+#define ATP_HOST_API_SIZE_V1_2 240u
 #define ATP_EXEC_SPEC_SIZE_V1_2 72u
 #define ATP_SPAWN_SPEC_SIZE_V1_2 56u
+#define ATP_EXEC_OUTCOME_SIZE_V1_2 32u
 
 /**
  * The entry point every plugin exports.  Called once, right after the

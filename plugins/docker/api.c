@@ -550,6 +550,10 @@ int dk_api_container_state(struct dk_http *h, atp_call *call,
         *code = json_object_object_get_ex(state, "ExitCode", &v)
                     ? json_object_get_int(v)
                     : -1;
+        if (!*running && (*code < 0 || *code > 255))
+            rc = dk_host->set_error(call, ATP_E_BACKEND, "the docker daemon "
+                                    "says container %.12s stopped but gives "
+                                    "no exit code for it", id);
     } else if (rs.status == 404) {
         rc = dk_host->set_error(call, ATP_E_SANDBOX_DEAD, "the container "
                                 "%.12s is gone: its exit status is lost", id);
@@ -595,7 +599,7 @@ int dk_api_list(struct dk_http *h, atp_call *call, const char *filters,
     struct dk_resp rs;
     json_object *arr;
     char path[1024], *ef;
-    size_t i, n;
+    size_t i, n, k = 0;
     int rc;
 
     *ids = NULL;
@@ -623,7 +627,9 @@ int dk_api_list(struct dk_http *h, atp_call *call, const char *filters,
     for (i = 0; i < n; i++) {
         const char *id = get_str(json_object_array_get_idx(arr, i), "Id");
 
-        if (id && ((*ids)[i] = strdup(id)) == NULL) {
+        /* An entry without an id names nothing, and must not end the
+         * vector early: the ids after it would be lost (and leak). */
+        if (id && ((*ids)[k++] = strdup(id)) == NULL) {
             dk_strv_free(*ids);
             *ids = NULL;
             rc = dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
@@ -742,6 +748,12 @@ int dk_api_exec_inspect(struct dk_http *h, atp_call *call, const char *eid,
         *code = -1;
         if (json_object_object_get_ex(obj, "ExitCode", &v) && v != NULL)
             *code = json_object_get_int(v);
+        /* An end without an exit status would reach the core as "exit
+         * -1, no signal", which no command can produce. */
+        if (!*running && (*code < 0 || *code > 255))
+            rc = dk_host->set_error(call, ATP_E_BACKEND, "the docker daemon "
+                                    "says the command ended but gives no "
+                                    "exit code for it");
     } else if (rs.status == 404) {
         rc = dk_host->set_error(call, ATP_E_SANDBOX_DEAD, "the command's "
                                 "exec record is gone: the container stopped "

@@ -282,8 +282,9 @@ int dk_api_kill(struct dk_http *h, atp_call *call, const char *id,
                 const char *sig);
 
 /*
- * State of a container: *running, and *code (State.ExitCode) once it is
- * not running.  ATP_E_SANDBOX_DEAD when it is gone.
+ * State of a container: *running, and *code (State.ExitCode, 0 to 255)
+ * once it is not running.  ATP_E_SANDBOX_DEAD when it is gone,
+ * ATP_E_BACKEND when it stopped without a usable exit code.
  */
 int dk_api_container_state(struct dk_http *h, atp_call *call,
                            const char *id, int *running, int *code);
@@ -320,8 +321,9 @@ int dk_api_exec_start_detached(struct dk_http *h, atp_call *call,
                                const char *eid);
 
 /*
- * State of an exec: *running, and *code once it is not running.
- * ATP_E_SANDBOX_DEAD when the exec (so its container) is gone.
+ * State of an exec: *running, and *code (0 to 255) once it is not
+ * running.  ATP_E_SANDBOX_DEAD when the exec (so its container) is gone,
+ * ATP_E_BACKEND when it ended without a usable exit code.
  */
 int dk_api_exec_inspect(struct dk_http *h, atp_call *call, const char *eid,
                         int *running, int *code);

@@ -303,16 +303,20 @@ static void wait_ended(struct exec *x, int64_t now)
                        : (wait_resp *)protobuf_c_message_unpack(
                              MODAL_TCR_DESC(task_exec_wait_response), NULL,
                              x->wlen, x->wmsg);
-        if (w && w->exit_status_case == WAIT_CODE) {
+        /* What a process can end with, as the ABI passes it on: an
+         * exit code 0-255, or a signal 1-64 (0 would read as success). */
+        if (w && w->exit_status_case == WAIT_CODE && w->code >= 0 &&
+            w->code <= 255) {
             x->exited = 1;
             x->code = w->code;
-        } else if (w && w->exit_status_case == WAIT_SIGNAL) {
+        } else if (w && w->exit_status_case == WAIT_SIGNAL &&
+                   w->signal >= 1 && w->signal <= 64) {
             x->exited = 1;
             x->sig = w->signal;
         } else {
             st.code = MODAL_INTERNAL;
             snprintf(st.message, sizeof(st.message),
-                     "the router sent no exit status");
+                     "the router sent no usable exit status");
             fail_with(x, "waiting for the command", &st);
         }
         if (w)

@@ -243,8 +243,11 @@ int modal__unary(modal__conn *c, const modal__ctl *ctl,
         if (rc)
             return rc;
         if (pol->throttle && st->retry_after >= 0 && throttle_max != 0) {
-            int64_t wait_ns = st->retry_after < 0.1
-                                  ? 100000000
+            /* The server's float, bounded before it becomes an int64:
+             * 1e30 or inf would not fit, and a day outlasts any deadline. */
+            int64_t wait_ns = st->retry_after < 0.1 ? 100000000
+                              : st->retry_after > 86400.0
+                                  ? 86400 * 1000000000LL
                                   : (int64_t)(st->retry_after * 1e9);
 
             if (throttle_max < 0 ||

@@ -560,8 +560,9 @@ int modal__router_call_with(struct modal_session *s, const modal__ctl *ctl,
 
     snprintf(path, sizeof(path),
              "/modal.task_command_router.TaskCommandRouter/%s", rpc);
-    /* A token about to expire is renewed first (as the SDKs do). */
-    if (s->jwt_exp && s->jwt_exp - modal__wall_s() < 30) {
+    /* A token about to expire is renewed first (as the SDKs do).  The
+     * exp claim is the server's: compared, never subtracted from. */
+    if (s->jwt_exp && s->jwt_exp < modal__wall_s() + 30) {
         if ((rc = modal__router_refresh(s, ctl, st)) != 0)
             return rc;
         refreshed = 1;

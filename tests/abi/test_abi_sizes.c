@@ -22,7 +22,7 @@ FROZEN(atp_plugin_ops, ATP_PLUGIN_OPS_SIZE_V1_1);
 FROZEN(atp_session_spec, ATP_SESSION_SPEC_SIZE_V1_0);
 FROZEN(atp_exec_spec, ATP_EXEC_SPEC_SIZE_V1_2);
 FROZEN(atp_spawn_spec, ATP_SPAWN_SPEC_SIZE_V1_2);
-FROZEN(atp_exec_outcome, ATP_EXEC_OUTCOME_SIZE_V1_0);
+FROZEN(atp_exec_outcome, ATP_EXEC_OUTCOME_SIZE_V1_2);
 FROZEN(atp_option, ATP_OPTION_SIZE_V1_0);
 FROZEN(atp_field, ATP_FIELD_SIZE_V1_0);
 FROZEN(atp_mount, ATP_MOUNT_SIZE_V1_0);
@@ -65,7 +65,8 @@ AT(atp_plugin_ops, pull_archive, ATP_PLUGIN_OPS_SIZE_V1_0 + 16);
  * exec spec. */
 AT(atp_host_api, config_bool, ATP_HOST_API_SIZE_V1_1);
 AT(atp_host_api, exec_due, ATP_HOST_API_SIZE_V1_1 + 24);
-AT(atp_host_api, spawn, ATP_HOST_API_SIZE_V1_2 - 8);
+AT(atp_host_api, spawn, ATP_HOST_API_SIZE_V1_1 + 72);
+AT(atp_host_api, image_pinned, ATP_HOST_API_SIZE_V1_1 + 80);
 AT(atp_exec_spec, envp, ATP_EXEC_SPEC_SIZE_V1_0);
 AT(atp_exec_spec, exec_id, ATP_EXEC_SPEC_SIZE_V1_0 + 8);
 AT(atp_spawn_spec, on_output, 40);
@@ -79,6 +80,8 @@ AT(atp_exec_spec, timeout_ms, 32);
 AT(atp_exec_spec, drain_ms, 48);
 AT(atp_exec_outcome, exit_code, 8);
 AT(atp_exec_outcome, signal, 12);
+AT(atp_exec_outcome, cpu_ns, ATP_EXEC_OUTCOME_SIZE_V1_0);
+AT(atp_exec_outcome, max_rss_bytes, ATP_EXEC_OUTCOME_SIZE_V1_0 + 8);
 
 /* Elements of the arrays, walked with sizeof. */
 AT(atp_option, type, 8);
@@ -89,13 +92,17 @@ AT(atp_mount, writable, 16);
 
 /* The client structs: any published size is accepted, so each one's
  * layout up to it is frozen. */
-FROZEN(atp_result, ATP_RESULT_SIZE_0_1);
+FROZEN(atp_result, ATP_RESULT_SIZE_0_2);
 FROZEN(atp_session_opts, ATP_SESSION_OPTS_SIZE_0_1);
 FROZEN(atp_exec_opts, ATP_EXEC_OPTS_SIZE_0_2);
 FROZEN(atp_event, ATP_EVENT_SIZE_0_1);
 FROZEN(atp_gc_item, ATP_GC_ITEM_SIZE_0_1);
 FROZEN(atp_plugin_info, ATP_PLUGIN_INFO_SIZE_0_1);
 AT(atp_result, message, 48);
+AT(atp_result, provision_s, ATP_RESULT_SIZE_0_1);
+AT(atp_result, image_id, ATP_RESULT_SIZE_0_2 - 160);
+FROZEN(atp_attempt, ATP_ATTEMPT_SIZE_0_2);
+FROZEN(atp_batch_opts, ATP_BATCH_OPTS_SIZE_0_2);
 AT(atp_session_opts, event_payload, 48);
 AT(atp_exec_opts, stdin_fd, 40);
 AT(atp_exec_opts, on_flush, 48);

@@ -170,18 +170,23 @@ static void newer_and_smaller(void)
 
 static void result_up_to_its_size(void)
 {
-    unsigned char buf[ATP_RESULT_SIZE_0_1 + 64];
-    atp_result *res = (atp_result *)buf;
+    /* A 0.1 caller's result, in memory that a 0.2 result would fill. */
+    static union {
+        atp_result r;
+        unsigned char b[sizeof(atp_result) + 64];
+    } u;
+    unsigned char *buf = u.b;
+    atp_result *res = &u.r;
     size_t i;
     int rc, clean = 1;
 
-    memset(buf, 0xAB, sizeof(buf));
+    memset(buf, 0xAB, sizeof(u));
     check(atp_result_init(res, ATP_RESULT_SIZE_0_1) == 0 &&
               res->struct_size == ATP_RESULT_SIZE_0_1 &&
               res->exit_code == -1,
           "atp_result_init() sets up a result of the size given");
     rc = atp_run(be, NULL, "exit 3", NULL, 1, res);
-    for (i = ATP_RESULT_SIZE_0_1; i < sizeof(buf); i++)
+    for (i = ATP_RESULT_SIZE_0_1; i < sizeof(u); i++)
         clean &= buf[i] == 0xAB;
     check(rc == 0 && res->exit_code == 3 && clean,
           "a result is written no further than its struct_size");

@@ -26,7 +26,7 @@ atp_status atp__classify(const atp_exec_outcome *o, int64_t timeout_ms,
 static atp_status cls(int code, int sig, unsigned flags, int64_t budget,
                       int64_t elapsed)
 {
-    atp_exec_outcome o = {sizeof(o), flags, code, sig};
+    atp_exec_outcome o = {sizeof(o), flags, code, sig, -1, -1};
 
     return atp__classify(&o, budget, elapsed);
 }

@@ -65,6 +65,8 @@ struct modal_backend {
     int64_t memory_mib;
     int64_t call_timeout_ms; /* per control-plane attempt */
     int64_t router_ready_ms; /* for a new sandbox's router to answer */
+    int tls_verify;          /* [backend.modal] tls_verify: 0 only when
+                                explicitly set (and logged) */
     int64_t task_wait_ms;    /* for the sandbox to be scheduled */
     /* DNS and TLS sessions shared by every session of this backend */
     CURLSH *share;

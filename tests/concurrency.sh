@@ -10,7 +10,8 @@
 # filesystem): each then waits until all N have started, so that the N
 # commands provably run at once.
 
-CONCURRENT=${ATP_TOP_BUILDDIR:?}/tests/concurrent
+# $ATP_CONCURRENT: the program under a wrapper (build-aux/valgrind).
+CONCURRENT=${ATP_CONCURRENT:-${ATP_TOP_BUILDDIR:?}/tests/concurrent}
 
 # The command processes of this test, if any still run.
 cc_procs_left() {

@@ -69,14 +69,17 @@ int cli_env_name_ok(const char *s)
     return 1;
 }
 
-char *cli_env_arg(const char *arg)
+char *cli_env_arg(char *arg)
 {
     const char *val;
-    char *kv;
+    char *kv, *eq;
     size_t klen;
 
-    if (strchr(arg, '='))
-        return strdup(arg);
+    if ((eq = strchr(arg, '=')) != NULL) {
+        if ((kv = strdup(arg)) != NULL)
+            memset(eq + 1, '*', strlen(eq + 1));
+        return kv;
+    }
     if (!cli_env_name_ok(arg)) {
         fprintf(stderr, "atp-run: -e '%s': expected KEY=VALUE, or KEY "
                         "naming a variable of atp-run's environment\n", arg);

@@ -26,8 +26,10 @@ int cli_env_name_ok(const char *s);
 
 /*
  * -e KEY=VALUE as given, or -e KEY with KEY's value from atp-run's
- * environment: a new "KEY=VALUE" string, or NULL after saying why.
+ * environment: a new "KEY=VALUE" string, or NULL after saying why.  The
+ * VALUE of KEY=VALUE is copied, then blanked in @arg (atp-run's argv):
+ * every user can read /proc/PID/cmdline for as long as atp-run runs.
  */
-char *cli_env_arg(const char *arg);
+char *cli_env_arg(char *arg);
 
 #endif

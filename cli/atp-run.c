@@ -135,7 +135,7 @@ static int add_str(const char ***v, size_t *n, const char *s)
 }
 
 /* -e KEY=VALUE, or -e KEY taking KEY's value from our environment. */
-static int add_env(struct opts *o, const char *arg)
+static int add_env(struct opts *o, char *arg)
 {
     char *kv = cli_env_arg(arg);
 

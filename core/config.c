@@ -6,6 +6,7 @@
  * plugin's option table when that backend is opened.  Every message names
  * the file and the line.
  */
+#define _GNU_SOURCE
 #include "config.h"
 
 #include <errno.h>
@@ -998,7 +999,10 @@ ATP_EXTERN int atp_config_load(atp_config **out, const char *path)
                               "exist", path);
         return rc;
     }
-    env = getenv("ATP_CONFIG");
+    /* The environment is the invoking user's: a set-id program does not
+     * take it (secure_getenv), and reads /etc/atp/atp.ini unless a
+     * configuration file is given or is in the current directory. */
+    env = secure_getenv("ATP_CONFIG");
     if (env && *env) {
         rc = load_file(out, env);
         if (rc == ATP_E_NOTFOUND)
@@ -1009,10 +1013,10 @@ ATP_EXTERN int atp_config_load(atp_config **out, const char *path)
     rc = load_file(out, "atp.ini");
     if (rc != ATP_E_NOTFOUND)
         return rc;
-    env = getenv("XDG_CONFIG_HOME");
+    env = secure_getenv("XDG_CONFIG_HOME");
     if (env && *env)
         snprintf(buf, sizeof(buf), "%s/atp/atp.ini", env);
-    else if ((env = getenv("HOME")) != NULL && *env)
+    else if ((env = secure_getenv("HOME")) != NULL && *env)
         snprintf(buf, sizeof(buf), "%s/.config/atp/atp.ini", env);
     else
         buf[0] = '\0';

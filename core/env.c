@@ -9,6 +9,8 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -235,27 +237,95 @@ void atp__secrets_add_env(atp__secrets *s, const atp__env *e)
     }
 }
 
-void atp__secrets_redact(atp__secrets *s, char *text, size_t cap)
+/* Mark in @cover each byte of @text (@len bytes) that an occurrence of
+ * a secret of @s spans, overlapping occurrences included. */
+static void cover_secrets(atp__secrets *s, const char *text, size_t len,
+                          unsigned char *cover)
 {
     size_t i;
 
     pthread_mutex_lock(&s->lock);
     for (i = 0; i < s->n; i++) {
-        const char *secret = s->v[i];
+        const char *secret = s->v[i], *hit = text;
         size_t slen = strlen(secret);
-        char *from = text, *hit;
 
-        while ((hit = strstr(from, secret)) != NULL) {
-            size_t tail = strlen(hit + slen);
-
-            /* "***" is never longer than a secret (3 bytes or more). */
-            memcpy(hit, "***", 3);
-            memmove(hit + 3, hit + slen, tail + 1);
-            from = hit + 3;
+        if (slen > len)
+            continue;
+        while ((hit = strstr(hit, secret)) != NULL) {
+            memset(cover + (hit - text), 1, slen);
+            hit++;
         }
     }
     pthread_mutex_unlock(&s->lock);
-    (void)cap;
+}
+
+void atp__secrets_redact(char *text, atp__secrets *a, atp__secrets *b)
+{
+    unsigned char stack[2048], *cover = stack;
+    size_t len = strlen(text), i = 0, o = 0;
+
+    if (len > sizeof(stack) && (cover = malloc(len)) == NULL) {
+        /* No memory to tell secrets from the rest: show none of it. */
+        snprintf(text, len + 1, "%s", len >= 3 ? "***" : "");
+        return;
+    }
+    memset(cover, 0, len);
+    if (a)
+        cover_secrets(a, text, len, cover);
+    if (b)
+        cover_secrets(b, text, len, cover);
+    /* Each run of secret bytes, however its secrets overlap or nest,
+     * becomes one "***": a shorter secret that is part of a longer one
+     * cannot leave the rest of the longer one in view.  A run is at
+     * least 3 bytes long (no shorter secret is kept), so the text only
+     * shrinks. */
+    while (i < len) {
+        if (!cover[i]) {
+            text[o++] = text[i++];
+            continue;
+        }
+        while (i < len && cover[i])
+            i++;
+        memcpy(text + o, "***", 3);
+        o += 3;
+    }
+    text[o] = '\0';
+    if (cover != stack)
+        free(cover);
+}
+
+void atp__vformat_redacted(char *out, size_t cap, atp__secrets *a,
+                           atp__secrets *b, const char *fmt, va_list ap)
+{
+    char *whole;
+    va_list again;
+    int n;
+
+    va_copy(again, ap);
+    n = vsnprintf(out, cap, fmt, ap);
+    if (n >= 0 && (size_t)n < cap) {
+        atp__secrets_redact(out, a, b);
+    } else if (n >= 0 && (whole = malloc((size_t)n + 1)) != NULL) {
+        /* Redact the whole text, then cut it: cut first, a secret that
+         * straddled the end would leave its beginning in view. */
+        vsnprintf(whole, (size_t)n + 1, fmt, again);
+        atp__secrets_redact(whole, a, b);
+        snprintf(out, cap, "%s", whole);
+        free(whole);
+    } else {
+        snprintf(out, cap, "(message withheld: out of memory)");
+    }
+    va_end(again);
+}
+
+void atp__format_redacted(char *out, size_t cap, atp__secrets *a,
+                          atp__secrets *b, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    atp__vformat_redacted(out, cap, a, b, fmt, ap);
+    va_end(ap);
 }
 
 void atp__secrets_free(atp__secrets *s)

@@ -39,12 +39,14 @@ const char *atp__call_message(atp_call *call, int rc)
     return call->err;
 }
 
-static void redact(atp_call *call, char *text, size_t cap)
+static atp__secrets *session_secrets(atp_call *call)
 {
-    if (call->session)
-        atp__secrets_redact(&call->session->secrets, text, cap);
-    if (call->backend)
-        atp__secrets_redact(&call->backend->secrets, text, cap);
+    return call->session ? &call->session->secrets : NULL;
+}
+
+static atp__secrets *backend_secrets(atp_call *call)
+{
+    return call->backend ? &call->backend->secrets : NULL;
 }
 
 static int host_verror(atp_call *call, int code, const char *fmt,
@@ -59,9 +61,10 @@ static int host_verror(atp_call *call, int code, const char *fmt,
 {
     if (call == NULL)
         return code;
-    vsnprintf(call->err, sizeof(call->err), fmt, ap);
+    atp__vformat_redacted(call->err, sizeof(call->err),
+                          session_secrets(call), backend_secrets(call), fmt,
+                          ap);
     call->err_code = code;
-    redact(call, call->err, sizeof(call->err));
     return code;
 }
 
@@ -93,9 +96,9 @@ static void host_log(atp_call *call, int level, const char *fmt, ...)
     if (call == NULL || !atp__log_on(call->cfg, level))
         return;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    atp__vformat_redacted(msg, sizeof(msg), session_secrets(call),
+                          backend_secrets(call), fmt, ap);
     va_end(ap);
-    redact(call, msg, sizeof(msg));
     atp__log(call->cfg, level < 0 ? 0 : level > 3 ? 3 : level,
              call->plugin ? call->plugin->name : "core", "%s", msg);
 }
@@ -305,9 +308,9 @@ static void host_add_secret(atp_call *call, const char *value)
 /* Copy the thread's last error into the call for the plugin. */
 static int call_fail(atp_call *call, int rc)
 {
-    snprintf(call->err, sizeof(call->err), "%s", atp_last_error());
+    atp__format_redacted(call->err, sizeof(call->err), session_secrets(call),
+                         backend_secrets(call), "%s", atp_last_error());
     call->err_code = rc;
-    redact(call, call->err, sizeof(call->err));
     return rc;
 }
 

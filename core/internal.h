@@ -399,8 +399,23 @@ void atp__secrets_init(atp__secrets *s);
 void atp__secrets_add(atp__secrets *s, const char *value);
 /* Add the values of an env array (long enough to be worth hiding). */
 void atp__secrets_add_env(atp__secrets *s, const atp__env *e);
-/* Replace every secret in @text (in place, NUL-terminated, @cap bytes). */
-void atp__secrets_redact(atp__secrets *s, char *text, size_t cap);
+/*
+ * Replace, in place, every secret of @a and of @b (either may be NULL)
+ * in the NUL-terminated @text by "***": each stretch of text that
+ * secrets cover, overlapping or nested, becomes one "***", so the longest
+ * match wins.  The text never grows.
+ */
+void atp__secrets_redact(char *text, atp__secrets *a, atp__secrets *b);
+/*
+ * Format into @out (@cap bytes) with the secrets of @a and @b redacted
+ * (either may be NULL).  The whole text is redacted before it is cut to
+ * @cap, so that no piece of a secret survives at the cut.
+ */
+void atp__vformat_redacted(char *out, size_t cap, atp__secrets *a,
+                           atp__secrets *b, const char *fmt, va_list ap);
+void atp__format_redacted(char *out, size_t cap, atp__secrets *a,
+                          atp__secrets *b, const char *fmt, ...)
+    ATP_PRINTF(5, 6);
 void atp__secrets_free(atp__secrets *s);
 
 /* ---- backend.c / session.c -------------------------------------------- */

@@ -9,6 +9,7 @@
  * owner is gone marks a leak, which `atp-run gc` (atp_gc) reaps through
  * the plugin's reap().
  */
+#define _GNU_SOURCE
 #include "config.h"
 
 #include <dirent.h>
@@ -49,9 +50,9 @@ int atp__state_dir(const atp_config *cfg, char *out, size_t outlen)
 
     if (cfg->set.state_dir)
         snprintf(out, outlen, "%s", cfg->set.state_dir);
-    else if ((e = getenv("XDG_STATE_HOME")) != NULL && *e == '/')
+    else if ((e = secure_getenv("XDG_STATE_HOME")) != NULL && *e == '/')
         snprintf(out, outlen, "%s/atp", e);
-    else if ((e = getenv("HOME")) != NULL && *e == '/')
+    else if ((e = secure_getenv("HOME")) != NULL && *e == '/')
         snprintf(out, outlen, "%s/.local/state/atp", e);
     else
         snprintf(out, outlen, "/tmp/atp-%ld", (long)geteuid());

@@ -48,9 +48,8 @@ void atp__session_event(struct atp_session *s, const char *type,
     for (i = 0; i < n; i++) {
         copy[i] = fields[i];
         if (fields[i].type == ATP_FIELD_STR && fields[i].s) {
-            snprintf(text[i], sizeof(text[i]), "%s", fields[i].s);
-            atp__secrets_redact(&s->secrets, text[i], sizeof(text[i]));
-            atp__secrets_redact(&s->be->secrets, text[i], sizeof(text[i]));
+            atp__format_redacted(text[i], sizeof(text[i]), &s->secrets,
+                                 &s->be->secrets, "%s", fields[i].s);
             copy[i].s = text[i];
         }
     }
@@ -86,12 +85,9 @@ static int fail(struct atp_session *s, atp_result *res, int rc,
     va_list ap;
 
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    atp__vformat_redacted(msg, sizeof(msg), s ? &s->secrets : NULL,
+                          s ? &s->be->secrets : NULL, fmt, ap);
     va_end(ap);
-    if (s) {
-        atp__secrets_redact(&s->secrets, msg, sizeof(msg));
-        atp__secrets_redact(&s->be->secrets, msg, sizeof(msg));
-    }
     atp__error_set_text(msg);
     atp__result_fail(res, rc, msg);
     return rc;
@@ -926,8 +922,12 @@ static void spill(struct exec_ctx *x, int i, const void *buf, size_t len)
     if (x->spill_fd[i] < 0) {
         snprintf(x->spill_path[i], sizeof(x->spill_path[i]), "%s/%s-%u.%s",
                  dir, x->s->run_id, x->s->n_cmd, i ? "stderr" : "stdout");
+        /* Created here, 0600 whatever the umask: never a file or a link
+         * that was there before (the run id is fresh). */
         x->spill_fd[i] = open(x->spill_path[i],
-                              O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+                              O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+                                  O_CLOEXEC,
+                              0600);
         if (x->spill_fd[i] < 0) {
             x->spill_failed = 1;
             atp__log(x->s->be->cfg, ATP_LOG_WARN, "core", "cannot write "
@@ -1357,14 +1357,15 @@ static int close_impl(struct atp_session *s, atp_result *res)
         /* The lease stays: `atp-run gc` will find what is left. */
         char msg[1024];
 
-        snprintf(msg, sizeof(msg), "backend '%s': teardown of %s failed: "
-                 "%s; run `atp-run gc` to reap what is left", s->be->name,
-                 s->run_id, atp__call_message(&call, rc));
+        atp__format_redacted(msg, sizeof(msg), &s->secrets, &s->be->secrets,
+                             "backend '%s': teardown of %s failed: %s; run "
+                             "`atp-run gc` to reap what is left",
+                             s->be->name, s->run_id,
+                             atp__call_message(&call, rc));
         if (res) {
             result_reset(res);
             atp__result_fail(res, rc, msg);
         }
-        atp__secrets_redact(&s->secrets, msg, sizeof(msg));
         atp__error_set_text(msg);
         return rc;
     }

@@ -138,7 +138,9 @@ typedef struct atp_config atp_config;
  * Load the configuration.  With @p path NULL the search order is
  * $ATP_CONFIG, ./atp.ini, $XDG_CONFIG_HOME/atp/atp.ini (or
  * ~/.config/atp/atp.ini), /etc/atp/atp.ini; when none exists the built-in
- * defaults select the local backend.  Unknown sections and keys, and
+ * defaults select the local backend.  A set-id program ignores the
+ * environment here (ATP_CONFIG, XDG_CONFIG_HOME, HOME), as it ignores
+ * ATP_PLUGIN_PATH, ATP_LOG and ATP_TRANSFER_MODULE.  Unknown sections and keys, and
  * values of the wrong type, fail with ATP_E_CONFIG and a message naming
  * the file, the line and the nearest valid key.
  */

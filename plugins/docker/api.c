@@ -452,6 +452,8 @@ int dk_api_start(struct dk_http *h, atp_call *call, const char *id,
     char path[128];
     int rc;
 
+    if (why && whylen)
+        why[0] = '\0'; /* nothing to add when the daemon did not answer */
     snprintf(path, sizeof(path), "/containers/%s/start", id);
     rq.method = "POST";
     rq.path = path;

@@ -266,7 +266,8 @@ int dk_api_create(struct dk_http *h, atp_call *call, const char *name,
 
 /*
  * Start a created container.  ATP_E_PROVISION with the daemon's reason,
- * also copied to @why when not NULL.
+ * also copied to @why when not NULL; @why is "" after any other failure
+ * (the daemon did not answer: the call's error says so).
  */
 int dk_api_start(struct dk_http *h, atp_call *call, const char *id,
                  char *why, size_t whylen);

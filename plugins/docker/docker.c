@@ -13,6 +13,7 @@
  * command: the command becomes the container's own process (exec.c).
  * Closing removes the container with DELETE ?force=1&v=1 on every path.
  */
+#define _GNU_SOURCE
 #include "config.h"
 
 #include <errno.h>
@@ -166,7 +167,7 @@ static int backend_open(atp_call *call, void **out)
     pthread_mutex_init(&b->ctl_lock, NULL);
     sock = dk_host->config_string(call, "socket");
     if (sock == NULL || sock[0] == '\0')
-        sock = getenv("DOCKER_HOST");
+        sock = secure_getenv("DOCKER_HOST"); /* not in set-id programs */
     if (sock == NULL || sock[0] == '\0')
         sock = DEFAULT_SOCKET;
     if ((rc = dk_endpoint_parse(&b->ep, sock, err, sizeof(err))) != 0) {

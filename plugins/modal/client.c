@@ -64,7 +64,7 @@ static int add_server(atp_call *call, struct modal_backend *be,
     if (n >= 7 && strncmp(url, "http://", 7) == 0) {
         ep->plaintext = 1;
     } else if (n >= 8 && strncmp(url, "https://", 8) == 0) {
-        ep->verify = 1;
+        ep->verify = be->tls_verify;
     } else {
         return modal__error(call, ATP_E_CONFIG, "modal server url "
                             "'%.*s' must start with https:// (or "

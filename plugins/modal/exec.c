@@ -557,10 +557,37 @@ static int kill_exec(struct exec *x, int sig, modal__rpc **out)
 
 void modal__sweep_collect(struct modal_session *s)
 {
-    if (s->sweep && modal__rpc_done(s->sweep)) {
-        modal__rpc_free(s->sweep);
-        s->sweep = NULL;
+    size_t i, n = 0;
+
+    for (i = 0; i < s->n_sweep; i++) {
+        if (modal__rpc_done(s->sweep[i]))
+            modal__rpc_free(s->sweep[i]);
+        else
+            s->sweep[n++] = s->sweep[i];
     }
+    s->n_sweep = n;
+}
+
+void modal__sweep_free(struct modal_session *s)
+{
+    while (s->n_sweep > 0)
+        modal__rpc_free(s->sweep[--s->n_sweep]);
+}
+
+/* Send the kill of what the command of @x left behind, to run on. */
+static void sweep_start(struct exec *x)
+{
+    struct modal_session *s = x->s;
+    modal__rpc *k;
+
+    modal__sweep_collect(s);
+    if (s->n_sweep == MODAL_MAX_SWEEPS) {
+        /* Unanswered through as many commands: give up the oldest. */
+        modal__rpc_free(s->sweep[0]);
+        memmove(s->sweep, s->sweep + 1, --s->n_sweep * sizeof(*s->sweep));
+    }
+    if (kill_exec(x, SIGKILL, &k) == 0 && k != NULL)
+        s->sweep[s->n_sweep++] = k;
 }
 
 /* Deliver what the schedule says, to the group or the whole sandbox. */
@@ -570,6 +597,14 @@ static void act(struct exec *x, int due)
 
     if (due == ATP_DUE_TERM || due == ATP_DUE_KILL)
         x->signalled = 1;
+    if (due == ATP_DUE_TERM || due == ATP_DUE_KILL ||
+        (due != ATP_DUE_STOP && x->term_pending &&
+         modal__host->exec_pgid(x->call) > 0)) {
+        /* A kill goes into @slot: what the last slot held (a TERM before
+         * this KILL) is answered or moot by now. */
+        modal__rpc_free(x->kill[slot]);
+        x->kill[slot] = NULL;
+    }
     if (due == ATP_DUE_TERM) {
         x->term_pending = kill_exec(x, SIGTERM, &x->kill[slot]) ==
                           ATP_E_NOTFOUND;
@@ -577,8 +612,6 @@ static void act(struct exec *x, int due)
             x->n_kill = slot + 1;
     } else if (due == ATP_DUE_KILL) {
         x->term_pending = 0;
-        modal__rpc_free(x->kill[slot]);
-        x->kill[slot] = NULL;
         if (kill_exec(x, SIGKILL, &x->kill[slot]) == 0) {
             x->n_kill = slot + 1;
         } else {
@@ -849,9 +882,8 @@ int modal__exec(atp_call *call, void *session, const atp_exec_spec *spec,
         /* What it left running (background jobs) goes with it; the
          * kill runs on while the next command starts. */
         if (modal__host->exec_due(call, ATP_EXEC_EXITED | ATP_EXEC_ENDED,
-                                  &wait) == ATP_DUE_KILL && !s->one_shot &&
-            kill_exec(&x, SIGKILL, &s->sweep) != 0)
-            s->sweep = NULL;
+                                  &wait) == ATP_DUE_KILL && !s->one_shot)
+            sweep_start(&x);
     }
     exec_release(&x);
     out->flags = 0;

@@ -66,6 +66,9 @@ static const atp_option options[] = {
      "active one)"},
     {"ca_file", ATP_OPT_STRING, NULL, NULL,
      "CA certificates to verify modal's TLS with (default: the system's)"},
+    {"tls_verify", ATP_OPT_BOOL, "true", NULL,
+     "verify the TLS certificates of modal's servers (false: for a test "
+     "server only; every run then logs a warning)"},
     {"warm_cache", ATP_OPT_STRING, "/workspace/.lake", NULL,
      "the image's baked Lean cache, linked as .lake in the workdir when "
      "present (over [image] warm_cache; empty: none)"},
@@ -252,6 +255,15 @@ static int backend_open(atp_call *call, void **out)
                             "LEAN_NUM_THREADS alone", (long long)v);
     }
     be->lean_threads = v;
+    v = 1;
+    modal__host->config_int(call, "tls_verify", &v);
+    be->tls_verify = v != 0;
+    if (!be->tls_verify)
+        modal__host->log(call, ATP_LOG_WARN, "tls_verify = false: the TLS "
+                         "certificates of modal's servers are not verified, "
+                         "so whoever is on the path can read the token and "
+                         "every command; remove it unless this is a test "
+                         "server");
     v = 60000;
     modal__host->config_int(call, "call_timeout_s", &v);
     be->call_timeout_ms = v > 0 ? v : 60000;

@@ -48,6 +48,8 @@ extern const atp_host_api *modal__host;
 
 /* Most server urls tried in turn ("URL,URL,..."). */
 #define MODAL_MAX_SERVERS 4
+/* Kills of what earlier commands left, in flight at once. */
+#define MODAL_MAX_SWEEPS 4
 
 struct modal_backend {
     pthread_mutex_t mu; /* guards ready_rc, cp_meta and app_id */
@@ -63,6 +65,8 @@ struct modal_backend {
     int64_t memory_mib;
     int64_t call_timeout_ms; /* per control-plane attempt */
     int64_t router_ready_ms; /* for a new sandbox's router to answer */
+    int tls_verify;          /* [backend.modal] tls_verify: 0 only when
+                                explicitly set (and logged) */
     int64_t task_wait_ms;    /* for the sandbox to be scheduled */
     /* DNS and TLS sessions shared by every session of this backend */
     CURLSH *share;
@@ -94,7 +98,10 @@ struct modal_session {
     int terminated;
     int dead;              /* no more commands: dead_why says why */
     char dead_why[512];
-    modal__rpc *sweep;     /* the kill of what the last command left */
+    /* The kills of what the last commands left, still in flight: each
+     * runs on with the next commands' calls until it is answered. */
+    modal__rpc *sweep[MODAL_MAX_SWEEPS];
+    size_t n_sweep;
     int one_shot;          /* one command, then the sandbox goes */
 };
 
@@ -231,10 +238,12 @@ int modal__terminate_id(struct modal_backend *be, modal__conn *c,
 int modal__pinned(const struct modal_backend *be, const char *kv);
 
 /*
- * The kill of what the last command left behind, if it has been answered:
- * free it (it runs on with the next command's calls otherwise).
+ * Free the kills of what earlier commands left behind that have been
+ * answered (the others run on with the next command's calls).
  */
 void modal__sweep_collect(struct modal_session *s);
+/* Free them all, answered or not (the sandbox is gone). */
+void modal__sweep_free(struct modal_session *s);
 
 int modal__session_terminate(atp_call *call, struct modal_session *s,
                              const char *why);

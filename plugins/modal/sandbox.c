@@ -484,11 +484,13 @@ static int take_access(struct modal_session *s, const char *url,
     memset(&ep, 0, sizeof(ep));
     st->code = MODAL_INTERNAL;
     if (strncmp(url, "https://", 8) == 0) {
-        /* A local control plane (a test server) vouches for a local
-         * router without a certificate, as Modal's SDKs do. */
-        ep.verify = !is_local(s->be->cp.url);
+        /* Verified as the control plane is: only tls_verify = false
+         * (explicit, and logged) turns that off. */
+        ep.verify = s->be->tls_verify;
         ep.ca_file = s->be->ca_file;
-    } else if (strncmp(url, "http://", 7) == 0 && is_local(s->be->cp.url)) {
+    } else if (strncmp(url, "http://", 7) == 0 && is_local(s->be->cp.url) &&
+               is_local(url)) {
+        /* A local test server's own router, on this machine. */
         ep.plaintext = 1;
     } else {
         snprintf(st->message, sizeof(st->message), "the router url '%.200s' "
@@ -829,7 +831,7 @@ void modal__session_free(void *session)
 
     if (s == NULL)
         return;
-    modal__rpc_free(s->sweep); /* the sandbox is gone: so is its target */
+    modal__sweep_free(s); /* the sandbox is gone: so is their target */
     modal__conn_free(s->conn);
     free(s->workdir);
     free(s->jwt);

@@ -258,14 +258,81 @@ static void redaction(void **state)
     assert_int_equal(atp__env_merge(&e, vars), 0);
     atp__secrets_add_env(&s, &e);
     snprintf(msg, sizeof(msg), "token abc at /very/long/path, n=1, abc");
-    atp__secrets_redact(&s, msg, sizeof(msg));
+    atp__secrets_redact(msg, &s, NULL);
     assert_string_equal(msg, "token *** at ***, n=1, ***");
     /* A secret equal to the mask does not loop. */
     atp__secrets_add(&s, "***");
-    atp__secrets_redact(&s, msg, sizeof(msg));
+    atp__secrets_redact(msg, &s, NULL);
     assert_string_equal(msg, "token *** at ***, n=1, ***");
     atp__env_free(&e);
     atp__secrets_free(&s);
+}
+
+/*
+ * A secret that is part of another (a prefix, a suffix, an overlap), in
+ * the same set or in the other one, and whichever was added first, leaves
+ * nothing of the longer one in view.
+ */
+static void redaction_longest_match(void **state)
+{
+    atp__secrets a, b;
+    char msg[256];
+
+    (void)state;
+    atp__secrets_init(&a);
+    atp__secrets_init(&b);
+    atp__secrets_add(&a, "hunter2");
+    atp__secrets_add(&a, "hunter2-and-more");
+    snprintf(msg, sizeof(msg), "pw=hunter2-and-more; short=hunter2.");
+    atp__secrets_redact(msg, &a, NULL);
+    assert_string_equal(msg, "pw=***; short=***.");
+    /* The shorter in one set, the longer in the other. */
+    atp__secrets_add(&b, "tok-0123456789");
+    atp__secrets_add(&a, "tok-01");
+    snprintf(msg, sizeof(msg), "[tok-0123456789]");
+    atp__secrets_redact(msg, &a, &b);
+    assert_string_equal(msg, "[***]");
+    snprintf(msg, sizeof(msg), "[tok-0123456789]");
+    atp__secrets_redact(msg, &b, &a);
+    assert_string_equal(msg, "[***]");
+    /* A suffix, and two secrets that overlap without either containing
+     * the other. */
+    atp__secrets_add(&a, "and-more");
+    atp__secrets_add(&b, "xyzhun");
+    snprintf(msg, sizeof(msg), "xyzhunter2-and-more!");
+    atp__secrets_redact(msg, &a, &b);
+    assert_string_equal(msg, "***!");
+    /* Repeated, overlapping occurrences of one secret. */
+    atp__secrets_add(&a, "aba");
+    snprintf(msg, sizeof(msg), "-ababa-aba-");
+    atp__secrets_redact(msg, &a, NULL);
+    assert_string_equal(msg, "-***-***-");
+    atp__secrets_free(&a);
+    atp__secrets_free(&b);
+}
+
+/* A text longer than the redactor's stack buffer is redacted alike. */
+static void redaction_long_text(void **state)
+{
+    atp__secrets s;
+    char *msg = malloc(10000);
+    size_t i;
+
+    (void)state;
+    assert_non_null(msg);
+    atp__secrets_init(&s);
+    atp__secrets_add(&s, "s3cr3t");
+    atp__secrets_add(&s, "s3cr3t-longer");
+    for (i = 0; i + 1 < 10000; i++)
+        msg[i] = 'x';
+    msg[i] = '\0';
+    memcpy(msg + 9000, "s3cr3t-longer", 13);
+    atp__secrets_redact(msg, &s, NULL);
+    assert_int_equal(strlen(msg), 9999 - 13 + 3);
+    assert_memory_equal(msg + 9000, "***x", 4);
+    assert_null(strstr(msg, "longer"));
+    atp__secrets_free(&s);
+    free(msg);
 }
 
 /*
@@ -304,7 +371,7 @@ static void env_many_keys(void **state)
     atp__secrets_add_env(&s, &e);
     assert_int_equal(s.n, N);
     snprintf(want, sizeof(want), "got first-value-%d here", 1);
-    atp__secrets_redact(&s, want, sizeof(want));
+    atp__secrets_redact(want, &s, NULL);
     assert_string_equal(want, "got *** here");
     atp__secrets_free(&s);
     atp__env_free(&e);
@@ -318,6 +385,8 @@ int main(void)
         cmocka_unit_test(quoting_round_trips),
         cmocka_unit_test(wrap_plain),
         cmocka_unit_test(env_many_keys),
+        cmocka_unit_test(redaction_longest_match),
+        cmocka_unit_test(redaction_long_text),
         cmocka_unit_test(wrap_with_timeout_runs_the_command_verbatim),
         cmocka_unit_test(wrap_without_stdin_reads_dev_null),
         cmocka_unit_test(wrap_warm_cache),

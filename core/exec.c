@@ -83,6 +83,11 @@ int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
         x->exited = 1;
         x->drain_at = now + (x->plan.drain_ms > 0 ? x->plan.drain_ms : 0) *
                                 MS;
+        /* Seen ending after the SIGKILL: what still holds the output
+         * escaped the group and the kill; only buffered output is left. */
+        if (x->kill_sent && !x->stop_sent &&
+            x->stop_at > now + DRAIN_GIVE_UP_MS * MS)
+            x->stop_at = now + DRAIN_GIVE_UP_MS * MS;
     }
     if (!x->term_sent && !x->kill_sent) {
         if (cancelled && !x->exited) {
@@ -99,7 +104,10 @@ int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
     }
     if (due == ATP_DUE_NONE && !x->kill_sent) {
         if (x->kill_at && now >= x->kill_at)
-            due = kill_now(x, now, KILL_GIVE_UP_MS);
+            /* The command already ended: only what escaped its group
+             * holds the output, and the group's SIGKILL cannot reach it. */
+            due = kill_now(x, now, x->exited ? DRAIN_GIVE_UP_MS
+                                             : KILL_GIVE_UP_MS);
         else if (x->drain_at && now >= x->drain_at && !x->term_sent)
             /* After a TERM the grace is the command's, whoever exits. */
             due = kill_now(x, now, DRAIN_GIVE_UP_MS);

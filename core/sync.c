@@ -1190,6 +1190,15 @@ int atp__sync_pull(struct atp_session *s)
         }
         if (rc)
             goto out;
+        if (code == 0 && c.st.stream_bytes == 0) {
+            /* tar always writes an archive, of an empty list even: no
+             * byte at all is a tar that did not run or a stream lost. */
+            rc = atp__error(ATP_E_TRANSFER, "the sandbox sent no tar "
+                            "stream for %s (0 bytes): the workdir on the "
+                            "host was left as it was",
+                            full ? "the whole workdir" : "its changes");
+            goto out;
+        }
         if (code != 0 && code != 1) {
             rc = atp__error(ATP_E_TRANSFER, "packing in the sandbox failed "
                             "(exit %d): %s%s", code, first_line(r.err),

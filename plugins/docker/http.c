@@ -406,10 +406,16 @@ static int flight_start(struct dk_http *h, atp_call *call,
              now + h->api_timeout_ms * 1000000 < f->deadline))
             f->deadline = now + h->api_timeout_ms * 1000000;
         /* Cleanup (kills, removal, the last inspect) runs when the call's
-         * deadline has passed too: it always gets a few seconds. */
-        if (rq->uncancellable && f->deadline != 0 &&
-            f->deadline < now + CLEANUP_FLOOR_NS)
-            f->deadline = now + CLEANUP_FLOOR_NS;
+         * deadline has passed too: it always gets a few seconds, but never
+         * more than api_timeout_s. */
+        if (rq->uncancellable && f->deadline != 0) {
+            int64_t floor = CLEANUP_FLOOR_NS;
+
+            if (h->api_timeout_ms > 0 && h->api_timeout_ms * 1000000 < floor)
+                floor = h->api_timeout_ms * 1000000;
+            if (f->deadline < now + floor)
+                f->deadline = now + floor;
+        }
     }
     build_url(h, rq, f->url, sizeof(f->url));
     setup(h, &f->rq, &f->x, &f->hdrs, f->url, f->errbuf, f->deadline);

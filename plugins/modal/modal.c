@@ -350,9 +350,9 @@ static int check(atp_call *call, void *backend)
  * terminated only when Modal says it carries atp's tag with the run id.
  * Sets *@found to the count matched.
  */
-static int reap_run(atp_call *call, struct modal_backend *be, modal__conn *c,
-                    const modal__ctl *ctl, const char *run, const char *only,
-                    int *found)
+int modal__reap_run(atp_call *call, struct modal_backend *be,
+                    modal__conn *c, const modal__ctl *ctl, const char *run,
+                    const char *only, int *found)
 {
     Modal__Client__SandboxListRequest req =
         MODAL__CLIENT__SANDBOX_LIST_REQUEST__INIT;
@@ -436,14 +436,14 @@ static int reap(atp_call *call, void *backend, const char *kind,
             rc = modal__error(call, ATP_E_INVAL, "the lease names no run id: "
                               "nothing can be proven ours");
         else
-            rc = reap_run(call, be, c, &ctl, run, id, &found);
+            rc = modal__reap_run(call, be, c, &ctl, run, id, &found);
         if (rc == 0 && found == 0)
             rc = modal__error(call, ATP_E_NOTFOUND, "no running sandbox %s "
                               "tagged with run %s", id, run);
     } else if (strcmp(kind, "run") == 0) {
         int found;
 
-        rc = reap_run(call, be, c, &ctl, id, NULL, &found);
+        rc = modal__reap_run(call, be, c, &ctl, id, NULL, &found);
     } else {
         rc = modal__error(call, ATP_E_INVAL, "the modal plugin "
                           "cannot reap a '%s'", kind);

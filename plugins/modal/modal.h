@@ -222,6 +222,15 @@ int modal__router_refresh(struct modal_session *s, const modal__ctl *ctl,
                           modal__status *st);
 
 /*
+ * Terminate every running sandbox tagged with run id @run (only sandbox
+ * @only among them, when not NULL), as Modal lists them; *@found is the
+ * count matched.  0, or a negative ATP_E_* with the call's error set.
+ */
+int modal__reap_run(atp_call *call, struct modal_backend *be,
+                    modal__conn *c, const modal__ctl *ctl, const char *run,
+                    const char *only, int *found);
+
+/*
  * Terminate sandbox @id (not cancellable; bounded by @ctl's deadline, or
  * 30 s).  NOT_FOUND counts as done.  Returns 0 or as modal__unary().
  */

@@ -590,6 +590,17 @@ int modal__router_call_with(struct modal_session *s, const modal__ctl *ctl,
     }
 }
 
+/*
+ * A SandboxCreate that failed without a definite answer (no answer in
+ * time, the connection lost, a transient code after the retries): modal
+ * may have made the sandbox all the same.
+ */
+static int create_may_have_happened(int rc, const modal__status *st)
+{
+    return rc == ATP_E_TIMEOUT || rc == ATP_E_CANCELLED ||
+           st->code == MODAL_TRANSPORT || modal__retryable(st->code);
+}
+
 /* ---- open and close ---------------------------------------------------- */
 
 static int create_sandbox(atp_call *call, struct modal_session *s,
@@ -654,6 +665,19 @@ static int create_sandbox(atp_call *call, struct modal_session *s,
     rc = modal__cp_call(be, s->conn, &create_ctl, "SandboxCreate", &req.base,
                         MODAL_CP_DESC(sandbox_create_response),
                         (ProtobufCMessage **)&resp, &st);
+    if (rc && spec->run_id && create_may_have_happened(rc, &st)) {
+        /* No answer, but modal may have made it (late): what carries
+         * this run's tag is this create's, and goes. */
+        modal__ctl tctl = teardown_ctl(call);
+        modal__status keep = st;
+        int found = 0;
+
+        if (modal__reap_run(call, be, s->conn, &tctl, spec->run_id, NULL,
+                            &found) == 0 && found > 0)
+            modal__host->log(call, ATP_LOG_DEBUG, "terminated %d sandboxes "
+                             "of a create whose answer was lost", found);
+        st = keep;
+    }
     if (rc)
         return modal__fail(call, rc, &st, ATP_E_PROVISION,
                            "creating the sandbox");

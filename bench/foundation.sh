@@ -12,6 +12,9 @@
 #                 throughput at least half the pipe's (medians)
 #   (c) memory:   peak RSS of atp-run streaming 64 MiB, 256 MiB, 1 GiB
 #                 target: under 16 MiB and flat as the output grows
+#   (d) startup:  atp-run -b local -- true  vs  bench/spawnwait true (a
+#                 minimal posix_spawn + pipes + waitpid supervisor)
+#                 target: at most 1.10x (medians)
 #
 # Without an argument it uses, in order: $ATP_RUN, the build trees
 # SRCDIR, SRCDIR/_build and SRCDIR/_check, then atp-run on $PATH.  A build
@@ -257,6 +260,32 @@ fi
 a_atp=$(median_of "$tmp/a.times" atp)
 a_sh=$(median_of "$tmp/a.times" sh)
 
+# ------------------------------------------------------------ (d) supervisor
+
+# The same startup against the least a supervisor does (bench/spawnwait.c:
+# posix_spawn, two pipes copied through, waitpid).
+d_atp='' d_sup=''
+if cc -O2 -o "$tmp/spawnwait" "$here/spawnwait.c" 2>"$tmp/cc.err"; then
+    echo "(d) startup against a minimal supervisor: $STARTUP_RUNS runs each ..." >&2
+    : >"$tmp/d.times"
+    if [ -n "$have_hyperfine" ]; then
+        hf_rounds "$tmp/d.times" "$ROUNDS" "$per" 20 -N \
+            atp "$(printf '%q ' "$ATP" -b local -- true)" \
+            sup "$(printf '%q ' "$tmp/spawnwait" true)"
+    else
+        for ((i = 0; i < STARTUP_RUNS; i++)); do
+            t0=$EPOCHREALTIME; "$ATP" -b local -- true; t1=$EPOCHREALTIME
+            "$tmp/spawnwait" true; t2=$EPOCHREALTIME
+            span atp "$t0" "$t1" >>"$tmp/d.times"
+            span sup "$t1" "$t2" >>"$tmp/d.times"
+        done
+    fi
+    d_atp=$(median_of "$tmp/d.times" atp)
+    d_sup=$(median_of "$tmp/d.times" sup)
+else
+    echo "(d) skipped: no C compiler could build bench/spawnwait.c" >&2
+fi
+
 # ------------------------------------------------------------ (b) stream
 
 echo "(b) streaming 1 GiB: $STREAM_RUNS runs each ..." >&2
@@ -322,6 +351,14 @@ row "(a) startup, median" \
     "$(awk -v s="$a_atp" 'BEGIN { printf "%.3f ms", s * 1000 }')" \
     "$(awk -v s="$a_sh" 'BEGIN { printf "%.3f ms", s * 1000 }')" \
     "${a_ratio}x" "< 2x" "$a_res"
+if [ -n "$d_sup" ]; then
+    d_ratio=$(awk -v x="$d_atp" -v y="$d_sup" 'BEGIN { printf "%.2f", x / y }')
+    verdict d_res "$(awk -v r="$d_ratio" 'BEGIN { print (r <= 1.10) ? 1 : 0 }')"
+    row "(d) startup vs supervisor, median" \
+        "$(awk -v s="$d_atp" 'BEGIN { printf "%.3f ms", s * 1000 }')" \
+        "$(awk -v s="$d_sup" 'BEGIN { printf "%.3f ms", s * 1000 }')" \
+        "${d_ratio}x" "<= 1.10x" "$d_res"
+fi
 row "(b) stream 1 GiB, median" "$tp_atp MiB/s" "$tp_pipe MiB/s" \
     "${b_ratio}x" ">= 0.5x" "$b_res"
 for mib in $RSS_SIZES_MIB; do
@@ -350,6 +387,9 @@ if grep -q '^atp\.cpu ' "$tmp/b.times"; then
     b_atp_cpu=$(median_of "$tmp/b.times" atp.cpu)
     b_pipe_cpu=$(median_of "$tmp/b.times" pipe.cpu)
     echo "    CPU time (user + system, generator included): atp $(awk -v s="$b_atp_cpu" 'BEGIN { printf "%.3f", s }') s, pipe $(awk -v s="$b_pipe_cpu" 'BEGIN { printf "%.3f", s }') s"
+fi
+if [ -n "$d_sup" ] && grep -q '^atp\.cpu ' "$tmp/d.times"; then
+    echo "(d) CPU time: atp $(median_of "$tmp/d.times" atp.cpu | awk '{ printf "%.3f", $1 * 1000 }') ms, supervisor $(median_of "$tmp/d.times" sup.cpu | awk '{ printf "%.3f", $1 * 1000 }') ms"
 fi
 echo "(c) atp: peak RSS of atp-run (with its generator child) over $RSS_RUNS runs; alternative: the pipe's cat"
 read -r busy1 total1 < <(cpu_stat)

@@ -149,6 +149,15 @@ ATP_EXTERN int atp_backend_open(atp_backend **out, atp_config *cfg,
     be->caps = ATP__OPS_HAS(be->plugin, backend_caps)
                    ? be->plugin->ops->backend_caps(be->handle)
                    : be->plugin->ops->caps;
+    be->plugin_caps = be->caps;
+    if ((rc = atp__pool_new(be, &be->pool)) != 0) {
+        be->plugin->ops->backend_free(be->handle);
+        goto fail;
+    }
+    if (be->pool && (be->caps & ATP_CAP_SHARED_FS))
+        /* A warm sandbox works over a copy of the session's workdir,
+         * brought back when it pulls: as an isolated one does. */
+        be->caps = (be->caps & ~ATP_CAP_SHARED_FS) | ATP_CAP_ISOLATED_FS;
     *out = be;
     return 0;
 fail:
@@ -185,6 +194,7 @@ ATP_EXTERN void atp_backend_free(atp_backend *be)
 {
     if (be == NULL)
         return;
+    atp__pool_free(be->pool);
     if (be->handle)
         be->plugin->ops->backend_free(be->handle);
     atp__secrets_free(&be->secrets);

@@ -19,7 +19,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -291,116 +290,6 @@ static void lane_learn(struct lane *l, const struct job *j)
     }
 }
 
-/* ---- copying a template ------------------------------------------------ */
-
-static const char *copy_src, *copy_dst;
-static pthread_mutex_t copy_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static int copy_file(const char *from, const char *to, const struct stat *sb)
-{
-    int in = open(from, O_RDONLY | O_NOFOLLOW | O_CLOEXEC), out, rc = 0;
-    struct timespec ts[2];
-
-    if (in < 0)
-        return -1;
-    out = open(to, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-               sb->st_mode & 07777);
-    if (out < 0) {
-        close(in);
-        return -1;
-    }
-    for (;;) {
-        ssize_t n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
-
-        if (n == 0)
-            break;
-        if (n < 0) {
-            char buf[65536];
-            ssize_t r;
-
-            if (errno == EINTR)
-                continue;
-            /* Across filesystems that cannot: read and write. */
-            while ((r = read(in, buf, sizeof(buf))) > 0)
-                if (write(out, buf, (size_t)r) != r) {
-                    rc = -1;
-                    break;
-                }
-            if (r < 0)
-                rc = -1;
-            break;
-        }
-    }
-    ts[0] = sb->st_atim;
-    ts[1] = sb->st_mtim;
-    futimens(out, ts);
-    fchmod(out, sb->st_mode & 07777);
-    if (close(out) != 0)
-        rc = -1;
-    close(in);
-    return rc;
-}
-
-static int copy_one(const char *path, const struct stat *sb, int flag,
-                    struct FTW *ftw)
-{
-    char to[PATH_MAX * 2], target[PATH_MAX];
-    const char *rel = path + strlen(copy_src);
-    ssize_t n;
-
-    (void)ftw;
-    if (snprintf(to, sizeof(to), "%s%s", copy_dst, rel) >= (int)sizeof(to))
-        return -1;
-    switch (flag) {
-    case FTW_D:
-        if (*rel == '\0')
-            return 0; /* the root exists */
-        return mkdir(to, (sb->st_mode & 07777) | 0700) == 0 ? 0 : -1;
-    case FTW_F:
-        return S_ISREG(sb->st_mode) ? copy_file(path, to, sb) : 0;
-    case FTW_SL:
-        n = readlink(path, target, sizeof(target) - 1);
-        if (n < 0)
-            return -1;
-        target[n] = '\0';
-        return symlink(target, to);
-    default:
-        return -1; /* unreadable */
-    }
-}
-
-/*
- * Copy directory @src into the empty directory @dst: files (content,
- * modes, times), directories, symbolic links as links.  nftw() has no
- * context argument: one copy at a time.
- */
-static int copy_tree(const char *src, const char *dst)
-{
-    int rc;
-
-    pthread_mutex_lock(&copy_lock);
-    copy_src = src;
-    copy_dst = dst;
-    rc = nftw(src, copy_one, 32, FTW_PHYS);
-    pthread_mutex_unlock(&copy_lock);
-    return rc == 0 ? 0
-                   : atp__error(ATP_E_IO, "cannot copy %s to %s: %s", src,
-                                dst, strerror(errno));
-}
-
-static int rm_one(const char *path, const struct stat *sb, int flag,
-                  struct FTW *ftw)
-{
-    (void)sb;
-    (void)ftw;
-    return flag == FTW_DP ? rmdir(path) : unlink(path);
-}
-
-static void remove_tree(const char *dir)
-{
-    nftw(dir, rm_one, 32, FTW_DEPTH | FTW_PHYS);
-}
-
 /* ---- one try, on a worker --------------------------------------------- */
 
 struct capture {
@@ -459,9 +348,11 @@ static void run_try(struct atp_batch *b, struct job *j)
     atp_exec_opts eo = ATP_EXEC_OPTS_INIT;
     struct try_out t;
     char scratch[PATH_MAX] = "", name[256], path[PATH_MAX];
+    static const char *const no_excludes[] = {NULL};
+    struct atp__mirror_stats st;
     const char *wd = j->workdir;
     atp_session *s = NULL;
-    int in = -1, rc, i;
+    int in = -1, rc, i, pull = 1;
 
     j->res = (atp_result)ATP_RESULT_INIT;
     j->rate_limited = 0;
@@ -491,12 +382,18 @@ static void run_try(struct atp_batch *b, struct job *j)
                              0644);
         }
     }
-    if (j->template_dir) {
+    if (j->template_dir && j->dir == NULL &&
+        (atp_backend_caps(j->lane->be) & ATP_CAP_ISOLATED_FS)) {
+        /* The sandbox works on its own copy and nothing comes back: the
+         * template itself is pushed. */
+        wd = j->template_dir;
+        pull = 0;
+    } else if (j->template_dir) {
         /* A fresh copy: kept as OUT/ID/wd, else in a scratch directory
          * removed after the try. */
         if (j->dir) {
             snprintf(scratch, sizeof(scratch), "%s/wd", j->dir);
-            remove_tree(scratch);
+            atp__remove_tree(scratch);
             rc = make_dir(scratch) == 0
                      ? 0
                      : atp__error(ATP_E_IO, "cannot create %s: %s", scratch,
@@ -514,7 +411,8 @@ static void run_try(struct atp_batch *b, struct job *j)
                                                strerror(errno));
         }
         if (rc == 0)
-            rc = copy_tree(j->template_dir, scratch);
+            rc = atp__tree_mirror(j->template_dir, scratch,
+                                  no_excludes, 0, NULL, NULL, NULL, &st);
         if (rc) {
             atp__result_fail(&j->res, ATP_E_IO, atp_last_error());
             goto out;
@@ -542,14 +440,14 @@ static void run_try(struct atp_batch *b, struct job *j)
         atp__result_fail(&j->res, rc, atp_last_error());
         goto out;
     }
-    snprintf(j->run_id, sizeof(j->run_id), "%s", atp_session_run_id(s));
     pthread_mutex_lock(&b->lock);
     j->session = s;
     if (b->cancelled)
         atp_session_cancel(s);
     pthread_mutex_unlock(&b->lock);
-    rc = atp_session_run(s, j->command, &eo, 1, &j->res);
+    rc = atp_session_run(s, j->command, &eo, pull, &j->res);
     j->rate_limited = rc == ATP_E_RATE;
+    snprintf(j->run_id, sizeof(j->run_id), "%s", atp_session_run_id(s));
     pthread_mutex_lock(&b->lock);
     j->session = NULL;
     pthread_mutex_unlock(&b->lock);
@@ -561,7 +459,7 @@ out:
     if (in >= 0)
         close(in);
     if (scratch[0] && j->dir == NULL)
-        remove_tree(scratch);
+        atp__remove_tree(scratch);
 }
 
 static void *worker(void *arg)

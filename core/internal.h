@@ -397,7 +397,9 @@ struct atp_backend {
     struct atp__section *sec;  /* may be NULL (defaults) */
     struct atp__plugin *plugin;
     void *handle;
-    uint64_t caps;             /* read once at open */
+    uint64_t caps;             /* read once at open; as a pool shows it */
+    uint64_t plugin_caps;      /* ...as the plugin said */
+    struct atp__pool *pool;    /* [backend.NAME] pool > 0, else NULL */
     atp__secrets secrets;      /* backend-wide secrets */
     pthread_mutex_t pin_lock;  /* image_id is set from any session */
     char image_id[160];        /* host->image_pinned(), or "" */
@@ -455,7 +457,65 @@ struct atp_session {
     double push_s, pull_s;     /* every transfer so far */
     uint64_t push_bytes, pull_bytes;
     char image_id[160];        /* host->image_pinned(), or the backend's */
+    /* Warm pools. */
+    int is_member;             /* a pool's own session, warming a member */
+    struct atp__member *member;/* the warm sandbox it took, or NULL */
+    char *member_dir;          /* shared-fs member: the directory the
+                                  sandbox sees (removed at free) */
+    struct atp__manifest *dir_base; /* what member_dir held after the
+                                  last push or pull, or NULL */
+    int infra_failed;          /* a command or transfer failed for the
+                                  infrastructure: not to be reused */
 };
+
+/*
+ * A warm sandbox of a pool, between sessions: what a session that takes
+ * it runs on.
+ */
+struct atp__member {
+    void *handle;                  /* the plugin's session */
+    struct atp__xfer_state *xfer;  /* what the sandbox holds */
+    char *lease;
+    char run_id[32];
+    int processes_leased;
+    unsigned n_exec;
+    char image_id[160];
+    char *dir;                     /* shared-fs: its host directory */
+    struct atp__manifest *dir_base;/* ... and what it held last */
+    unsigned uses;
+    int64_t born_ns;
+    double provision_s;
+    struct atp__member *next;
+};
+
+/* Warm a member over @base (session.c): provisioned, pushed, warmed up. */
+int atp__member_warm(atp_backend *be, const char *base,
+                     struct atp__member **out);
+/* Tear a member down and free it (its lease closed when that worked). */
+void atp__member_discard(atp_backend *be, struct atp__member *m);
+/* Move a member's sandbox into @s, or back out of it. */
+void atp__member_attach(struct atp_session *s, struct atp__member *m);
+void atp__member_detach(struct atp_session *s, struct atp__member *m);
+
+/* ---- pool.c ------------------------------------------------------------ */
+
+/* The pool of @be per its section (pool, pool_max_uses, pool_max_age_s);
+ * *@out NULL when pool is 0. */
+int atp__pool_new(atp_backend *be, struct atp__pool **out);
+/* Tear down the idle members and stop warming; sessions are freed. */
+void atp__pool_free(struct atp__pool *p);
+/* Take a warm member for @s (attached on success, *@got set); *@got 0
+ * when none is idle or coming: @s provisions its own.  Starts the pool
+ * (warming over @s's workdir) on first use. */
+int atp__pool_take(struct atp__pool *p, struct atp_session *s, int *got);
+/* @s is done with its member: 1 when the pool keeps it (detached), 0
+ * when @s must tear it down. */
+int atp__pool_put(struct atp__pool *p, struct atp_session *s);
+/* How long a member may live, for the provider's ttl. */
+int64_t atp__pool_max_age_ms(const struct atp__pool *p);
+/* The plugin's sandboxes share the host's filesystem: members have
+ * directories of their own, reset by mirroring. */
+int atp__pool_shared(const struct atp__pool *p);
 
 /*
  * Prepare @call and @x to run one command of @s through the plugin's
@@ -487,9 +547,40 @@ void atp__session_event(struct atp_session *s, const char *type,
 /* Fill @res from an error code and the calling thread's message. */
 void atp__result_fail(atp_result *res, int code, const char *msg);
 
+/* ---- mirror.c ----------------------------------------------------------- */
+
+struct atp__mirror_stats {
+    uint64_t files, bytes, deleted;
+};
+
+/*
+ * Make directory @dst like directory @src: what differs is copied (files,
+ * directories, links, with modes and mtimes), what @src lacks is removed;
+ * paths matching @excludes are left alone on both sides.  Nothing is
+ * written through a symbolic link.  @untrusted: @src came from a sandbox,
+ * so its links are judged as the tar extractor judges them and the
+ * transfer limits of @limits apply.  0 or ATP_E_TRANSFER.
+ */
+/* Remove @path and everything under it, never following a link. */
+void atp__remove_tree(const char *path);
+
+/* With @since (what @dst and @src both were at the last mirror), only
+ * what @src changed since is brought: what @dst gained meanwhile stays.
+ * @after, if given, receives what @dst now holds for the next @since. */
+int atp__tree_mirror(const char *src, const char *dst,
+                     const char *const *excludes, int untrusted,
+                     const struct atp__settings *limits,
+                     const struct atp__manifest *since,
+                     struct atp__manifest *after,
+                     struct atp__mirror_stats *st);
+
 /* ---- sync.c ----------------------------------------------------------- */
 
 struct atp__xfer_state;
+
+/* Make a warm sandbox's workdir like the host's: what the sandbox
+ * changed since the base is replaced too, what only it has removed. */
+int atp__sync_push_mirror(struct atp_session *s);
 
 /* Push the host workdir into the sandbox / pull it back, incrementally
  * with deletions; report a "pushed" / "pulled" event.  ATP_E_TRANSFER,

@@ -357,6 +357,36 @@ static int reap_processes(const char *run)
     return killed;
 }
 
+/*
+ * Remove a directory the core made for a warm sandbox (atp-pool-*, ours):
+ * 1 when it is gone.  Anything else a lease names is left alone.
+ */
+static int reap_directory(const char *path, char *why, size_t whylen)
+{
+    const char *base = strrchr(path, '/');
+    struct stat st;
+
+    if (path[0] != '/' || base == NULL ||
+        strncmp(base + 1, "atp-pool-", 9) != 0) {
+        snprintf(why, whylen, "%s is not a directory atp made; left alone",
+                 path);
+        return 0;
+    }
+    if (lstat(path, &st) != 0)
+        return errno == ENOENT;
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid()) {
+        snprintf(why, whylen, "%s is not a directory of this user; left "
+                 "alone", path);
+        return 0;
+    }
+    atp__remove_tree(path);
+    if (lstat(path, &st) == 0) {
+        snprintf(why, whylen, "cannot remove %s entirely", path);
+        return 0;
+    }
+    return 1;
+}
+
 static const char *jstr(json_object *obj, const char *key)
 {
     json_object *v;
@@ -428,7 +458,11 @@ static int reap_lease(atp_config *cfg, const char *path, json_object *lease,
         item.id = jstr(it, "id");
         item.run_id = run_id;
         item.owner_pid = pid;
-        if (item.kind && strcmp(item.kind, "processes") == 0) {
+        if (item.kind && strcmp(item.kind, "directory") == 0) {
+            /* A warm sandbox's host directory: the core's own. */
+            if (!dry_run && item.id)
+                removed = reap_directory(item.id, why, sizeof(why));
+        } else if (item.kind && strcmp(item.kind, "processes") == 0) {
             /* Host commands of the run: the core's own to reap. */
             if (!dry_run && item.id) {
                 reap_processes(item.id);

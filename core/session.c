@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "transfer.h"
 
 #define MS_TO_S(ms) ((double)(ms) / 1000.0)
 
@@ -490,6 +491,10 @@ static int64_t session_ttl(const struct atp_session *s, int one_shot)
                     set->exec_margin_ms + set->provision_timeout_ms +
                     set->close_timeout_ms;
 
+    if (s->is_member && s->be->pool)
+        /* Idle up to its age, then held by one more session. */
+        return atp__pool_max_age_ms(s->be->pool) + set->ttl_ms;
+
     if (one_shot && s->timeout_ms > 0)
         return bound;
     return s->timeout_ms > 0 && bound > set->ttl_ms ? bound : set->ttl_ms;
@@ -574,6 +579,147 @@ static int nonblank(const char *s)
     return s && *s;
 }
 
+static void dir_base_free(struct atp_session *s);
+static struct atp__manifest *dir_base(struct atp_session *s);
+
+/* How the workdir reaches the sandbox of @s. */
+enum { XFER_NONE, XFER_SYNC, XFER_MIRROR };
+
+static int transfers(const struct atp_session *s)
+{
+    if (s->member_dir)
+        return XFER_MIRROR; /* a warm sandbox of a shared-fs backend */
+    return (s->be->plugin_caps & ATP_CAP_ISOLATED_FS) ? XFER_SYNC
+                                                       : XFER_NONE;
+}
+
+/*
+ * Bring the workdir in (@in) or back out.  A warm sandbox is made like
+ * the workdir exactly (what an earlier session left is gone); a shared-fs
+ * member's directory is mirrored on the host.
+ */
+static int move_workdir(struct atp_session *s, int in)
+{
+    const struct atp__settings *set = &s->be->cfg->set;
+    struct atp__mirror_stats st;
+    int64_t t0 = atp__now_ns();
+    atp_field f[4];
+    int rc;
+
+    switch (transfers(s)) {
+    case XFER_SYNC:
+        if (!in)
+            return atp__sync_pull(s);
+        return s->member ? atp__sync_push_mirror(s) : atp__sync_push(s);
+    case XFER_MIRROR:
+        /* In: the directory is reset to the workdir exactly.  Out: what
+         * the command changed there since comes back, and what changed
+         * in the workdir meanwhile stays. */
+        if (dir_base(s) == NULL)
+            return atp__error(ATP_E_NOMEM, "out of memory");
+        rc = in ? atp__tree_mirror(s->workdir, s->member_dir, set->excludes,
+                                   0, set, NULL, s->dir_base, &st)
+                : atp__tree_mirror(s->member_dir, s->workdir, set->excludes,
+                                   1, set, s->dir_base, s->dir_base, &st);
+        if (rc)
+            return rc;
+        if (in)
+            s->push_bytes += st.bytes;
+        else
+            s->pull_bytes += st.bytes;
+        f[0] = fstr("mode", "mirror");
+        f[1] = (atp_field){"files", ATP_FIELD_INT, NULL, (int64_t)st.files,
+                           0.0};
+        f[2] = (atp_field){"bytes", ATP_FIELD_INT, NULL, (int64_t)st.bytes,
+                           0.0};
+        f[3] = fdbl("seconds", since_s(t0));
+        atp__session_event(s, in ? "pushed" : "pulled", f, 4);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+/* The ledger names @s's own directory, for gc after a crash. */
+static void lease_directory(struct atp_session *s)
+{
+    if (atp__lease_open_with(s, "directory", s->member_dir) != 0)
+        atp__log(s->be->cfg, ATP_LOG_WARN, "core", "cannot record %s in "
+                 "the ledger: %s", s->member_dir, atp_last_error());
+}
+
+/*
+ * A session of a pooled shared-fs backend that provisions its own sandbox
+ * works, as the pool's do, over a directory of its own: a copy of its
+ * workdir, brought back when it pulls.
+ */
+static int own_directory(struct atp_session *s)
+{
+    const struct atp__settings *set = &s->be->cfg->set;
+    const char *tmp = getenv("TMPDIR");
+    struct atp__mirror_stats st;
+    char dir[PATH_MAX];
+    int rc;
+
+    snprintf(dir, sizeof(dir), "%s/atp-pool-XXXXXX",
+             tmp && *tmp ? tmp : "/tmp");
+    if (mkdtemp(dir) == NULL)
+        return atp__error(ATP_E_IO, "cannot create a directory for the "
+                          "sandbox in %s: %s", tmp && *tmp ? tmp : "/tmp",
+                          strerror(errno));
+    if ((s->member_dir = strdup(dir)) == NULL) {
+        atp__remove_tree(dir);
+        return atp__error(ATP_E_NOMEM, "out of memory");
+    }
+    lease_directory(s);
+    if (dir_base(s) == NULL)
+        return atp__error(ATP_E_NOMEM, "out of memory");
+    rc = atp__tree_mirror(s->workdir, dir, set->excludes, 0, set, NULL,
+                          s->dir_base, &st);
+    if (rc == 0)
+        s->push_bytes += st.bytes;
+    return rc;
+}
+
+/* A warm sandbox from the pool: reset to this session's workdir. */
+static int start_pooled(struct atp_session *s, atp_result *res, int64_t t0)
+{
+    const struct atp__member *m = s->member;
+    atp_field f[5];
+    int64_t tp;
+    int rc;
+
+    s->state = ATP__OPEN;
+    s->opened_ns = atp__now_ns();
+    s->provision_s = since_s(t0);
+    f[0] = fstr("run_id", s->run_id);
+    f[1] = fdbl("seconds", s->provision_s);
+    f[2] = (atp_field){"pool_uses", ATP_FIELD_INT, NULL, (int64_t)m->uses,
+                       0.0};
+    f[3] = fstr("image_id", s->image_id);
+    atp__session_event(s, "provisioned", f, s->image_id[0] ? 4 : 3);
+    tp = atp__now_ns();
+    rc = move_workdir(s, 1);
+    s->push_s += since_s(tp);
+    if (rc) {
+        char msg[1024];
+
+        snprintf(msg, sizeof(msg), "%s", atp_last_error());
+        s->infra_failed = 1;
+        close_impl(s, NULL);
+        if (res)
+            res->duration_s = since_s(t0);
+        return fail(s, res, s->cancelled ? ATP_E_CANCELLED : rc,
+                    "resetting warm sandbox %s: %s", s->run_id, msg);
+    }
+    if (res) {
+        res->duration_s = since_s(t0);
+        account(s, res, 1);
+        res->sandbox_s = 0;
+    }
+    return 0;
+}
+
 static int start(struct atp_session *s, atp_result *res, int one_shot)
 {
     const struct atp__settings *set = &s->be->cfg->set;
@@ -596,14 +742,29 @@ static int start(struct atp_session *s, atp_result *res, int one_shot)
     f[2] = fstr("run_id", s->run_id);
     f[3] = fstr("workdir", s->workdir);
     atp__session_event(s, "starting", f, 4);
+    if (s->be->pool && !s->is_member && s->n_mounts == 0) {
+        int got = 0;
+
+        rc = atp__pool_take(s->be->pool, s, &got);
+        if (rc)
+            return fail(s, res, rc, "%s", atp_last_error());
+        if (got)
+            return start_pooled(s, res, t0);
+    }
     if ((atp_backend_caps(s->be) & ATP_CAP_GC) &&
         (rc = atp__lease_open(s)) != 0)
         return fail(s, res, rc, "%s", atp_last_error());
 
+    if (s->be->pool && atp__pool_shared(s->be->pool) && !s->member_dir &&
+        (rc = own_directory(s)) != 0) {
+        atp__lease_close(s);
+        s->state = ATP__CLOSED;
+        return fail(s, res, rc, "%s", atp_last_error());
+    }
     memset(&spec, 0, sizeof(spec));
     spec.struct_size = sizeof(spec);
     spec.run_id = s->run_id;
-    spec.workdir = s->workdir;
+    spec.workdir = s->member_dir ? s->member_dir : s->workdir;
     spec.sandbox_workdir = set->sandbox_workdir;
     spec.image = set->image;
     spec.env = (const char *const *)s->env.v;
@@ -670,7 +831,7 @@ static int start(struct atp_session *s, atp_result *res, int one_shot)
             g[n++] = fstr("mathlib_rev", mr);
         atp__session_event(s, "provisioned", g, n);
     }
-    if (atp_backend_caps(s->be) & ATP_CAP_ISOLATED_FS) {
+    if (transfers(s) == XFER_SYNC) {
         int64_t tp = atp__now_ns();
         size_t i;
 
@@ -1040,6 +1201,8 @@ static int exec_impl(struct atp_session *s, const char *command,
         }
     }
     atp__exec_release(&run);
+    if (rc && rc != ATP_E_CANCELLED)
+        s->infra_failed = 1;
     if (rc) {
         if (rc == ATP_E_CANCELLED || s->cancelled)
             return fail(s, res, ATP_E_CANCELLED, "cancelled");
@@ -1113,10 +1276,12 @@ static int sync_dir(atp_session *s, atp_result *res, int in)
     if (s->cancelled)
         return fail(s, res, ATP_E_CANCELLED, "session %s was cancelled",
                     s->run_id);
-    if (!(atp_backend_caps(s->be) & ATP_CAP_ISOLATED_FS))
+    if (transfers(s) == XFER_NONE)
         return 0; /* shared filesystem: nothing to do */
     bytes0 = in ? s->push_bytes : s->pull_bytes;
-    rc = in ? atp__sync_push(s) : atp__sync_pull(s);
+    rc = move_workdir(s, in);
+    if (rc && rc != ATP_E_CANCELLED)
+        s->infra_failed = 1;
     if (in)
         s->push_s += since_s(t0);
     else
@@ -1170,6 +1335,14 @@ static int close_impl(struct atp_session *s, atp_result *res)
 
     if (s->state != ATP__OPEN) {
         s->state = ATP__CLOSED;
+        return 0;
+    }
+    if (s->member && atp__pool_put(s->be->pool, s)) {
+        /* Back to the pool, warm. */
+        s->state = ATP__CLOSED;
+        f[0] = fstr("run_id", s->run_id);
+        f[1] = fdbl("seconds", since_s(t0));
+        atp__session_event(s, "closed", f, 2);
         return 0;
     }
     p = s->be->plugin;
@@ -1227,6 +1400,11 @@ ATP_EXTERN void atp_session_free(atp_session *s)
     if (s->cancel_pipe[1] >= 0)
         close(s->cancel_pipe[1]);
     atp__xfer_free(s->xfer);
+    if (s->member_dir) {
+        atp__remove_tree(s->member_dir);
+        free(s->member_dir);
+    }
+    dir_base_free(s);
     atp__env_free(&s->env);
     atp__secrets_free(&s->secrets);
     free(s->mounts);
@@ -1246,8 +1424,7 @@ static int run_impl(struct atp_session *s, const char *command,
     if (rc)
         return rc;
     rc = exec_impl(s, command, eopts, res);
-    if (rc == 0 && pull && (atp_backend_caps(s->be) & ATP_CAP_ISOLATED_FS) &&
-        !s->cancelled) {
+    if (rc == 0 && pull && transfers(s) != XFER_NONE && !s->cancelled) {
         atp_result pres = ATP_RESULT_INIT;
 
         rc = sync_dir(s, &pres, 0);
@@ -1311,4 +1488,153 @@ ATP_EXTERN int atp_run(atp_backend *be, const atp_session_opts *sopts,
     atp_session_free(s);
     result_out(res, &r);
     return rc;
+}
+
+/* ---- warm pools: members ------------------------------------------------ */
+
+static void dir_base_free(struct atp_session *s)
+{
+    if (s->dir_base) {
+        atp__manifest_free(s->dir_base);
+        free(s->dir_base);
+        s->dir_base = NULL;
+    }
+}
+
+/* The baseline of @s's next pull from its own directory. */
+static struct atp__manifest *dir_base(struct atp_session *s)
+{
+    if (s->dir_base == NULL)
+        s->dir_base = calloc(1, sizeof(*s->dir_base));
+    return s->dir_base;
+}
+
+void atp__member_attach(struct atp_session *s, struct atp__member *m)
+{
+    s->member = m;
+    s->handle = m->handle;
+    atp__xfer_free(s->xfer);
+    s->xfer = m->xfer;
+    free(s->lease);
+    s->lease = m->lease;
+    snprintf(s->run_id, sizeof(s->run_id), "%s", m->run_id);
+    s->processes_leased = m->processes_leased;
+    s->n_exec = m->n_exec;
+    snprintf(s->image_id, sizeof(s->image_id), "%s", m->image_id);
+    s->member_dir = m->dir;
+    dir_base_free(s);
+    s->dir_base = m->dir_base;
+    m->dir_base = NULL;
+    m->handle = NULL;
+    m->xfer = NULL;
+    m->lease = NULL;
+    m->dir = NULL;
+    m->uses++;
+}
+
+void atp__member_detach(struct atp_session *s, struct atp__member *m)
+{
+    m->handle = s->handle;
+    m->xfer = s->xfer;
+    m->lease = s->lease;
+    snprintf(m->run_id, sizeof(m->run_id), "%s", s->run_id);
+    m->processes_leased = s->processes_leased;
+    m->n_exec = s->n_exec;
+    snprintf(m->image_id, sizeof(m->image_id), "%s", s->image_id);
+    m->dir = s->member_dir;
+    m->dir_base = s->dir_base;
+    s->dir_base = NULL;
+    s->handle = NULL;
+    s->xfer = NULL;
+    s->lease = NULL;
+    s->member_dir = NULL;
+    s->member = NULL;
+}
+
+int atp__member_warm(atp_backend *be, const char *base,
+                     struct atp__member **out)
+{
+    const struct atp__settings *set = &be->cfg->set;
+    atp_session_opts o = ATP_SESSION_OPTS_INIT;
+    struct atp__member *m;
+    struct atp__mirror_stats st;
+    struct atp_session *w = NULL;
+    char dir[PATH_MAX];
+    int rc;
+
+    *out = NULL;
+    if ((m = calloc(1, sizeof(*m))) == NULL)
+        return atp__error(ATP_E_NOMEM, "out of memory");
+    dir[0] = '\0';
+    if (atp__pool_shared(be->pool)) {
+        /* A directory of its own, which the sandbox sees. */
+        const char *tmp = getenv("TMPDIR");
+
+        snprintf(dir, sizeof(dir), "%s/atp-pool-XXXXXX",
+                 tmp && *tmp ? tmp : "/tmp");
+        if (mkdtemp(dir) == NULL) {
+            free(m);
+            return atp__error(ATP_E_IO, "cannot create a directory for a "
+                              "warm sandbox in %s: %s",
+                              tmp && *tmp ? tmp : "/tmp", strerror(errno));
+        }
+        if ((rc = atp__tree_mirror(base, dir, set->excludes, 0, set, NULL,
+                                   NULL, &st)) != 0)
+            goto fail;
+    }
+    o.workdir = dir[0] ? dir : base;
+    if ((rc = atp_session_create(&w, be, &o)) != 0)
+        goto fail;
+    w->is_member = 1;
+    if (dir[0] && (w->member_dir = strdup(dir)) == NULL) {
+        rc = atp__error(ATP_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    dir[0] = '\0'; /* w owns it now */
+    lease_directory(w);
+    if ((rc = start(w, NULL, 0)) != 0)
+        goto fail;
+    m->born_ns = w->opened_ns;
+    m->provision_s = w->provision_s;
+    atp__member_detach(w, m);
+    w->state = ATP__CLOSED;
+    atp_session_free(w);
+    *out = m;
+    return 0;
+fail:
+    if (w)
+        atp_session_free(w); /* tears down what start made */
+    if (dir[0])
+        atp__remove_tree(dir);
+    free(m);
+    return rc;
+}
+
+void atp__member_discard(atp_backend *be, struct atp__member *m)
+{
+    atp_session_opts o = ATP_SESSION_OPTS_INIT;
+    struct atp_session *w = NULL;
+
+    if (m == NULL)
+        return;
+    o.workdir = "/";
+    if (atp_session_create(&w, be, &o) == 0) {
+        w->is_member = 1;
+        atp__member_attach(w, m);
+        w->member = NULL; /* a real close, not a return to the pool */
+        w->state = ATP__OPEN;
+        close_impl(w, NULL);
+        atp_session_free(w);
+    }
+    /* What could not be torn down stays in the ledger for gc. */
+    free(m->lease);
+    atp__xfer_free(m->xfer);
+    if (m->dir_base) {
+        atp__manifest_free(m->dir_base);
+        free(m->dir_base);
+    }
+    if (m->dir)
+        atp__remove_tree(m->dir);
+    free(m->dir);
+    free(m);
 }

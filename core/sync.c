@@ -857,7 +857,63 @@ static int rebase(struct atp__manifest *old, const struct atp__manifest *drop,
     return 0;
 }
 
+static int push(struct atp_session *s, int mirror);
+
+/*
+ * Empty the sandbox's workdir but for what the excludes keep at its top
+ * (the warm cache): a warm sandbox that cannot be listed (no GNU find) is
+ * reset this way, then pushed in full.
+ */
+static int wipe_sandbox(struct atp_session *s)
+{
+    const char *const *ex = s->be->cfg->set.excludes;
+    char *script = NULL;
+    size_t len = 0, cap = 0, i;
+    struct raw r;
+    int rc = append_str(&script, &len, &cap,
+                        "exec find . -mindepth 1 -maxdepth 1"), code = 0;
+
+    for (i = 0; rc == 0 && ex && ex[i]; i++) {
+        if (strchr(ex[i], '/'))
+            continue;
+        rc = append_str(&script, &len, &cap, " ! -name ");
+        if (rc == 0)
+            rc = atp__sh_quote_append(&script, &len, &cap, ex[i]);
+    }
+    if (rc == 0)
+        rc = append_str(&script, &len, &cap, " -exec rm -rf -- {} +");
+    if (rc) {
+        free(script);
+        return atp__error(ATP_E_NOMEM, "out of memory");
+    }
+    memset(&r, 0, sizeof(r));
+    rc = run_script(s, script, -1, &r, &code);
+    free(script);
+    if (rc == 0 && code != 0)
+        rc = atp__error(ATP_E_TRANSFER, "emptying the warm sandbox's workdir "
+                        "failed (exit %d): %s", code, first_line(r.err));
+    return rc;
+}
+
 int atp__sync_push(struct atp_session *s)
+{
+    return push(s, 0);
+}
+
+int atp__sync_push_mirror(struct atp_session *s)
+{
+    return push(s, 1);
+}
+
+/*
+ * The push.  Normally a three-way merge: what the host changed since the
+ * base goes in, and what the sandbox changed at the same paths is a
+ * conflict the host wins.  @mirror: what the sandbox changed on its own
+ * is replaced too and what only it has is removed, so that it ends up
+ * holding the host's tree exactly (a warm sandbox given to its next
+ * session).
+ */
+static int push(struct atp_session *s, int mirror)
 {
     const struct atp__settings *set = &s->be->cfg->set;
     struct atp__xfer_state *x = xfer_state(s);
@@ -875,6 +931,10 @@ int atp__sync_push(struct atp_session *s)
         return atp__error(ATP_E_NOMEM, "out of memory");
     if ((rc = scan_and_list(s, &H, &S, &full)) != 0)
         goto out;
+    if (mirror && full && (rc = wipe_sandbox(s)) != 0)
+        goto out;
+    if (mirror && full)
+        atp__manifest_free(&x->base); /* it holds nothing now */
     rootfd = open(s->workdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (rootfd < 0) {
         rc = atp__error(ATP_E_TRANSFER, "cannot open %s: %s", s->workdir,
@@ -896,16 +956,17 @@ int atp__sync_push(struct atp_session *s)
                 goto nomem;
             continue;
         }
-        if (!host_changed(rootfd, h, b))
-            continue;
         sc = sandbox_changed(sx, b);
-        if (sc && !same_entry(h, sx) && names_add_nul(&conf, (h ? h : b ? b
-                                                              : sx)->path))
+        if (!host_changed(rootfd, h, b) && !(mirror && sc))
+            continue;
+        if (!mirror && sc && !same_entry(h, sx) &&
+            names_add_nul(&conf, (h ? h : b ? b : sx)->path))
             goto nomem;
         if (h == NULL) {
-            /* Deleted on the host: delete in the sandbox. */
+            /* Deleted on the host (or made in the sandbox alone, when
+             * mirroring): delete in the sandbox. */
             if ((sx && names_add_nul(&del, sx->path)) ||
-                atp__manifest_add(&gone, b))
+                (b && atp__manifest_add(&gone, b)))
                 goto nomem;
             continue;
         }

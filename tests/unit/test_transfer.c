@@ -1047,6 +1047,168 @@ static void far_dates_compare_exactly(void **state)
     free(dst);
 }
 
+/* ---- mirroring (warm sandboxes of shared-filesystem backends) ------------ */
+
+static const struct atp__settings *mirror_limits(void)
+{
+    static struct atp__settings set;
+
+    set.transfer_max_entries = 1000;
+    set.transfer_max_bytes = 1 << 20;
+    return &set;
+}
+
+/* Without a baseline the destination becomes the source exactly: stale
+ * entries go, links are recreated, content and modes follow. */
+static void mirror_makes_dst_like_src(void **state)
+{
+    char *src = new_dir("src"), *dst = new_dir("dst"), p[PATH_MAX],
+         t[PATH_MAX];
+    struct atp__mirror_stats st;
+    struct stat sb;
+    ssize_t n;
+
+    (void)state;
+    write_file(src, "f", "new", 0750);
+    mkpath(p, src, "sub");
+    assert_int_equal(mkdir(p, 0755), 0);
+    write_file(src, "sub/deep", "deep", 0644);
+    mkpath(p, src, "ln");
+    assert_int_equal(symlink("sub/deep", p), 0);
+    write_file(dst, "f", "old content", 0644);
+    write_file(dst, "stale", "x", 0644);
+    assert_int_equal(atp__tree_mirror(src, dst, no_excludes, 0, NULL, NULL,
+                                      NULL, &st),
+                     0);
+    mkpath(p, dst, "f");
+    assert_string_equal(slurp(p), "new");
+    assert_int_equal(stat(p, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0750);
+    mkpath(p, dst, "sub/deep");
+    assert_string_equal(slurp(p), "deep");
+    mkpath(p, dst, "stale");
+    assert_int_equal(access(p, F_OK), -1);
+    mkpath(p, dst, "ln");
+    n = readlink(p, t, sizeof(t) - 1);
+    assert_true(n > 0);
+    t[n] = '\0';
+    assert_string_equal(t, "sub/deep");
+    assert_int_equal(st.deleted, 1);
+    free(src);
+    free(dst);
+}
+
+/* A file of the destination that is a link is replaced, never written
+ * through. */
+static void mirror_never_writes_through_a_link(void **state)
+{
+    char *src = new_dir("src"), *dst = new_dir("dst"), *out = new_dir("out"),
+         p[PATH_MAX], q[PATH_MAX];
+    struct atp__mirror_stats st;
+    struct stat sb;
+
+    (void)state;
+    write_file(out, "victim", "safe", 0644);
+    write_file(src, "f", "from-src", 0644);
+    mkpath(p, dst, "f");
+    mkpath(q, out, "victim");
+    assert_int_equal(symlink(q, p), 0);
+    assert_int_equal(atp__tree_mirror(src, dst, no_excludes, 0, NULL, NULL,
+                                      NULL, &st),
+                     0);
+    assert_string_equal(slurp(q), "safe");
+    assert_int_equal(lstat(p, &sb), 0);
+    assert_true(S_ISREG(sb.st_mode));
+    free(src);
+    free(dst);
+    free(out);
+}
+
+/* From a baseline: what the source changed comes over (new, edited,
+ * removed, an edit whose mtime was set back too), what the destination
+ * changed meanwhile stays. */
+static void mirror_since_brings_only_changes(void **state)
+{
+    char *host = new_dir("host"), *box = new_dir("box"), p[PATH_MAX];
+    struct atp__manifest base = {0};
+    struct atp__mirror_stats st;
+    struct stat sb;
+    struct timespec ts[2];
+
+    (void)state;
+    write_file(host, "h.txt", "1\n", 0644);
+    write_file(host, "k.txt", "keep?", 0644);
+    write_file(host, "same", "aaaa", 0644);
+    assert_int_equal(atp__tree_mirror(host, box, no_excludes, 0, NULL, NULL,
+                                      &base, &st),
+                     0);
+    assert_true(base.n >= 3);
+    /* The command, in the sandbox's directory. */
+    write_file(box, "made", "made", 0644);
+    mkpath(p, box, "k.txt");
+    assert_int_equal(unlink(p), 0);
+    mkpath(p, box, "same");
+    assert_int_equal(stat(p, &sb), 0);
+    ts[0] = sb.st_atim;
+    ts[1] = sb.st_mtim;
+    usleep(20000); /* a ctime the rewrite moves, on coarse clocks too */
+    write_file(box, "same", "bbbb", 0644);
+    assert_int_equal(utimensat(AT_FDCWD, p, ts, 0), 0);
+    /* The host, meanwhile. */
+    write_file(host, "h.txt", "1\n2\n", 0644);
+    write_file(host, "host-new", "h", 0644);
+    assert_int_equal(atp__tree_mirror(box, host, no_excludes, 1,
+                                      mirror_limits(), &base, &base, &st),
+                     0);
+    mkpath(p, host, "made");
+    assert_string_equal(slurp(p), "made");
+    mkpath(p, host, "k.txt");
+    assert_int_equal(access(p, F_OK), -1);
+    mkpath(p, host, "same");
+    assert_string_equal(slurp(p), "bbbb");
+    mkpath(p, host, "h.txt");
+    assert_string_equal(slurp(p), "1\n2\n");
+    mkpath(p, host, "host-new");
+    assert_string_equal(slurp(p), "h");
+    atp__manifest_free(&base);
+    free(host);
+    free(box);
+}
+
+/* From a sandbox, a link that leads out is refused, and the limits hold. */
+static void mirror_untrusted_links_and_limits(void **state)
+{
+    char *box = new_dir("box"), *host = new_dir("host"), p[PATH_MAX];
+    struct atp__mirror_stats st;
+    struct atp__settings tight = *mirror_limits();
+    int i;
+
+    (void)state;
+    mkpath(p, box, "pw");
+    assert_int_equal(symlink("../../../../etc/passwd", p), 0);
+    assert_int_equal(atp__tree_mirror(box, host, no_excludes, 1,
+                                      mirror_limits(), NULL, NULL, &st),
+                     ATP_E_TRANSFER);
+    assert_non_null(strstr(atp_last_error(), "pw"));
+    mkpath(p, host, "pw");
+    assert_int_equal(access(p, F_OK), -1);
+    mkpath(p, box, "pw");
+    assert_int_equal(unlink(p), 0);
+    for (i = 0; i < 5; i++) {
+        char name[16];
+
+        snprintf(name, sizeof(name), "f%d", i);
+        write_file(box, name, "x", 0644);
+    }
+    tight.transfer_max_entries = 3;
+    assert_int_equal(atp__tree_mirror(box, host, no_excludes, 1, &tight,
+                                      NULL, NULL, &st),
+                     ATP_E_TRANSFER);
+    assert_non_null(strstr(atp_last_error(), "transfer_max_entries"));
+    free(box);
+    free(host);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1087,6 +1249,14 @@ int main(void)
         cmocka_unit_test_setup_teardown(remove_under_never_follows_symlinks,
                                         setup, teardown),
         cmocka_unit_test(listing_parse),
+        cmocka_unit_test_setup_teardown(mirror_makes_dst_like_src, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(mirror_never_writes_through_a_link,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(mirror_since_brings_only_changes,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(mirror_untrusted_links_and_limits,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(far_dates_compare_exactly, setup,
                                         teardown),
     };

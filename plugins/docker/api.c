@@ -192,6 +192,44 @@ out:
 
 int dk_api_image_exists(struct dk_http *h, atp_call *call, const char *image)
 {
+    return dk_api_image_inspect(h, call, image, NULL, NULL);
+}
+
+/* The first of "RepoDigests" that names @image's repository, else the
+ * first of them; NULL when there is none (a local build or import). */
+static const char *repo_digest(json_object *obj, const char *image)
+{
+    json_object *arr;
+    const char *first = NULL;
+    size_t i, n, rlen = strcspn(image, "@");
+    const char *colon = memchr(image, ':', rlen);
+    const char *slash = strrchr(image, '/');
+
+    if (colon && (slash == NULL || colon > slash))
+        rlen = (size_t)(colon - image);
+    if (!json_object_object_get_ex(obj, "RepoDigests", &arr) ||
+        !json_object_is_type(arr, json_type_array))
+        return NULL;
+    n = json_object_array_length(arr);
+    for (i = 0; i < n; i++) {
+        json_object *v = json_object_array_get_idx(arr, i);
+        const char *d = json_object_is_type(v, json_type_string)
+                            ? json_object_get_string(v)
+                            : NULL;
+
+        if (d == NULL || strstr(d, "@sha256:") == NULL)
+            continue;
+        if (first == NULL)
+            first = d;
+        if (strncmp(d, image, rlen) == 0 && d[rlen] == '@')
+            return d;
+    }
+    return first;
+}
+
+int dk_api_image_inspect(struct dk_http *h, atp_call *call, const char *image,
+                         char *id_out, char *digest_out)
+{
     struct dk_req rq = {0};
     struct dk_resp rs;
     char path[1024];
@@ -202,13 +240,33 @@ int dk_api_image_exists(struct dk_http *h, atp_call *call, const char *image)
     rq.path = path;
     if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
         return rc;
-    if (rs.status == 200)
+    if (rs.status == 200) {
+        json_object *obj = parse_body(&rs);
+        const char *id = get_str(obj, "Id");
+        const char *digest = obj ? repo_digest(obj, image) : NULL;
+
         rc = 0;
-    else if (rs.status == 404)
+        /* Docker says "sha256:HEX"; some versions of Podman HEX alone. */
+        if (id_out && id && strlen(id) == 64 && strchr(id, ':') == NULL)
+            snprintf(id_out, 72, "sha256:%s", id);
+        else if (id_out && (id == NULL || strncmp(id, "sha256:", 7) != 0 ||
+                            strlen(id) > 71))
+            rc = dk_host->set_error(call, ATP_E_BACKEND, "the docker daemon "
+                                    "described image %s without a usable "
+                                    "Id", image);
+        else if (id_out)
+            snprintf(id_out, 72, "%s", id);
+        if (digest_out)
+            snprintf(digest_out, 256, "%s",
+                     digest && strlen(digest) < 256 ? digest : "");
+        json_object_put(obj);
+    } else if (rs.status == 404) {
         rc = ATP_E_NOTFOUND;
-    else
-        rc = dk_http_fail(call, ATP_E_BACKEND, &rs, "inspect the image",
-                          NULL);
+    } else {
+        rc = dk_http_fail(call, dk_http_rate(&rs) ? ATP_E_RATE
+                                                   : ATP_E_BACKEND,
+                          &rs, "inspect the image", NULL);
+    }
     dk_resp_free(&rs);
     return rc;
 }
@@ -369,6 +427,11 @@ int dk_api_image_pull(struct dk_http *h, atp_call *call, const char *image)
                                 "the docker daemon answered %ld: %s",
                                 image, rs.status,
                                 rs.msg[0] ? rs.msg : "(no message)");
+    else if (p.error[0] && (strstr(p.error, "toomanyrequests") ||
+                            strstr(p.error, "rate limit")))
+        rc = dk_host->set_error(call, ATP_E_RATE, "cannot pull image %s: "
+                                "the registry refused for now: %s", image,
+                                p.error);
     else if (p.error[0])
         rc = dk_host->set_error(call, ATP_E_IMAGE, "cannot pull image %s: "
                                 "%s", image, p.error);
@@ -418,6 +481,14 @@ int dk_api_create(struct dk_http *h, atp_call *call, const char *name,
         rc = take_id(call, &rs, id_out, "create the container");
     else if (rs.status == 404)
         rc = dk_host->set_error(call, ATP_E_NOTFOUND, "%s", rs.msg);
+    else if (rs.status == 429 || rs.status >= 500)
+        /* Over a limit of the daemon or of what stands in front of it, or
+         * short of a resource for now: the batch slows its creations
+         * down and tries again. */
+        rc = dk_http_fail(call, ATP_E_RATE, &rs, "create the container",
+                          "the daemon is refusing new containers for now: "
+                          "lower -j or --rate, or [backend.docker] "
+                          "max_concurrent / create_rate");
     else
         rc = dk_http_fail(call, ATP_E_PROVISION, &rs, "create the container",
                           rs.status == 400 ? "check cpus, memory_mib, "
@@ -767,3 +838,4 @@ int dk_api_exec_inspect(struct dk_http *h, atp_call *call, const char *eid,
     dk_resp_free(&rs);
     return rc;
 }
+

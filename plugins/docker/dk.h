@@ -181,6 +181,12 @@ void dk_http_abandon(struct dk_http *h);
 int dk_http_fail(atp_call *call, int code, const struct dk_resp *rs,
                  const char *what, const char *hint);
 
+/*
+ * Is @rs a refusal for rate or quota (429, or a message that says so)?
+ * Those become ATP_E_RATE, on which a batch slows down and tries again.
+ */
+int dk_http_rate(const struct dk_resp *rs);
+
 /* The daemon's message of an error body (JSON "message"), into @out. */
 void dk_http_message(const char *body, size_t len, char *out, size_t outlen);
 
@@ -249,7 +255,17 @@ int dk_api_negotiate(struct dk_http *h, atp_call *call);
 /* Is @image on the daemon?  0 yes, ATP_E_NOTFOUND no, or an error. */
 int dk_api_image_exists(struct dk_http *h, atp_call *call, const char *image);
 
-/* Pull @image, reporting "image_pull" events.  ATP_E_IMAGE on failure. */
+/*
+ * What @image is on the daemon: its immutable Id ("sha256:...", into
+ * @id_out, 72 bytes) and a registry digest reference ("NAME@sha256:...",
+ * into @digest_out, 256 bytes; "" for an image that never came from a
+ * registry).  Either may be NULL.  0, ATP_E_NOTFOUND, or an error.
+ */
+int dk_api_image_inspect(struct dk_http *h, atp_call *call, const char *image,
+                         char *id_out, char *digest_out);
+
+/* Pull @image, reporting "image_pull" events.  ATP_E_IMAGE on failure,
+ * ATP_E_RATE when the registry refused for rate. */
 int dk_api_image_pull(struct dk_http *h, atp_call *call, const char *image);
 
 /* Does the daemon have network @name?  0 yes, ATP_E_NOTFOUND no. */
@@ -259,7 +275,8 @@ int dk_api_network_exists(struct dk_http *h, atp_call *call,
 /*
  * Create a container named @name from the JSON @body; the id goes to
  * @id_out (65 bytes).  ATP_E_NOTFOUND when the image is missing (message
- * set), ATP_E_PROVISION for other refusals.
+ * set), ATP_E_RATE for 429 and 5xx (a limit, or a resource short for
+ * now), ATP_E_PROVISION for other refusals.
  */
 int dk_api_create(struct dk_http *h, atp_call *call, const char *name,
                   const char *body, char *id_out);
@@ -341,10 +358,12 @@ int dk_exec(atp_call *call, void *session, const atp_exec_spec *spec,
 
 /*
  * The argv that runs @argv (NULL-terminated) with, when @ttl_s > 0, a
- * watchdog that kills its process group after that many seconds.  The
- * strings are borrowed; free the array.
+ * watchdog that kills its process group after that many seconds; with
+ * @usage, the wrapper then reports the container's cgroup usage on
+ * stderr.  The strings are borrowed; free the array.
  */
-const char **dk_wrap_argv(const char *const *argv, long long ttl_s);
+const char **dk_wrap_argv(const char *const *argv, long long ttl_s,
+                          int usage);
 
 /*
  * Run @argv as root in the session's container (not a user's command: no
@@ -373,6 +392,12 @@ struct dk_backend {
     int64_t api_timeout_ms;
     struct dk_http ctl; /* for check() and reap(), under ctl_lock */
     pthread_mutex_t ctl_lock;
+    /* The image resolved once for every session (pin_lock): what name
+     * (NULL: none yet), to which Id and registry digest. */
+    pthread_mutex_t pin_lock;
+    char *pinned_name;
+    char pinned_id[72];
+    char pinned_digest[256];
 };
 
 struct dk_session {
@@ -384,7 +409,8 @@ struct dk_session {
     struct dk_resp sweep_rs;
     char sweep_path[128];
     char *run_id;
-    char *image;
+    char *image;       /* the name configured */
+    char image_id[72]; /* what it resolved to: containers are made from it */
     char *workdir;     /* host path */
     char *sb_workdir;  /* path in the container */
     char *user;        /* "uid:gid" */

@@ -111,6 +111,8 @@ static void backend_free(void *backend)
     dk_endpoint_free(&b->ep);
     pthread_mutex_destroy(&b->daemon.lock);
     pthread_mutex_destroy(&b->ctl_lock);
+    pthread_mutex_destroy(&b->pin_lock);
+    free(b->pinned_name);
     free(b->image);
     free(b->user);
     free(b);
@@ -165,6 +167,7 @@ static int backend_open(atp_call *call, void **out)
         return dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
     pthread_mutex_init(&b->daemon.lock, NULL);
     pthread_mutex_init(&b->ctl_lock, NULL);
+    pthread_mutex_init(&b->pin_lock, NULL);
     sock = dk_host->config_string(call, "socket");
     if (sock == NULL || sock[0] == '\0')
         sock = secure_getenv("DOCKER_HOST"); /* not in set-id programs */
@@ -291,7 +294,7 @@ static json_object *create_body(struct dk_session *s, const char *const *cmd,
         json_object_put(log);
         return NULL;
     }
-    add_str(o, "Image", s->image);
+    add_str(o, "Image", s->image_id[0] ? s->image_id : s->image);
     if (cmd) {
         json_object_object_add(o, "Entrypoint", strv_json(cmd));
     } else {
@@ -524,6 +527,46 @@ static int preflight_image(atp_call *call, struct dk_session *s)
 }
 
 /*
+ * The image of every session of the backend, resolved once: pulled as
+ * the policy says, then its Id and registry digest, which the core
+ * reports with every result.  Containers are created from the Id, so a
+ * tag moved by a push or a pull while a batch runs changes nothing in
+ * it.  A session of another image name resolves its own each time.
+ */
+static int pin_image(atp_call *call, struct dk_session *s)
+{
+    struct dk_backend *b = s->be;
+    char digest[256] = "";
+    int rc = 0;
+
+    pthread_mutex_lock(&b->pin_lock);
+    if (b->pinned_name && strcmp(b->pinned_name, s->image) == 0) {
+        snprintf(s->image_id, sizeof(s->image_id), "%s", b->pinned_id);
+        snprintf(digest, sizeof(digest), "%s", b->pinned_digest);
+    } else {
+        rc = preflight_image(call, s);
+        if (rc == 0)
+            rc = dk_api_image_inspect(&s->http, call, s->image, s->image_id,
+                                      digest);
+        if (rc == ATP_E_NOTFOUND)
+            rc = dk_host->set_error(call, ATP_E_IMAGE, "image %s went away "
+                                    "from the docker daemon at %s while it "
+                                    "was being resolved", s->image,
+                                    b->ep.display);
+        if (rc == 0 && b->pinned_name == NULL &&
+            (b->pinned_name = strdup(s->image)) != NULL) {
+            snprintf(b->pinned_id, sizeof(b->pinned_id), "%s", s->image_id);
+            snprintf(b->pinned_digest, sizeof(b->pinned_digest), "%s",
+                     digest);
+        }
+    }
+    pthread_mutex_unlock(&b->pin_lock);
+    if (rc == 0 && ATP_HAS_FIELD(dk_host, atp_host_api, image_pinned))
+        dk_host->image_pinned(call, s->image_id, digest[0] ? digest : NULL);
+    return rc;
+}
+
+/*
  * The NetworkMode for the session.  network = none is "none", except on a
  * docker daemon that has no "bridge" network (dockerd --bridge=none, as
  * in CI): there "default" gives the container the very same isolation -
@@ -582,7 +625,7 @@ static int session_open(atp_call *call, void *backend,
         goto fail;
     }
     if ((rc = dk_api_negotiate(&s->http, call)) != 0 ||
-        (rc = preflight_image(call, s)) != 0 ||
+        (rc = pin_image(call, s)) != 0 ||
         (rc = choose_network(call, s)) != 0)
         goto fail;
     s->self_removing = s->one_shot && !b->daemon.podman;

@@ -46,7 +46,30 @@ static const char watchdog[] =
     "t=$1; shift; (sleep \"$t\"; kill -s KILL -- -$$ || kill -s KILL -$$) "
     "</dev/null >/dev/null 2>&1 & exec \"$@\"";
 
-const char **dk_wrap_argv(const char *const *argv, long long ttl_s)
+/*
+ * The same for a container whose cgroup goes with its command (the run
+ * path): after the command, the shell reads what the container used from
+ * its cgroup (v1: cpuacct.usage and memory.max_usage_in_bytes, the
+ * numbers GET /containers/{id}/stats reports; v2: cpu.stat and
+ * memory.peak) and writes them on stderr after a record separator, where
+ * filter_stderr() takes them off; then it exits with the command's
+ * status.
+ * A SIGTERM for the command (the shell is in its group) leaves the shell
+ * be: the command decides its end.
+ */
+static const char watchdog_usage[] =
+    "t=$1; shift; (sleep \"$t\"; kill -s KILL -- -$$ || kill -s KILL -$$) "
+    "</dev/null >/dev/null 2>&1 & trap : TERM; \"$@\"; c=$?; u=; m=; "
+    "g=/sys/fs/cgroup; if { read u <$g/cpuacct/cpuacct.usage; } "
+    "2>/dev/null; then { read m <$g/memory/memory.max_usage_in_bytes; } "
+    "2>/dev/null; elif [ -r $g/cpu.stat ]; then while read k v; do "
+    "[ \"$k\" = usage_usec ] && u=${v}000; done <$g/cpu.stat; "
+    "{ read m <$g/memory.peak; } 2>/dev/null; fi; "
+    "printf '\\036atp-usage %s %s\\n' \"${u:--1}\" \"${m:--1}\" >&2; "
+    "exit $c";
+
+const char **dk_wrap_argv(const char *const *argv, long long ttl_s,
+                          int usage)
 {
     size_t n = 0, i, head;
     const char **v;
@@ -68,7 +91,7 @@ const char **dk_wrap_argv(const char *const *argv, long long ttl_s)
     snprintf(ttl, 32, "%lld", ttl_s);
     v[0] = "/bin/sh";
     v[1] = "-c";
-    v[2] = watchdog;
+    v[2] = usage ? watchdog_usage : watchdog;
     v[3] = "atp";
     v[4] = ttl;
     for (i = 0; i < n; i++)
@@ -94,6 +117,10 @@ struct run {
     struct dk_resp wrs;
     char wt_path[128];
     int wt_init, waiting;
+    int usage;             /* the wrapper reports usage on stderr */
+    char tail[64];         /* stderr held back: maybe that report */
+    size_t tail_len;
+    int64_t cpu_ns, peak;  /* what it reported, -1: nothing */
     /* the end */
     int eof, broken, term_pending, stopped;
     int signalled; /* a TERM or KILL of the schedule was delivered */
@@ -106,12 +133,81 @@ struct run {
 #define INSPECT_AFTER_NS 1000000000LL /* a first look after 1 s */
 #define INSPECT_EVERY_NS 500000000LL
 
+#define USAGE_MARK "\036atp-usage "
+
+/*
+ * The run path's stderr, as it comes: everything goes on at once but a
+ * piece that starts with a record separator, held back (r->tail) until
+ * it is known to be the wrapper's usage report, which is taken off, or
+ * not, which goes on.
+ */
+static void filter_stderr(struct run *r, const char *buf, size_t len)
+{
+    while (len > 0) {
+        if (r->tail_len == 0) {
+            const char *rs = memchr(buf, '\036', len);
+            size_t n = rs ? (size_t)(rs - buf) : len;
+
+            if (n > 0)
+                dk_host->output(r->call, ATP_STDERR, buf, n);
+            buf += n;
+            len -= n;
+            if (len == 0)
+                return;
+        }
+        while (len > 0 && r->tail_len < sizeof(r->tail) - 1) {
+            char c = *buf++;
+
+            len--;
+            r->tail[r->tail_len++] = c;
+            if (c == '\n')
+                break;
+        }
+        r->tail[r->tail_len] = '\0';
+        if (strncmp(r->tail, USAGE_MARK, r->tail_len <= strlen(USAGE_MARK)
+                                             ? r->tail_len
+                                             : strlen(USAGE_MARK)) != 0 ||
+            r->tail_len == sizeof(r->tail) - 1) {
+            /* Not the report: the command's own bytes. */
+            dk_host->output(r->call, ATP_STDERR, r->tail, r->tail_len);
+            r->tail_len = 0;
+        } else if (r->tail[r->tail_len - 1] == '\n') {
+            long long cpu, peak;
+
+            if (sscanf(r->tail + strlen(USAGE_MARK), "%lld %lld", &cpu,
+                       &peak) == 2) {
+                r->cpu_ns = cpu;
+                r->peak = peak;
+            } else {
+                dk_host->output(r->call, ATP_STDERR, r->tail, r->tail_len);
+            }
+            r->tail_len = 0;
+        }
+    }
+}
+
+/* The end of the run path's stream: what was held back, and the usage. */
+static void usage_flush(struct run *r, atp_exec_outcome *out)
+{
+    if (r->tail_len > 0)
+        dk_host->output(r->call, ATP_STDERR, r->tail, r->tail_len);
+    r->tail_len = 0;
+    if ((r->cpu_ns >= 0 || r->peak >= 0) &&
+        ATP_HAS_FIELD(out, atp_exec_outcome, max_rss_bytes)) {
+        out->flags |= ATP_OUTCOME_USAGE;
+        out->cpu_ns = r->cpu_ns;
+        out->max_rss_bytes = r->peak;
+    }
+}
+
 static int on_payload(void *ctx, int stream, const void *buf, size_t len)
 {
     struct run *r = ctx;
 
     /* A consumer that wants no more is a cancel: exec_due() says so. */
-    if (len > 0)
+    if (len > 0 && r->usage && stream == ATP_STDERR)
+        filter_stderr(r, buf, len);
+    else if (len > 0)
         dk_host->output(r->call, stream, buf, len);
     return 0;
 }
@@ -472,7 +568,7 @@ static int start_exec_path(struct run *r, const char *const *argv)
 static int start_run_path(struct run *r, const char *const *argv)
 {
     struct dk_session *s = r->s;
-    const char **wrapped = dk_wrap_argv(argv, s->ttl_s);
+    const char **wrapped = dk_wrap_argv(argv, s->ttl_s, s->self_removing);
     struct dk_resp rs;
     char path[200];
     int rc;
@@ -487,6 +583,7 @@ static int start_run_path(struct run *r, const char *const *argv)
         goto out;
     if (s->self_removing && (rc = send_wait(r)) != 0)
         goto out;
+    r->usage = s->self_removing && s->ttl_s > 0;
     snprintf(path, sizeof(path), "/containers/%s/attach?stream=1&stdout=1"
              "&stderr=1%s", s->id, r->with_stdin ? "&stdin=1" : "");
     rc = dk_hijack_open(&r->hj, &s->http, r->call, path, NULL, &rs);
@@ -520,6 +617,7 @@ int dk_exec(atp_call *call, void *session, const atp_exec_spec *spec,
     r.input_fd = -1;
     r.with_stdin = (spec->flags & ATP_EXEC_STDIN) != 0;
     r.run_path = s->one_shot;
+    r.cpu_ns = r.peak = -1;
     dk_demux_init(&r.dm);
     rc = r.run_path ? start_run_path(&r, spec->argv)
                     : start_exec_path(&r, spec->argv);
@@ -529,9 +627,11 @@ int dk_exec(atp_call *call, void *session, const atp_exec_spec *spec,
     if (rc)
         goto out;
     dk_hijack_close(&r.hj);
+    if (r.usage)
+        usage_flush(&r, out);
     if (r.eof && (rc = await_exit(&r, &code, &ended)) != 0)
         goto out;
-    out->flags = ATP_OUTCOME_SIGNAL_AS_EXIT;
+    out->flags |= ATP_OUTCOME_SIGNAL_AS_EXIT;
     if (!r.eof || !ended) {
         /* Killed, and still no end after the grace: say what we know. */
         out->exit_code = -1;

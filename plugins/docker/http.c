@@ -186,6 +186,13 @@ void dk_http_message(const char *body, size_t len, char *out, size_t outlen)
     out[n] = '\0';
 }
 
+int dk_http_rate(const struct dk_resp *rs)
+{
+    return rs->status == 429 || strstr(rs->msg, "toomanyrequests") != NULL ||
+           strstr(rs->msg, "rate limit") != NULL ||
+           strstr(rs->msg, "quota") != NULL;
+}
+
 int dk_http_fail(atp_call *call, int code, const struct dk_resp *rs,
                  const char *what, const char *hint)
 {

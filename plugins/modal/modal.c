@@ -189,11 +189,13 @@ static void backend_free(void *backend)
         pthread_mutex_destroy(&be->share_mu[i]);
     pthread_mutex_destroy(&be->mu);
     pthread_mutex_destroy(&be->hello_mu);
+    pthread_mutex_destroy(&be->pin_mu);
     modal__strv_free(&be->cp_meta);
     /* the tokens do not outlive the backend in memory */
     memset(&be->creds, 0, sizeof(be->creds));
     free(be->app);
     free(be->image);
+    free(be->pinned_name);
     free(be->region);
     free(be->environment);
     free(be->server_url);
@@ -215,6 +217,7 @@ static int backend_open(atp_call *call, void **out)
         return modal__error(call, ATP_E_NOMEM, "out of memory");
     pthread_mutex_init(&be->mu, NULL);
     pthread_mutex_init(&be->hello_mu, NULL);
+    pthread_mutex_init(&be->pin_mu, NULL);
     if (share_init(be) != 0) {
         backend_free(be);
         return modal__error(call, ATP_E_NOMEM, "out of memory");

@@ -81,6 +81,12 @@ struct modal_backend {
     int hello_done;
     modal__endpoint cp;   /* the control plane: the server that answered */
     char app_id[MODAL_ID_MAX]; /* cached AppGetOrCreate */
+    /* The image resolved once (pin_mu, held while it is looked up):
+     * every sandbox of the backend runs this im- id, whatever its tag
+     * points at later. */
+    pthread_mutex_t pin_mu;
+    char *pinned_name;
+    char pinned_id[MODAL_ID_MAX];
 };
 
 struct modal_session {

@@ -76,6 +76,13 @@ int modal__fail(atp_call *call, int rc, const modal__status *st, int code,
     if (st->code == MODAL_TRANSPORT)
         return modal__error(call, ATP_E_BACKEND, "%s: cannot reach modal: "
                             "%s", what, msg);
+    if (st->code == MODAL_RESOURCE_EXHAUSTED)
+        /* A rate or quota limit of the workspace: a batch slows its
+         * creations down and tries again. */
+        return modal__error(call, ATP_E_RATE, "%s: modal refused for now "
+                            "(RESOURCE_EXHAUSTED: %s): lower -j or --rate, "
+                            "or [backend.modal] max_concurrent / "
+                            "create_rate", what, msg);
     if (modal__retryable(st->code))
         code = ATP_E_BACKEND; /* transient, and still failing: infra */
     return modal__error(call, code, "%s failed: %s: %s", what,
@@ -708,6 +715,36 @@ static int create_sandbox(atp_call *call, struct modal_session *s,
     return 0;
 }
 
+/*
+ * The image id for @name, looked up once per backend and kept: every
+ * sandbox of a run then runs the same image, and the core reports its id
+ * with every result.
+ */
+static int pin_image(atp_call *call, struct modal_backend *be,
+                     modal__conn *c, const modal__ctl *ctl, const char *name,
+                     char *id, size_t len)
+{
+    modal__status st;
+    int rc = 0;
+
+    /* Sessions that start together wait for the first one's lookup. */
+    pthread_mutex_lock(&be->pin_mu);
+    if (be->pinned_name && strcmp(be->pinned_name, name) == 0) {
+        modal__copy(id, len, be->pinned_id);
+    } else {
+        rc = modal__find_image(be, c, ctl, name, id, len, &st);
+        if (rc == 0 && be->pinned_name == NULL &&
+            (be->pinned_name = strdup(name)) != NULL)
+            modal__copy(be->pinned_id, sizeof(be->pinned_id), id);
+    }
+    pthread_mutex_unlock(&be->pin_mu);
+    if (rc)
+        return modal__fail_image(call, be, rc, &st, name);
+    if (ATP_HAS_FIELD(modal__host, atp_host_api, image_pinned))
+        modal__host->image_pinned(call, id, NULL);
+    return 0;
+}
+
 /* Wait until the sandbox's task is scheduled; then reach its router. */
 static int reach_task(atp_call *call, struct modal_session *s,
                       const modal__ctl *ctl)
@@ -802,12 +839,10 @@ int modal__session_open(atp_call *call, void *backend,
         rc = modal__fail(call, rc, &st, ATP_E_PROVISION, "getting the app");
         goto fail;
     }
-    rc = modal__find_image(be, s->conn, &ctl, image, image_id,
-                           sizeof(image_id), &st);
-    if (rc) {
-        rc = modal__fail_image(call, be, rc, &st, image);
+    rc = pin_image(call, be, s->conn, &ctl, image, image_id,
+                   sizeof(image_id));
+    if (rc)
         goto fail;
-    }
     rc = make_secret(call, s, &ctl, app_id, spec, secret_id,
                      sizeof(secret_id));
     if (rc == 0)

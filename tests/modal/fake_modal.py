@@ -40,11 +40,15 @@ x-modal-client-version headers get FAILED_PRECONDITION "Old client", as
 Modal's own test server answers; the identity headers must be there and
 the client type one Modal knows), "router_delay" (seconds after a
 sandbox is scheduled before its router answers: until then its router
-url resets every connection), "missing_cwd" ("refuse", the default: an
+url resets every connection), "sandbox_quota" (at most that many
+sandboxes alive: SandboxCreate beyond it fails with RESOURCE_EXHAUSTED,
+as a workspace's limit does; counted in the stats' "quota_refused"),
+"missing_cwd" ("refuse", the default: an
 exec whose working directory does not exist fails with INVALID_ARGUMENT
 and is listed in the stats' "refused_cwd"; "create": made on the fly).
 
-`ctl stats` says what is alive and what was called (and from which
+`ctl stats` says what is alive ("alive", and "peak_alive": the most
+sandboxes alive at once since the server started) and what was called (and from which
 client connection: "peers"; with which grpc-timeout: "deadlines", None
 for none). With --tls-cert/--tls-key the control plane speaks TLS (the
 router stays h2c, as a local test server's may).
@@ -421,6 +425,8 @@ class Fake:
         self.refused_cwd = []
         self.fired = {}
         self.knobs = {"faults": []}
+        self.peak_alive = 0
+        self.quota_refused = 0
         self.knobs_gen = 0
         self.fault_hits = {}
         self.router_port = 0
@@ -726,9 +732,24 @@ class Fake:
                     raise Abort("NOT_FOUND", "secret %s not found" % sid)
 
         def make():
+            quota = self.knobs.get("sandbox_quota")
+            if quota is not None:
+                with self.lock:
+                    alive = sum(1 for s in self.sandboxes.values()
+                                if s.result is None)
+                if alive >= int(quota):
+                    with self.lock:
+                        self.quota_refused += 1
+                    raise Abort("RESOURCE_EXHAUSTED",
+                                "sandbox limit reached: %d running"
+                                % alive)
             sb = Sandbox(self, req, api)
             self.sandboxes[sb.id] = sb
             self.tasks[sb.task_id] = sb
+            with self.lock:
+                alive = sum(1 for s in self.sandboxes.values()
+                            if s.result is None)
+                self.peak_alive = max(self.peak_alive, alive)
             self.log.write("created %s root %s\n" % (sb.id, sb.root))
             return api.SandboxCreateResponse(sandbox_id=sb.id)
         return self.idempotent("SandboxCreate", md, make)
@@ -931,6 +952,8 @@ class Fake:
                    "images": dict(self.images),
                    "image_lookups": list(self.image_lookups)}
         out["alive"] = sum(1 for s in sbs if s.result is None)
+        out["peak_alive"] = self.peak_alive
+        out["quota_refused"] = self.quota_refused
         out["procs"] = sum(s.live_procs() for s in sbs)
         out["sandboxes"] = [{
             "id": s.id, "task_id": s.task_id,

@@ -157,6 +157,7 @@ typedef struct atp_plugin_info {
     uint64_t caps;
     const atp_option *options;
     int shadowed;
+    const char *backend;
 } atp_plugin_info;
 typedef void (*atp_plugin_info_fn)(const atp_plugin_info *info,
                                    void *payload);

@@ -30,7 +30,7 @@
 #include <atp/atp.h>
 #include <atp/plugin.h>
 
-#define N_FIXTURES 12
+#define N_FIXTURES 13
 
 /* What each fixture must come to, as a scan reports it. */
 static const struct fixture {
@@ -42,6 +42,7 @@ static const struct fixture {
 } fixtures[N_FIXTURES] = {
     /* In the order a scan reports them: sorted by file name. */
     {"fx_badmajor", 0, NULL, 2, 0, "built for plugin ABI 2.0"},
+    {"fx_blab", 1, "1.2-blab", 1, ATP_PLUGIN_ABI_MINOR, NULL},
     {"fx_future", 1, "1.99-future", 1, 99, NULL},
     {"fx_initfail", 0, NULL, 0, 0,
      "fx_initfail: libfake could not start (code 7)"},

@@ -56,6 +56,7 @@ enum { ATP_LOG_ERROR = 0, ATP_LOG_WARN = 1, ATP_LOG_INFO = 2,
 #define ATP_BATCH_OPTS_SIZE_0_2 80
 #define ATP_GC_ITEM_SIZE_0_1 64
 #define ATP_PLUGIN_INFO_SIZE_0_1 88
+#define ATP_PLUGIN_INFO_SIZE_0_2 96
 
 typedef enum atp_field_type {
     ATP_FIELD_STR = 1,

@@ -68,7 +68,7 @@ def test_published_sizes():
     assert f.sizeof("atp_exec_opts") == lib.ATP_EXEC_OPTS_SIZE_0_2
     assert f.sizeof("atp_attempt") == lib.ATP_ATTEMPT_SIZE_0_2
     assert f.sizeof("atp_batch_opts") == lib.ATP_BATCH_OPTS_SIZE_0_2
-    assert f.sizeof("atp_plugin_info") == lib.ATP_PLUGIN_INFO_SIZE_0_1
+    assert f.sizeof("atp_plugin_info") == lib.ATP_PLUGIN_INFO_SIZE_0_2
     assert f.sizeof("atp_gc_item") == lib.ATP_GC_ITEM_SIZE_0_1
     assert f.sizeof("atp_event") == lib.ATP_EVENT_SIZE_0_1
 

@@ -321,6 +321,16 @@ static int h_spawn(atp_call *call, const atp_spawn_spec *spec,
     (void)out;
     return ATP_E_UNSUPPORTED;
 }
+
+static int h_image_pinned(atp_call *call, const char *id,
+                          const char *digest)
+{
+    (void)call;
+    if (id == NULL || *id == '\0')
+        fuzz_fail("image_pinned without an id");
+    (void)digest;
+    return 0;
+}
 #endif
 
 const atp_host_api fuzz_host = {
@@ -356,5 +366,6 @@ const atp_host_api fuzz_host = {
     .stdin_consume = h_stdin_consume,
     .stdin_to_fd = h_stdin_to_fd,
     .spawn = h_spawn,
+    .image_pinned = h_image_pinned,
 #endif
 };

@@ -22,9 +22,11 @@
 SLURM_LOCK=${ATP_SLURM_LOCK:-/tmp/atp-slurm-cluster.lock}
 
 # A free TCP port on the loopback, from 20000 up, starting at an offset
-# of the pid so that concurrent programs try different ones first.
+# of the pid so that concurrent programs try different ones first; below
+# 32768, where the kernel's ephemeral ports (32768-60999) start, so that
+# no outgoing connection takes it between this look and the bind.
 slurm_free_port() {
-    sfp_p=$((20000 + ($$ * 7 + ${1:-0}) % 20000))
+    sfp_p=$((20000 + ($$ * 7 + ${1:-0}) % 12500))
     sfp_i=0
     while [ $sfp_i -lt 200 ]; do
         if ! ss -Hltn "sport = :$sfp_p" 2>/dev/null | grep -q .; then

@@ -363,7 +363,11 @@ static void setup(struct dk_http *h, const struct dk_req *rq, struct xfer *x,
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
     if (left > 0)
         curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)left);
-    *hdrs = curl_slist_append(NULL, "Expect:");
+    /* An upload waits for the daemon's 100 Continue: a daemon refusing it
+     * answers before the body is sent, and that answer is what the user
+     * sees, not a broken pipe under a body it never read. */
+    *hdrs = curl_slist_append(NULL, rq->upload ? "Expect: 100-continue"
+                                               : "Expect:");
     if (rq->body || rq->upload) {
         char ct[128];
 

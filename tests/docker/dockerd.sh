@@ -4,7 +4,8 @@
 #   dockerd_start DIR     starts dockerd with everything under DIR, waits
 #                         until it answers, exports DOCKER_SOCK; returns
 #                         non-zero (with the reason on stderr) when it can't;
-#                         with DOCKERD_TCP=HOST:PORT set it listens there too
+#                         with DOCKERD_TCP=HOST:PORT set it listens there too;
+#                         it waits DOCKERD_START_S seconds (30) for an answer
 #   dockerd_image NAME    imports a busybox rootfs as image NAME
 #   dockerd_stop          stops it (and its containerd)
 #
@@ -33,7 +34,7 @@ dockerd_start() {
         --storage-driver=vfs >"$DOCKERD_DIR/dockerd.log" 2>&1 &
     DOCKERD_PID=$!
     i=0
-    while [ $i -lt 300 ]; do
+    while [ $i -lt $((${DOCKERD_START_S:-30} * 10)) ]; do
         if curl -sf --unix-socket "$DOCKER_SOCK" http://localhost/_ping \
             >/dev/null 2>&1; then
             return 0
@@ -46,7 +47,7 @@ dockerd_start() {
         sleep 0.1
         i=$((i + 1))
     done
-    echo "dockerd did not answer on $DOCKER_SOCK within 30 s; its log:" >&2
+    echo "dockerd did not answer on $DOCKER_SOCK within ${DOCKERD_START_S:-30} s; its log:" >&2
     tail -n 20 "$DOCKERD_DIR/dockerd.log" >&2
     dockerd_stop
     return 1

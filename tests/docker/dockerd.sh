@@ -31,7 +31,7 @@ dockerd_start() {
         --data-root "$DOCKERD_DIR/root" \
         --exec-root "$DOCKERD_DIR/exec" --pidfile "$DOCKERD_DIR/docker.pid" \
         --iptables=false --ip6tables=false --bridge=none \
-        --storage-driver=vfs >"$DOCKERD_DIR/dockerd.log" 2>&1 &
+        --storage-driver=vfs >"$DOCKERD_DIR/dockerd.log" 2>&1 8>&- &
     DOCKERD_PID=$!
     i=0
     while [ $i -lt $((${DOCKERD_START_S:-30} * 10)) ]; do

@@ -62,7 +62,7 @@ EOF
     export DOCKER_SOCK
     CONTAINERS_CONF=$dk_dir/pm/containers.conf podman --root "$dk_dir/pm/root" \
         --runroot "$dk_dir/pm/run" --storage-driver vfs system service \
-        --time=0 "unix://$DOCKER_SOCK" >"$dk_dir/pm/podman.log" 2>&1 &
+        --time=0 "unix://$DOCKER_SOCK" >"$dk_dir/pm/podman.log" 2>&1 8>&- &
     PODMAN_PID=$!
     i=0
     while [ $i -lt 300 ]; do
@@ -97,6 +97,23 @@ podman_stop() {
         fi
     done
 }
+
+# ---- a test that loads the machine on purpose -----------------------------
+
+# The docker tests' timing checks (a TERM within the grace, a give-up
+# within the deadlines) do not share the machine with a test that loads
+# it on purpose (DK_LOAD=1 set before this file is sourced:
+# concurrency.test): such a test takes this lock exclusively, every other
+# docker test takes it shared, so neither starts while the other runs.
+# Held by this shell (fd 8) until it exits; never by the daemons.
+DK_LOAD_LOCK=${ATP_TOP_BUILDDIR:-/tmp}/tests/docker-load.lock
+mkdir -p "${DK_LOAD_LOCK%/*}" 2>/dev/null
+exec 8>"$DK_LOAD_LOCK"
+if [ -n "${DK_LOAD:-}" ]; then dk_lock_mode=-x; else dk_lock_mode=-s; fi
+if ! flock -w 3600 "$dk_lock_mode" 8; then
+    echo "Bail out! $DK_LOAD_LOCK was held for an hour"
+    exit 99
+fi
 
 if [ "$DK_ENGINE" = podman ]; then
     if ! podman_start >"$dk_dir/start.err" 2>&1; then

@@ -68,6 +68,49 @@ static const char watchdog_usage[] =
     "printf '\\036atp-usage %s %s\\n' \"${u:--1}\" \"${m:--1}\" >&2; "
     "exit $c";
 
+/*
+ * A session's command, when it comes in the core's wrapper
+ * (/bin/sh -c SCRIPT atp COMMAND): this shell runs SCRIPT in a subshell,
+ * where $$ is still this shell's pid, the group leader the daemon's exec
+ * makes (so the group the core's wrapper announces is the exec's own),
+ * and after it KILLs what the command left running in that group or with
+ * its ATP_EXEC_ID, in the same exec: no second exec (a second runc start,
+ * as long as the command's own on a busy daemon) after every command.
+ * What still holds the command's output is left to the core's drain (the
+ * plugin's sweep then follows).  A TERM or INT for the group leaves this
+ * shell be: the command decides its end, and its status is this exec's.
+ */
+static const char sweeping[] =
+    "s=$1; shift; trap : TERM INT; (eval \"$s\"); c=$?; "
+    "m=${ATP_EXEC_ID:+ATP_EXEC_ID=$ATP_EXEC_ID}; "
+    "for p in /proc/[0-9]*; do q=${p#/proc/}; "
+    "[ \"$q\" = $$ ] || [ \"$q\" = 1 ] && continue; "
+    "{ read -r st <\"$p/stat\"; } 2>/dev/null || continue; "
+    "set -- ${st##*) }; "
+    "if [ \"$3\" = $$ ] || { [ -n \"$m\" ] && tr '\\000' '\\n' "
+    "<\"$p/environ\" 2>/dev/null | grep -qx \"$m\"; }; then "
+    "[ \"$p/fd/1\" -ef /proc/$$/fd/1 ] || [ \"$p/fd/2\" -ef /proc/$$/fd/2 ] "
+    "|| kill -s KILL \"$q\" 2>/dev/null; fi; done; exit $c";
+
+/* argv with the sweep above around it, or NULL when argv is not the
+ * core's wrapper (then the sweep is a second exec, sweep()). */
+static const char **sweeping_argv(const char *const *argv, const char **v)
+{
+    if (argv[0] == NULL || strcmp(argv[0], "/bin/sh") != 0 ||
+        argv[1] == NULL || strcmp(argv[1], "-c") != 0 || argv[2] == NULL ||
+        argv[3] == NULL || strcmp(argv[3], "atp") != 0 || argv[4] == NULL ||
+        argv[5] != NULL)
+        return NULL;
+    v[0] = "/bin/sh";
+    v[1] = "-c";
+    v[2] = sweeping;
+    v[3] = "atp";
+    v[4] = argv[2];
+    v[5] = argv[4];
+    v[6] = NULL;
+    return v;
+}
+
 const char **dk_wrap_argv(const char *const *argv, long long ttl_s,
                           int usage)
 {
@@ -128,6 +171,7 @@ struct run {
      * it started still holds its output (exec inspect, now and then) */
     int exited, code;
     int64_t next_inspect;
+    int swept;     /* the exec KILLs what the command leaves (sweeping) */
 };
 
 #define INSPECT_AFTER_NS 1000000000LL /* a first look after 1 s */
@@ -542,6 +586,7 @@ static int start_exec_path(struct run *r, const char *const *argv)
 {
     struct dk_session *s = r->s;
     struct dk_resp rs;
+    const char *wrapped[7];
     char path[128];
     int rc;
 
@@ -549,6 +594,10 @@ static int start_exec_path(struct run *r, const char *const *argv)
         return dk_host->set_error(r->call, ATP_E_SANDBOX_DEAD, "the session's "
                                   "container %.12s was killed: start a new "
                                   "session", s->id);
+    if (sweeping_argv(argv, wrapped) != NULL) {
+        argv = wrapped;
+        r->swept = 1;
+    }
     rc = dk_api_exec_create(&s->http, r->call, s->id, argv, r->spec->envp,
                             r->spec->cwd ? r->spec->cwd : s->sb_workdir,
                             NULL, r->with_stdin, 0, r->eid);
@@ -657,9 +706,13 @@ int dk_exec(atp_call *call, void *session, const atp_exec_spec *spec,
         int64_t wait;
 
         /* What it left running in the session's container (background
-         * jobs, setsid or not) goes with it; no need to wait. */
+         * jobs, setsid or not) goes with it; no need to wait.  The exec
+         * itself did that when it was the only holder of its output to
+         * the end: nothing outlived it in the output (seen by the exit
+         * coming first), and no signal cut its own sweep short. */
         if (dk_host->exec_due(call, ATP_EXEC_EXITED | ATP_EXEC_ENDED,
-                              &wait) == ATP_DUE_KILL)
+                              &wait) == ATP_DUE_KILL &&
+            (!r.swept || r.exited || r.signalled || r.broken))
             sweep(&r);
     }
 out:

@@ -11,7 +11,7 @@ from typing import (Any, AsyncIterator, Callable, Dict, Iterator, List, Mapping,
                     Sequence, Set, Tuple, Union)
 
 from . import errors
-from ._ffi import ffi, lib, opt_text, text
+from ._ffi import callback, ffi, lib, opt_text, text
 from ._types import Event, Result, Status, new_c_result
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -94,7 +94,8 @@ def shell_join(argv: Sequence[str]) -> str:
     if p == ffi.NULL:
         raise MemoryError("atp_shell_exec_join")
     try:
-        return ffi.string(p).decode("utf-8", "surrogateescape")
+        s: str = ffi.string(p).decode("utf-8", "surrogateescape")
+        return s
     finally:
         lib.free(p)
 
@@ -172,6 +173,8 @@ class _SessionH(_Owned):
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
+        # The session's event proxy handle: alive as long as C is.
+        self.proxy_handle: Any = None
         # One call on the session at a time, in the order they were asked
         # for: a ticket each, served in turn.
         self._turn = threading.Condition()
@@ -245,7 +248,7 @@ class _SessionH(_Owned):
 
 # --------------------------------------------------------------- config
 
-@ffi.callback("void(int, const char *, const char *, void *)")
+@callback("void(int, const char *, const char *, void *)")
 def _log_cb(level: int, origin: Any, message: Any, payload: Any) -> None:
     try:
         fn = ffi.from_handle(payload)
@@ -448,7 +451,7 @@ class Backend:
 
 # --------------------------------------------------------------- callbacks
 
-@ffi.callback("void(const atp_event *, void *)")
+@callback("void(const atp_event *, void *)")
 def _event_cb(ev: Any, payload: Any) -> None:
     try:
         ffi.from_handle(payload)._on_event(Event._from_c(ev))
@@ -456,7 +459,7 @@ def _event_cb(ev: Any, payload: Any) -> None:
         pass
 
 
-@ffi.callback("void(int, const char *, size_t, unsigned, void *)")
+@callback("void(int, const char *, size_t, unsigned, void *)")
 def _line_cb(stream: int, line: Any, n: int, flags: int, payload: Any) -> None:
     try:
         data = ffi.buffer(line, n)[:] if n else b""

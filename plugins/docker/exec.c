@@ -77,9 +77,10 @@ static const char watchdog_usage[] =
  * its ATP_EXEC_ID, in the same exec: no second exec (a second runc start,
  * as long as the command's own on a busy daemon) after every command.
  * What still holds the command's output is left to the core's drain, and
- * said on stderr after a record separator (filter_stderr() takes the line
- * off): the plugin's sweep then follows.  A TERM or INT for the group leaves this
- * shell be: the command decides its end, and its status is this exec's.
+ * said on stderr after a record separator (filter_stderr() takes the
+ * line off): the plugin's sweep then follows.  A TERM or INT for the
+ * group leaves this shell be: the command decides its end, and its
+ * status is this exec's.
  */
 static const char sweeping[] =
     "s=$1; shift; trap : TERM INT; (eval \"$s\"); c=$?; h=; "

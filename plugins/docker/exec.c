@@ -68,6 +68,52 @@ static const char watchdog_usage[] =
     "printf '\\036atp-usage %s %s\\n' \"${u:--1}\" \"${m:--1}\" >&2; "
     "exit $c";
 
+/*
+ * A session's command, when it comes in the core's wrapper
+ * (/bin/sh -c SCRIPT atp COMMAND): this shell runs SCRIPT in a subshell,
+ * where $$ is still this shell's pid, the group leader the daemon's exec
+ * makes (so the group the core's wrapper announces is the exec's own),
+ * and after it KILLs what the command left running in that group or with
+ * its ATP_EXEC_ID, in the same exec: no second exec (a second runc start,
+ * as long as the command's own on a busy daemon) after every command.
+ * What still holds the command's output is left to the core's drain, and
+ * said on stderr after a record separator (filter_stderr() takes the
+ * line off): the plugin's sweep then follows.  A TERM or INT for the
+ * group leaves this shell be: the command decides its end, and its
+ * status is this exec's.
+ */
+static const char sweeping[] =
+    "s=$1; shift; trap : TERM INT; (eval \"$s\"); c=$?; h=; "
+    "m=${ATP_EXEC_ID:+ATP_EXEC_ID=$ATP_EXEC_ID}; "
+    "for p in /proc/[0-9]*; do q=${p#/proc/}; "
+    "[ \"$q\" = $$ ] || [ \"$q\" = 1 ] && continue; "
+    "{ read -r st <\"$p/stat\"; } 2>/dev/null || continue; "
+    "set -- ${st##*) }; "
+    "if [ \"$3\" = $$ ] || { [ -n \"$m\" ] && tr '\\000' '\\n' "
+    "<\"$p/environ\" 2>/dev/null | grep -qx \"$m\"; }; then "
+    "[ \"$p/fd/1\" -ef /proc/$$/fd/1 ] || [ \"$p/fd/2\" -ef /proc/$$/fd/2 ] "
+    "&& h=1 || kill -s KILL \"$q\" 2>/dev/null; fi; done; "
+    "[ -z \"$h\" ] || printf '\\036atp-held\\n' >&2; exit $c";
+
+/* argv with the sweep above around it, or NULL when argv is not the
+ * core's wrapper (then the sweep is a second exec, sweep()). */
+static const char **sweeping_argv(const char *const *argv, const char **v)
+{
+    if (argv[0] == NULL || strcmp(argv[0], "/bin/sh") != 0 ||
+        argv[1] == NULL || strcmp(argv[1], "-c") != 0 || argv[2] == NULL ||
+        argv[3] == NULL || strcmp(argv[3], "atp") != 0 || argv[4] == NULL ||
+        argv[5] != NULL)
+        return NULL;
+    v[0] = "/bin/sh";
+    v[1] = "-c";
+    v[2] = sweeping;
+    v[3] = "atp";
+    v[4] = argv[2];
+    v[5] = argv[4];
+    v[6] = NULL;
+    return v;
+}
+
 const char **dk_wrap_argv(const char *const *argv, long long ttl_s,
                           int usage)
 {
@@ -128,12 +174,15 @@ struct run {
      * it started still holds its output (exec inspect, now and then) */
     int exited, code;
     int64_t next_inspect;
+    int swept;     /* the exec KILLs what the command leaves (sweeping) */
+    int held;      /* ...but something held the output then */
 };
 
 #define INSPECT_AFTER_NS 1000000000LL /* a first look after 1 s */
 #define INSPECT_EVERY_NS 500000000LL
 
 #define USAGE_MARK "\036atp-usage "
+#define HELD_MARK "\036atp-held\n"
 
 /*
  * The run path's stderr, as it comes: everything goes on at once but a
@@ -164,10 +213,18 @@ static void filter_stderr(struct run *r, const char *buf, size_t len)
                 break;
         }
         r->tail[r->tail_len] = '\0';
-        if (strncmp(r->tail, USAGE_MARK, r->tail_len <= strlen(USAGE_MARK)
-                                             ? r->tail_len
-                                             : strlen(USAGE_MARK)) != 0 ||
-            r->tail_len == sizeof(r->tail) - 1) {
+        if (r->swept && strncmp(r->tail, HELD_MARK, r->tail_len) == 0) {
+            /* The sweeping shell's word (all of it, or a start of it) */
+            if (r->tail_len == strlen(HELD_MARK)) {
+                r->held = 1;
+                r->tail_len = 0;
+            }
+        } else if (!r->usage ||
+                   strncmp(r->tail, USAGE_MARK,
+                           r->tail_len <= strlen(USAGE_MARK)
+                               ? r->tail_len
+                               : strlen(USAGE_MARK)) != 0 ||
+                   r->tail_len == sizeof(r->tail) - 1) {
             /* Not the report: the command's own bytes. */
             dk_host->output(r->call, ATP_STDERR, r->tail, r->tail_len);
             r->tail_len = 0;
@@ -205,7 +262,7 @@ static int on_payload(void *ctx, int stream, const void *buf, size_t len)
     struct run *r = ctx;
 
     /* A consumer that wants no more is a cancel: exec_due() says so. */
-    if (len > 0 && r->usage && stream == ATP_STDERR)
+    if (len > 0 && (r->usage || r->swept) && stream == ATP_STDERR)
         filter_stderr(r, buf, len);
     else if (len > 0)
         dk_host->output(r->call, stream, buf, len);
@@ -542,6 +599,7 @@ static int start_exec_path(struct run *r, const char *const *argv)
 {
     struct dk_session *s = r->s;
     struct dk_resp rs;
+    const char *wrapped[7];
     char path[128];
     int rc;
 
@@ -549,6 +607,18 @@ static int start_exec_path(struct run *r, const char *const *argv)
         return dk_host->set_error(r->call, ATP_E_SANDBOX_DEAD, "the session's "
                                   "container %.12s was killed: start a new "
                                   "session", s->id);
+    if (s->sweep.fl) {
+        int done;
+
+        /* The KILL of what the command before left: started before this
+         * one, which should not meet what it kills. */
+        if (dk_http_poll(&s->sweep, r->call, 2000, &done) != 0 || !done)
+            dk_http_abandon(&s->sweep);
+    }
+    if (sweeping_argv(argv, wrapped) != NULL) {
+        argv = wrapped;
+        r->swept = 1;
+    }
     rc = dk_api_exec_create(&s->http, r->call, s->id, argv, r->spec->envp,
                             r->spec->cwd ? r->spec->cwd : s->sb_workdir,
                             NULL, r->with_stdin, 0, r->eid);
@@ -627,7 +697,7 @@ int dk_exec(atp_call *call, void *session, const atp_exec_spec *spec,
     if (rc)
         goto out;
     dk_hijack_close(&r.hj);
-    if (r.usage)
+    if (r.usage || r.swept)
         usage_flush(&r, out);
     if (r.eof && (rc = await_exit(&r, &code, &ended)) != 0)
         goto out;
@@ -657,9 +727,14 @@ int dk_exec(atp_call *call, void *session, const atp_exec_spec *spec,
         int64_t wait;
 
         /* What it left running in the session's container (background
-         * jobs, setsid or not) goes with it; no need to wait. */
+         * jobs, setsid or not) goes with it; no need to wait.  The exec
+         * itself did that when it was the only holder of its output to
+         * the end: nothing held the output at its sweep (its word on
+         * stderr) or outlived it there (seen by the exit coming first),
+         * and no signal cut its own sweep short. */
         if (dk_host->exec_due(call, ATP_EXEC_EXITED | ATP_EXEC_ENDED,
-                              &wait) == ATP_DUE_KILL)
+                              &wait) == ATP_DUE_KILL &&
+            (!r.swept || r.held || r.exited || r.signalled || r.broken))
             sweep(&r);
     }
 out:

@@ -7,11 +7,11 @@ import os
 import re
 import threading
 from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping,
-                    Optional, Sequence, Union)
+                    Optional, Sequence, Set, Union)
 
 from . import errors
 from ._core import Config, PathLike, _env_list, _raise_last, _strv, shell_join
-from ._ffi import ffi, lib, opt_text, text
+from ._ffi import callback, ffi, lib, opt_text, text
 from ._types import BatchProgress, BatchResult, Result
 
 AttemptSpec = Mapping[str, Any]
@@ -62,7 +62,7 @@ class _Source:
         self._it = iter(attempts)
         self._keep: List[Any] = []
         self.error: Optional[BaseException] = None
-        self.seen: set = set()
+        self.seen: Set[str] = set()
 
     def fill(self, a: Any) -> int:
         self._keep = []
@@ -109,11 +109,11 @@ class _Source:
         return 1
 
 
-@ffi.callback("int(atp_attempt *, void *)")
+@callback("int(atp_attempt *, void *)")
 def _next_cb(a: Any, payload: Any) -> int:
     src = ffi.from_handle(payload)
     try:
-        return src.fill(a)
+        return int(src.fill(a))
     except BaseException as e:
         src.error = e
         return int(lib.ATP_E_CANCELLED)
@@ -135,12 +135,12 @@ class _Sink:
             lib.atp_batch_cancel(self.batch_ptr[0])
 
 
-@ffi.callback("void(const atp_batch_result *, void *)")
+@callback("void(const atp_batch_result *, void *)")
 def _result_cb(r: Any, payload: Any) -> None:
     sink = ffi.from_handle(payload)
     try:
         def blob(p: Any, n: int) -> str:
-            return ffi.buffer(p, n)[:].decode("utf-8", "replace") \
+            return str(ffi.buffer(p, n)[:].decode("utf-8", "replace")) \
                 if p != ffi.NULL and n else ""
         res = Result._from_c(r.result, blob(r.stdout_text, r.stdout_len),
                              blob(r.stderr_text, r.stderr_len))
@@ -154,7 +154,7 @@ def _result_cb(r: Any, payload: Any) -> None:
         sink.fail(e)
 
 
-@ffi.callback("void(const atp_batch_progress *, void *)")
+@callback("void(const atp_batch_progress *, void *)")
 def _progress_cb(p: Any, payload: Any) -> None:
     sink = ffi.from_handle(payload)
     try:

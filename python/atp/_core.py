@@ -11,7 +11,7 @@ from typing import (Any, AsyncIterator, Callable, Dict, Iterator, List, Mapping,
                     Sequence, Set, Tuple, Union)
 
 from . import errors
-from ._ffi import ffi, lib, opt_text, text
+from ._ffi import callback, ffi, lib, opt_text, text
 from ._types import Event, Result, Status, new_c_result
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -94,7 +94,8 @@ def shell_join(argv: Sequence[str]) -> str:
     if p == ffi.NULL:
         raise MemoryError("atp_shell_exec_join")
     try:
-        return ffi.string(p).decode("utf-8", "surrogateescape")
+        s: str = ffi.string(p).decode("utf-8", "surrogateescape")
+        return s
     finally:
         lib.free(p)
 
@@ -172,6 +173,8 @@ class _SessionH(_Owned):
 
     def __init__(self, *a: Any, **kw: Any) -> None:
         super().__init__(*a, **kw)
+        # The session's event proxy handle: alive as long as C is.
+        self.proxy_handle: Any = None
         # One call on the session at a time, in the order they were asked
         # for: a ticket each, served in turn.
         self._turn = threading.Condition()
@@ -181,6 +184,8 @@ class _SessionH(_Owned):
         self.threads: List[threading.Thread] = []
         self.close_result: Optional[Result] = None
         self.close_error: Optional[errors.Error] = None
+        # Set by cancel(): a command waiting for its reader gives up.
+        self.cancelled = False
 
     def ticket(self) -> int:
         with self._turn:
@@ -205,6 +210,7 @@ class _SessionH(_Owned):
                 self._turn.notify_all()
 
     def cancel(self) -> None:
+        self.cancelled = True
         with _owner_lock:
             if self.ptr is not None:
                 lib.atp_session_cancel(self.ptr)
@@ -245,7 +251,7 @@ class _SessionH(_Owned):
 
 # --------------------------------------------------------------- config
 
-@ffi.callback("void(int, const char *, const char *, void *)")
+@callback("void(int, const char *, const char *, void *)")
 def _log_cb(level: int, origin: Any, message: Any, payload: Any) -> None:
     try:
         fn = ffi.from_handle(payload)
@@ -448,7 +454,7 @@ class Backend:
 
 # --------------------------------------------------------------- callbacks
 
-@ffi.callback("void(const atp_event *, void *)")
+@callback("void(const atp_event *, void *)")
 def _event_cb(ev: Any, payload: Any) -> None:
     try:
         ffi.from_handle(payload)._on_event(Event._from_c(ev))
@@ -456,7 +462,7 @@ def _event_cb(ev: Any, payload: Any) -> None:
         pass
 
 
-@ffi.callback("void(int, const char *, size_t, unsigned, void *)")
+@callback("void(int, const char *, size_t, unsigned, void *)")
 def _line_cb(stream: int, line: Any, n: int, flags: int, payload: Any) -> None:
     try:
         data = ffi.buffer(line, n)[:] if n else b""
@@ -547,7 +553,8 @@ class Session:
              on_stdout: Optional[LineCallback] = None,
              on_stderr: Optional[LineCallback] = None,
              check: bool = False, encoding: str = "utf-8",
-             errors: str = "replace") -> "Command":
+             errors: str = "replace",
+             keep_output: bool = True) -> "Command":
         """Start @command: POSIX sh text, or an argv list run as the
         sandbox's process itself.  Returns a :class:`Command` at once;
         its output is collected as it arrives.
@@ -560,11 +567,19 @@ class Session:
         @on_stderr get each line as it arrives, from a thread of the
         package; an exception they raise cancels the session and is
         raised again by :meth:`Command.wait`.  With check=True a non-zero
-        exit raises :class:`atp.CommandFailed`."""
+        exit raises :class:`atp.CommandFailed`.
+
+        With keep_output=False nothing of the output is kept: the result's
+        stdout and stderr are empty, :meth:`Command.stream` yields each
+        line once and drops it, and at most about 1 MiB of lines waits
+        for the reader (then the command waits: its output is not read
+        meanwhile); :meth:`Command.wait`, or leaving the stream's loop,
+        drops what is not read.  For logs of any size."""
         self._ptr()                      # closed: say so now
         cmd = Command(self, _command_text(command), timeout=timeout, env=env,
                       stdin=stdin, on_stdout=on_stdout, on_stderr=on_stderr,
-                      check=check, encoding=encoding, errors_=errors)
+                      check=check, encoding=encoding, errors_=errors,
+                      keep_output=keep_output)
         cmd._ticket = self._h.ticket()
         cmd._start_thread()
         return cmd
@@ -655,6 +670,11 @@ class _EventProxy:
 _END = object()
 
 
+#: keep_output=False: how many characters of lines may wait for
+#: Command.stream() before the command waits for it.
+_PENDING_MAX = 1 << 20
+
+
 class Command:
     """A command running in a session (made by :meth:`Session.exec`).
 
@@ -667,7 +687,8 @@ class Command:
                  env: Optional[Mapping[str, str]], stdin: Any,
                  on_stdout: Optional[LineCallback],
                  on_stderr: Optional[LineCallback], check: bool,
-                 encoding: str, errors_: str) -> None:
+                 encoding: str, errors_: str,
+                 keep_output: bool = True) -> None:
         self.session = session
         self.command = command
         self.timeout = timeout
@@ -679,6 +700,12 @@ class Command:
         self._encoding = encoding
         self._errors = errors_
         self._lines: List[Tuple[int, str]] = []  # (1|2, line) in order
+        # keep_output=False: _lines holds only what stream() has not
+        # taken yet (_pending characters of it), or nothing once no one
+        # will read it (_discard).
+        self._keep = keep_output
+        self._pending = 0
+        self._discard = False
         self._out: List[str] = []
         self._err: List[str] = []
         self._out_no_eol = False
@@ -821,13 +848,24 @@ class Command:
     def _deliver(self, stream: int, data: bytes, no_eol: bool) -> None:
         line = data.decode(self._encoding, self._errors)
         with self._cond:
-            if stream == lib.ATP_STDERR:
-                self._err.append(line)
-                self._err_no_eol = no_eol
+            if not self._keep:
+                # The reader's turn first: the command waits for it (its
+                # output then waits in the sandbox's pipe, not here).
+                h = self.session._h
+                while (self._pending >= _PENDING_MAX and not self._discard
+                       and not h.cancelled):
+                    self._cond.wait(0.1)
+                if not self._discard:
+                    self._lines.append((stream, line))
+                    self._pending += len(line) + 1
             else:
-                self._out.append(line)
-                self._out_no_eol = no_eol
-            self._lines.append((stream, line))
+                if stream == lib.ATP_STDERR:
+                    self._err.append(line)
+                    self._err_no_eol = no_eol
+                else:
+                    self._out.append(line)
+                    self._out_no_eol = no_eol
+                self._lines.append((stream, line))
             self._cond.notify_all()
         if self._callback_error is not None:
             return
@@ -846,8 +884,15 @@ class Command:
         """Yield stdout lines (newline stripped) as they arrive, until the
         command ends.  With stderr=True yield ("stdout"|"stderr", line)
         pairs of both streams in the order they arrived.  Each call
-        starts from the first line.  Ending the loop early does not stop
-        the command (use :meth:`cancel`)."""
+        starts from the first line (with keep_output=False, each line goes
+        to one reader, once, and ending the loop early drops the rest).
+        Ending the loop early does not stop the command (use
+        :meth:`cancel`)."""
+        if not self._keep:
+            return self._stream_once(stderr)
+        return self._stream_kept(stderr)
+
+    def _stream_kept(self, stderr: bool) -> Iterator[Any]:
         i = 0
         while True:
             with self._cond:
@@ -863,6 +908,36 @@ class Command:
                     yield line
             if done and i >= len(self._lines):
                 return
+
+    def _stream_once(self, stderr: bool) -> Iterator[Any]:
+        finished = False
+        try:
+            while True:
+                with self._cond:
+                    while not self._lines and not self._done:
+                        self._wait_cond()
+                    batch, self._lines = self._lines, []
+                    self._pending = 0
+                    done = self._done
+                    self._cond.notify_all()
+                for stream, line in batch:
+                    if stderr:
+                        yield ("stderr" if stream == 2 else "stdout", line)
+                    elif stream == 1:
+                        yield line
+                if done:
+                    finished = True
+                    return
+        finally:
+            if not finished:
+                self._drop_unread()
+
+    def _drop_unread(self) -> None:
+        with self._cond:
+            self._discard = True
+            self._lines = []
+            self._pending = 0
+            self._cond.notify_all()
 
     def __iter__(self) -> Iterator[Any]:
         return self.stream()
@@ -884,6 +959,8 @@ class Command:
         it has not ended by then (the command keeps running)."""
         import time
         deadline = None if timeout is None else time.monotonic() + timeout
+        if not self._keep:
+            self._drop_unread()
         with self._cond:
             while not self._done:
                 left = None if deadline is None else deadline - time.monotonic()

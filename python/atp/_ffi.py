@@ -22,7 +22,8 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+import importlib
+from typing import Any, Callable, List, Optional, Tuple
 
 from cffi import FFI
 
@@ -43,12 +44,21 @@ ffi = FFI()
 ffi.cdef(_cdef_text())
 
 
+def callback(decl: str) -> Callable[[Callable[..., Any]], Any]:
+    """ffi.callback(@decl) as a decorator: the function, checked as
+    written, becomes the C function pointer that calls it."""
+    deco: Callable[[Callable[..., Any]], Any] = ffi.callback(decl)
+    return deco
+
+
 def _installed_libdir() -> Optional[str]:
     try:
-        from . import _paths  # written by `make install`
+        # written by `make install`
+        paths = importlib.import_module(__package__ + "._paths")
     except ImportError:
         return None
-    return getattr(_paths, "LIBDIR", None)
+    libdir: Optional[str] = getattr(paths, "LIBDIR", None)
+    return libdir
 
 
 def _pkg_config_libdir() -> Optional[str]:
@@ -123,7 +133,8 @@ def text(p: Any) -> str:
     as replacement characters."""
     if p == ffi.NULL:
         return ""
-    return ffi.string(p).decode("utf-8", "replace")
+    s: str = ffi.string(p).decode("utf-8", "replace")
+    return s
 
 
 def opt_text(p: Any) -> Optional[str]:

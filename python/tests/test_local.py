@@ -405,3 +405,59 @@ def test_asyncio(local, wd):
     lines, r, other = asyncio.run(main())
     assert lines == ["1", "2"] and r.ok
     assert [x.stdout for x in other] == ["0\n", "1\n", "2\n"]
+
+
+# 160,000 lines of 100 bytes: 16 MB through the stream.
+_BIG = "awk 'BEGIN { for (i = 0; i < 160000; i++) printf \"%099d\\n\", i }'"
+_BIG_LINES, _BIG_BYTES = 160000, 160000 * 100
+
+
+def _peak_while(fn):
+    """What fn() returns, and the most memory Python held meanwhile above
+    where it started (bytes, tracemalloc)."""
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def test_keep_output_false_streams_megabytes_in_bounded_memory(local, wd):
+    with local.session(wd) as s:
+        def read_all(keep):
+            c = s.exec(_BIG, timeout=600, keep_output=keep)
+            n = size = 0
+            for line in c.stream():
+                n += 1
+                size += len(line) + 1
+            return n, size, c.wait()
+
+        (n, size, r), peak = _peak_while(lambda: read_all(False))
+        assert (n, size) == (_BIG_LINES, _BIG_BYTES) and r.ok
+        assert r.stdout == "" and r.stderr == ""
+        assert peak < 8 << 20, f"{peak} bytes held while 16 MB streamed"
+        # Kept, the same output is all in memory: the measure sees it.
+        (n, size, r), kept = _peak_while(lambda: read_all(True))
+        assert n == _BIG_LINES and len(r.stdout) == _BIG_BYTES
+        assert kept > _BIG_BYTES > 2 * peak
+
+
+def test_keep_output_false_without_a_reader(local, wd):
+    with local.session(wd) as s:
+        # wait() alone: nothing is kept and the command is not held up.
+        r, peak = _peak_while(
+            lambda: s.exec(_BIG, timeout=600, keep_output=False).wait())
+        assert r.ok and r.stdout == ""
+        assert peak < 8 << 20, f"{peak} bytes held while 16 MB went by"
+        # A callback sees every line; a loop left early drops the rest
+        # and the command still ends.
+        seen = []
+        c = s.exec(_BIG, timeout=600, keep_output=False,
+                   on_stdout=lambda line: seen.append(len(line)))
+        for i, _ in enumerate(c.stream()):
+            if i == 10:
+                break
+        assert c.wait().ok and len(seen) == _BIG_LINES

@@ -48,7 +48,7 @@ import atp
 from atp import errors as _atp_errors
 
 try:  # the real thing, when the harness has it
-    from open_atp.backends import base as _oa  # type: ignore
+    from open_atp.backends import base as _oa
 except ImportError:  # pragma: no cover - depends on the environment
     _oa = None
 
@@ -157,7 +157,7 @@ def _translate(e: "atp.Error") -> BaseException:
         # open-atp's contract: a command stopped on its budget exits 124,
         # whatever signal the kill schedule took.
         result.exit_code = TIMEOUT_EXIT_CODE
-    out = cls(e.message, result, e.code)
+    out: BaseException = cls(e.message, result, e.code)
     out.__cause__ = e
     return out
 
@@ -270,7 +270,7 @@ class AtpBackend(*_abc_base("ComputeBackend")):  # type: ignore[misc]
                  config: Optional[Any] = None, image: Any = None,
                  env: Optional[Mapping[str, str]] = None,
                  timeout_s: Optional[float] = None) -> None:
-        self._be = _call(atp.open, backend, config)
+        self._be: atp.Backend = _call(atp.open, backend, config)
         self.image = image
         self.env = dict(env or {})
         self.timeout_s = timeout_s
@@ -322,7 +322,7 @@ class AtpBackend(*_abc_base("ComputeBackend")):  # type: ignore[misc]
     def test(self) -> bool:
         """True when a trivial command runs end to end."""
         try:
-            return self._be.run("true", timeout=60).exit_code == 0
+            return bool(self._be.run("true", timeout=60).exit_code == 0)
         except atp.Error:
             return False
 

@@ -245,7 +245,7 @@ def pct(xs, p):
     return xs[f] + (xs[c] - xs[f]) * (k - f)
 
 rows = {}
-print("%-12s %10s %9s %9s %9s %8s %6s" % ("contender", "attempts/s", "wall s",
+print("%-16s %10s %9s %9s %9s %8s %6s" % ("contender", "attempts/s", "wall s",
                                           "p50 ms", "p99 ms", "failures",
                                           "left"))
 for name in names:
@@ -256,7 +256,7 @@ for name in names:
     left = int(open("%s/%s.left" % (tmp, name)).read())
     rate = n / wall
     rows[name] = (rate, fail, left, pct(lat, 50))
-    print("%-12s %10.2f %9.1f %9.1f %9.1f %8d %6d" % (
+    print("%-16s %10.2f %9.1f %9.1f %9.1f %8d %6d" % (
         name, rate, wall, pct(lat, 50) * 1000, pct(lat, 99) * 1000, fail,
         left))
 print()

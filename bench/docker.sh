@@ -61,51 +61,13 @@ cleanup() {
         curl -s --unix-socket "$DOCKER_SOCK" -X DELETE \
             "http://localhost/containers/$session_cid?force=1" >/dev/null 2>&1
     fi
-    [ -n "$own_daemon" ] && dockerd_stop
-    # dockerd leaves a bind mount of the host's netns under its exec root.
-    grep -o " $tmp/[^ ]*" /proc/mounts 2>/dev/null | sort -r |
-        while read -r m; do umount -l "$m" 2>/dev/null; done
+    bench_docker_cleanup "$tmp"
     rm -rf "$tmp"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# shellcheck source=../tests/docker/dockerd.sh
-. "$srcdir/tests/docker/dockerd.sh"
-
-if [ -n "${BENCH_DOCKER_HOST:-}" ]; then
-    DOCKER_SOCK=${BENCH_DOCKER_HOST#unix://}
-    IMAGE=${BENCH_IMAGE:?set BENCH_IMAGE to an image of that daemon}
-    storage="(given daemon)"
-else
-    storage=${BENCH_STORAGE:-overlay2}
-    start_daemon() {  # DRIVER
-        DOCKERD_DIR=$tmp/d
-        mkdir -p "$DOCKERD_DIR"
-        DOCKER_SOCK=$DOCKERD_DIR/docker.sock
-        dockerd --host "unix://$DOCKER_SOCK" --data-root "$DOCKERD_DIR/root" \
-            --exec-root "$DOCKERD_DIR/exec" --pidfile "$DOCKERD_DIR/docker.pid" \
-            --iptables=false --ip6tables=false --bridge=none \
-            --storage-driver="$1" >"$DOCKERD_DIR/dockerd.log" 2>&1 &
-        own_daemon=1
-        for _ in $(seq 300); do
-            curl -sf --unix-socket "$DOCKER_SOCK" http://localhost/_ping \
-                >/dev/null 2>&1 && return 0
-            kill -0 $! 2>/dev/null || return 1
-            sleep 0.1
-        done
-        return 1
-    }
-    if ! start_daemon "$storage"; then
-        note "dockerd with $storage storage did not start; trying vfs"
-        dockerd_stop; own_daemon=; rm -rf "$tmp/d"
-        storage=vfs
-        start_daemon vfs || die "dockerd does not start: $(tail -n 3 "$tmp/d/dockerd.log")"
-    fi
-    IMAGE=atp-bench:1
-    dockerd_image "$IMAGE" || die "importing the image failed"
-fi
-export DOCKER_HOST=unix://$DOCKER_SOCK
+bench_docker_daemon "$tmp"
 docker_api() { curl -s --unix-socket "$DOCKER_SOCK" "$@"; }
 docker_api_path() { local p=$1; shift; docker_api "$@" "http://localhost$p"; }
 

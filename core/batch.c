@@ -303,15 +303,21 @@ struct try_out {
     struct capture c[2];
 };
 
+/*
+ * A line as the command wrote it: with its newline, unless it is a piece
+ * of a longer line or the last one, written without.  The same bytes go
+ * to DIR/ID/stdout and, up to the cap, inline.
+ */
 static void keep(struct capture *c, const char *line, size_t len,
                  unsigned flags)
 {
-    size_t add = len + ((flags & ATP_LINE_PARTIAL) ? 0 : 1);
+    int eol = !(flags & (ATP_LINE_PARTIAL | ATP_LINE_NO_EOL));
+    size_t add = len + (eol ? 1 : 0);
 
     if (c->fd >= 0) {
         ssize_t w = write(c->fd, line, len);
 
-        if (!(flags & ATP_LINE_PARTIAL) && w >= 0)
+        if (eol && w >= 0)
             w = write(c->fd, "\n", 1);
         (void)w;
     }
@@ -579,9 +585,10 @@ static void deliver(struct atp_batch *b, struct job *j)
     r.attempt = j->tries - j->refusals;
     r.elapsed_s = j->t0 ? (double)(atp__now_ns() - j->t0) / 1e9 : 0;
     r.result = &j->res;
-    r.stdout_text = j->out;
+    /* Inlined output is there, empty or not, whenever it is inlined. */
+    r.stdout_text = j->out || b->o.inline_limit == 0 ? j->out : "";
     r.stdout_len = j->out_len;
-    r.stderr_text = j->err;
+    r.stderr_text = j->err || b->o.inline_limit == 0 ? j->err : "";
     r.stderr_len = j->err_len;
     r.out_dir = j->dir;
     r.run_id = j->run_id[0] ? j->run_id : NULL;

@@ -442,7 +442,8 @@ typedef struct atp_batch_result {
     const char *backend;      /**< the backend instance it ran on */
     unsigned attempt;         /**< tries it took (retries + 1) */
     const atp_result *result; /**< how it ended, and what it cost */
-    const char *stdout_text;  /**< its output, up to inline_limit bytes */
+    const char *stdout_text;  /**< its output, up to inline_limit bytes
+                                 (NULL when inline_limit is 0) */
     size_t stdout_len;
     const char *stderr_text;
     size_t stderr_len;

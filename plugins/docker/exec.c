@@ -40,31 +40,38 @@
  * dies: this watchdog, in front of the core's wrapper, kills the
  * command's group when the session's TTL runs out ($1: seconds; the rest:
  * the command).  It execs the command, so the group is the one the core's
- * wrapper announces.
+ * wrapper announces.  The sleeper ignores TERM: the command's TERM
+ * (run_killer) reaches the whole group, and the TTL outlives it.
  */
 static const char watchdog[] =
-    "t=$1; shift; (sleep \"$t\"; kill -s KILL -- -$$ || kill -s KILL -$$) "
-    "</dev/null >/dev/null 2>&1 & exec \"$@\"";
+    "t=$1; shift; (trap '' TERM; sleep \"$t\"; kill -s KILL -- -$$ || "
+    "kill -s KILL -$$) </dev/null >/dev/null 2>&1 & exec \"$@\"";
+
+/*
+ * What the container's cgroup says it used so far: u, CPU in ns, and m,
+ * the peak memory in bytes, empty when unknown (v1: cpuacct.usage and
+ * memory.max_usage_in_bytes, the numbers GET /containers/{id}/stats
+ * reports; v2: cpu.stat and memory.peak).
+ */
+#define READ_USAGE                                                          \
+    "u=; m=; g=/sys/fs/cgroup; if { read u <$g/cpuacct/cpuacct.usage; } "  \
+    "2>/dev/null; then { read m <$g/memory/memory.max_usage_in_bytes; } "   \
+    "2>/dev/null; elif [ -r $g/cpu.stat ]; then while read k v; do "        \
+    "[ \"$k\" = usage_usec ] && u=${v}000; done <$g/cpu.stat; "             \
+    "{ read m <$g/memory.peak; } 2>/dev/null; fi; "
 
 /*
  * The same for a container whose cgroup goes with its command (the run
- * path): after the command, the shell reads what the container used from
- * its cgroup (v1: cpuacct.usage and memory.max_usage_in_bytes, the
- * numbers GET /containers/{id}/stats reports; v2: cpu.stat and
- * memory.peak) and writes them on stderr after a record separator, where
- * filter_stderr() takes them off; then it exits with the command's
- * status.
- * A SIGTERM for the command (the shell is in its group) leaves the shell
- * be: the command decides its end.
+ * path): after the command, the shell reads what the container used and
+ * writes it on stderr after a record separator, where filter_stderr()
+ * takes it off; then it exits with the command's status.  A TERM for the
+ * command's group reaches this shell too: it leaves it be, the command
+ * decides its end.
  */
 static const char watchdog_usage[] =
-    "t=$1; shift; (sleep \"$t\"; kill -s KILL -- -$$ || kill -s KILL -$$) "
-    "</dev/null >/dev/null 2>&1 & trap : TERM; \"$@\"; c=$?; u=; m=; "
-    "g=/sys/fs/cgroup; if { read u <$g/cpuacct/cpuacct.usage; } "
-    "2>/dev/null; then { read m <$g/memory/memory.max_usage_in_bytes; } "
-    "2>/dev/null; elif [ -r $g/cpu.stat ]; then while read k v; do "
-    "[ \"$k\" = usage_usec ] && u=${v}000; done <$g/cpu.stat; "
-    "{ read m <$g/memory.peak; } 2>/dev/null; fi; "
+    "t=$1; shift; (trap '' TERM; sleep \"$t\"; kill -s KILL -- -$$ || "
+    "kill -s KILL -$$) </dev/null >/dev/null 2>&1 & trap : TERM; \"$@\"; "
+    "c=$?; " READ_USAGE
     "printf '\\036atp-usage %s %s\\n' \"${u:--1}\" \"${m:--1}\" >&2; "
     "exit $c";
 
@@ -80,19 +87,24 @@ static const char watchdog_usage[] =
  * said on stderr after a record separator (filter_stderr() takes the
  * line off): the plugin's sweep then follows.  A TERM or INT for the
  * group leaves this shell be: the command decides its end, and its
- * status is this exec's.
+ * status is this exec's.  The command shares its container's cgroup with
+ * the commands before it: the shell reads the cgroup before and after
+ * the command and reports both (usage_flush() takes the difference).
  */
 static const char sweeping[] =
-    "s=$1; shift; trap : TERM INT; (eval \"$s\"); c=$?; h=; "
-    "m=${ATP_EXEC_ID:+ATP_EXEC_ID=$ATP_EXEC_ID}; "
+    "s=$1; shift; " READ_USAGE "u0=${u:--1}; m0=${m:--1}; "
+    "trap : TERM INT; (eval \"$s\"); c=$?; " READ_USAGE "h=; "
+    "x=${ATP_EXEC_ID:+ATP_EXEC_ID=$ATP_EXEC_ID}; "
     "for p in /proc/[0-9]*; do q=${p#/proc/}; "
     "[ \"$q\" = $$ ] || [ \"$q\" = 1 ] && continue; "
     "{ read -r st <\"$p/stat\"; } 2>/dev/null || continue; "
     "set -- ${st##*) }; "
-    "if [ \"$3\" = $$ ] || { [ -n \"$m\" ] && tr '\\000' '\\n' "
-    "<\"$p/environ\" 2>/dev/null | grep -qx \"$m\"; }; then "
+    "if [ \"$3\" = $$ ] || { [ -n \"$x\" ] && tr '\\000' '\\n' "
+    "<\"$p/environ\" 2>/dev/null | grep -qx \"$x\"; }; then "
     "[ \"$p/fd/1\" -ef /proc/$$/fd/1 ] || [ \"$p/fd/2\" -ef /proc/$$/fd/2 ] "
     "&& h=1 || kill -s KILL \"$q\" 2>/dev/null; fi; done; "
+    "printf '\\036atp-usage %s %s %s %s\\n' \"${u:--1}\" \"${m:--1}\" "
+    "\"$u0\" \"$m0\" >&2; "
     "[ -z \"$h\" ] || printf '\\036atp-held\\n' >&2; exit $c";
 
 /* argv with the sweep above around it, or NULL when argv is not the
@@ -113,6 +125,19 @@ static const char **sweeping_argv(const char *const *argv, const char **v)
     v[6] = NULL;
     return v;
 }
+
+/*
+ * Any other session command (not in the core's wrapper) is measured the
+ * same way by this shell.  The command runs under setsid, so that a
+ * group announced for it is its own and this shell is out of it; an
+ * image without setsid runs the command as it is, unmeasured.
+ */
+static const char session_usage[] =
+    "command -v setsid >/dev/null 2>&1 || exec \"$@\"; " READ_USAGE
+    "u0=${u:--1}; m0=${m:--1}; trap : TERM INT; setsid \"$@\"; c=$?; "
+    READ_USAGE
+    "printf '\\036atp-usage %s %s %s %s\\n' \"${u:--1}\" \"${m:--1}\" "
+    "\"$u0\" \"$m0\" >&2; exit $c";
 
 const char **dk_wrap_argv(const char *const *argv, long long ttl_s,
                           int usage)
@@ -146,6 +171,27 @@ const char **dk_wrap_argv(const char *const *argv, long long ttl_s,
     return v;
 }
 
+/* A session's command, measured (session_usage). */
+static const char **wrap_session(const char *const *argv)
+{
+    size_t n = 0, i;
+    const char **v;
+
+    while (argv && argv[n])
+        n++;
+    v = calloc(n + 5, sizeof(*v));
+    if (v == NULL)
+        return NULL;
+    v[0] = "/bin/sh";
+    v[1] = "-c";
+    v[2] = session_usage;
+    v[3] = "atp";
+    for (i = 0; i < n; i++)
+        v[4 + i] = argv[i];
+    v[4 + n] = NULL;
+    return v;
+}
+
 struct run {
     atp_call *call;
     struct dk_session *s;
@@ -164,9 +210,10 @@ struct run {
     char wt_path[128];
     int wt_init, waiting;
     int usage;             /* the wrapper reports usage on stderr */
-    char tail[64];         /* stderr held back: maybe that report */
+    char tail[128];        /* stderr held back: maybe that report */
     size_t tail_len;
     int64_t cpu_ns, peak;  /* what it reported, -1: nothing */
+    int64_t cpu0, peak0;   /* a session's: the same before the command */
     /* the end */
     int eof, broken, term_pending, stopped;
     int signalled; /* a TERM or KILL of the schedule was delivered */
@@ -229,12 +276,15 @@ static void filter_stderr(struct run *r, const char *buf, size_t len)
             dk_host->output(r->call, ATP_STDERR, r->tail, r->tail_len);
             r->tail_len = 0;
         } else if (r->tail[r->tail_len - 1] == '\n') {
-            long long cpu, peak;
+            long long cpu, peak, cpu0 = -1, peak0 = -1;
+            int n = sscanf(r->tail + strlen(USAGE_MARK), "%lld %lld %lld %lld",
+                           &cpu, &peak, &cpu0, &peak0);
 
-            if (sscanf(r->tail + strlen(USAGE_MARK), "%lld %lld", &cpu,
-                       &peak) == 2) {
+            if (n == 2 || n == 4) {
                 r->cpu_ns = cpu;
                 r->peak = peak;
+                r->cpu0 = cpu0;
+                r->peak0 = peak0;
             } else {
                 dk_host->output(r->call, ATP_STDERR, r->tail, r->tail_len);
             }
@@ -243,12 +293,23 @@ static void filter_stderr(struct run *r, const char *buf, size_t len)
     }
 }
 
-/* The end of the run path's stream: what was held back, and the usage. */
+/*
+ * The end of the stream: what was held back, and the usage.  A session's
+ * command used the difference of the cgroup's CPU time; its peak is the
+ * cgroup's only when the command raised it (else it stayed below what an
+ * earlier command of the container reached, by an unknown amount).
+ */
 static void usage_flush(struct run *r, atp_exec_outcome *out)
 {
     if (r->tail_len > 0)
         dk_host->output(r->call, ATP_STDERR, r->tail, r->tail_len);
     r->tail_len = 0;
+    if (!r->run_path && r->cpu_ns >= 0) {
+        r->cpu_ns = r->cpu0 >= 0 && r->cpu_ns >= r->cpu0
+                        ? r->cpu_ns - r->cpu0
+                        : -1;
+        r->peak = r->peak0 >= 0 && r->peak > r->peak0 ? r->peak : -1;
+    }
     if ((r->cpu_ns >= 0 || r->peak >= 0) &&
         ATP_HAS_FIELD(out, atp_exec_outcome, max_rss_bytes)) {
         out->flags |= ATP_OUTCOME_USAGE;
@@ -271,11 +332,26 @@ static int on_payload(void *ctx, int stream, const void *buf, size_t len)
 
 /* ---- signals ------------------------------------------------------------ */
 
+/*
+ * A one-shot container holds the command and nothing else: a signal for
+ * the command goes to every process in it but its init ($0: the signal).
+ * The run path's wrappers stay: the watchdog's shell traps TERM and its
+ * sleeper ignores it.  (The group the core's wrapper announces is not the
+ * command's whole tree there: the watchdog's shell runs it as a child.)
+ */
+static const char run_killer[] =
+    "kill -s \"$0\" -- -1 2>/dev/null || kill -s \"$0\" -1 2>/dev/null; "
+    "exit 0";
+
 /* Signal the command's process group with a second exec, as root. */
 static int signal_group(struct run *r, int sig)
 {
     struct dk_session *s = r->s;
-    const char *const *argv = dk_host->group_kill_argv(r->call, sig);
+    const char *run_argv[] = {"/bin/sh", "-c", run_killer,
+                              sig == SIGKILL ? "KILL" : "TERM", NULL};
+    const char *const *argv = r->run_path
+                                  ? run_argv
+                                  : dk_host->group_kill_argv(r->call, sig);
     char eid[72];
     int rc;
 
@@ -599,8 +675,9 @@ static int start_exec_path(struct run *r, const char *const *argv)
 {
     struct dk_session *s = r->s;
     struct dk_resp rs;
-    const char *wrapped[7];
+    const char *swept[7];
     char path[128];
+    const char **wrapped;
     int rc;
 
     if (s->dead)
@@ -615,13 +692,21 @@ static int start_exec_path(struct run *r, const char *const *argv)
         if (dk_http_poll(&s->sweep, r->call, 2000, &done) != 0 || !done)
             dk_http_abandon(&s->sweep);
     }
-    if (sweeping_argv(argv, wrapped) != NULL) {
-        argv = wrapped;
+    if (sweeping_argv(argv, swept) != NULL) {
+        wrapped = NULL;
+        argv = swept;
         r->swept = 1;
+    } else {
+        wrapped = wrap_session(argv);
+        if (wrapped == NULL)
+            return dk_host->set_error(r->call, ATP_E_NOMEM, "out of memory");
+        argv = wrapped;
     }
+    r->usage = 1;
     rc = dk_api_exec_create(&s->http, r->call, s->id, argv, r->spec->envp,
                             r->spec->cwd ? r->spec->cwd : s->sb_workdir,
                             NULL, r->with_stdin, 0, r->eid);
+    free(wrapped);
     if (rc)
         return rc;
     snprintf(path, sizeof(path), "/exec/%s/start", r->eid);
@@ -687,7 +772,7 @@ int dk_exec(atp_call *call, void *session, const atp_exec_spec *spec,
     r.input_fd = -1;
     r.with_stdin = (spec->flags & ATP_EXEC_STDIN) != 0;
     r.run_path = s->one_shot;
-    r.cpu_ns = r.peak = -1;
+    r.cpu_ns = r.peak = r.cpu0 = r.peak0 = -1;
     dk_demux_init(&r.dm);
     rc = r.run_path ? start_run_path(&r, spec->argv)
                     : start_exec_path(&r, spec->argv);

@@ -1,16 +1,72 @@
 /*
  * Frozen sizes of the plugin ABI 1.x structs and of the client structs.
  *
- * The checks are compile-time: a layout change to a struct that crosses
- * the plugin boundary breaks the build of this test, and so `make check`.
- * A struct may grow only at its end, with a new ..._SIZE_V1_x constant;
- * the 1.0 constants never change.
+ * The checks of the published sizes are compile-time: a layout change to
+ * a struct that crosses the plugin boundary breaks the build of this
+ * test, and so `make check`.  A struct may grow only at its end, with a
+ * new ..._SIZE_V1_x constant; the 1.0 constants never change.  Beyond
+ * them, every struct, field and constant of the frozen 1.2 header
+ * (tests/abi/v1.2) is compared with include/atp at run time, and a
+ * difference fails naming what moved.
  */
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <atp/atp.h>
 #include <atp/plugin.h>
+
+#include "layout12.def"
+
+/*
+ * What ABI 1.2 froze, as include/atp lays it out today, row for row
+ * against the frozen header's table (layout_v12.c): a struct keeps its
+ * size or grows at its end (element types never grow), every field keeps
+ * its offset and size, every constant its value.  Returns the number of
+ * rows that differ, each named on a diagnostic line.
+ */
+static const struct atp_l12_row now[] = {ATP_L12_TABLE};
+
+static int compare(int kind)
+{
+    size_t i, n_now = sizeof(now) / sizeof(now[0]);
+    int bad = 0;
+
+    if (n_now != atp_l12_frozen_n) {
+        printf("# the tables differ in length (%zu, frozen %zu)\n", n_now,
+               atp_l12_frozen_n);
+        return 1;
+    }
+    for (i = 0; i < n_now; i++) {
+        const struct atp_l12_row *f = &atp_l12_frozen[i], *c = &now[i];
+        int is_type = strchr(f->name, '.') == NULL &&
+                      strncmp(f->name, "atp_", 4) == 0;
+        int is_field = strchr(f->name, '.') != NULL;
+
+        if (strcmp(f->name, c->name) != 0) {
+            printf("# row %zu is %s, frozen %s\n", i, c->name, f->name);
+            return 1;
+        }
+        if (kind == 0 && is_type &&
+            (f->b ? c->a < f->a : c->a != f->a)) {
+            printf("# %s is %lld bytes; ABI 1.2 froze it at %lld%s\n",
+                   c->name, c->a, f->a,
+                   f->b ? " (it may grow, never shrink)"
+                        : " (an array element: it never changes)");
+            bad++;
+        } else if (kind == 1 && is_field && (c->a != f->a || c->b != f->b)) {
+            printf("# %s is at offset %lld, %lld bytes; ABI 1.2 froze it at "
+                   "offset %lld, %lld bytes\n", c->name, c->a, c->b, f->a,
+                   f->b);
+            bad++;
+        } else if (kind == 2 && !is_type && !is_field && c->a != f->a) {
+            printf("# %s is %lld; ABI 1.2 froze it as %lld\n", c->name, c->a,
+                   f->a);
+            bad++;
+        }
+    }
+    return bad;
+}
 
 #if defined(__LP64__) || defined(_LP64)
 
@@ -109,20 +165,30 @@ AT(atp_exec_opts, stdin_fd, 40);
 AT(atp_exec_opts, on_flush, 48);
 AT(atp_exec_opts, flags, ATP_EXEC_OPTS_SIZE_0_1);
 
+#endif /* LP64 */
+
 int main(void)
 {
-    puts("1..1");
+    static const char *const what[] = {
+        "every struct of ABI 1.2 keeps its size or grows at its end only",
+        "every field of ABI 1.2 keeps its offset and size",
+        "every constant of ABI 1.2 keeps its value",
+    };
+    int k, failed = 0;
+
+    puts("1..4");
+#if defined(__LP64__) || defined(_LP64)
     puts("ok 1 - plugin ABI 1.0, 1.1 and 1.2 and client struct sizes and "
          "offsets are frozen");
-    return 0;
-}
-
 #else
-
-int main(void)
-{
-    puts("1..0 # SKIP the frozen sizes are published for LP64 only");
-    return 0;
-}
-
+    puts("ok 1 # SKIP the frozen sizes are published for LP64 only");
 #endif
+    for (k = 0; k < 3; k++) {
+        int bad = compare(k);
+
+        printf("%s %d - %s (include/atp against tests/abi/v1.2)\n",
+               bad ? "not ok" : "ok", k + 2, what[k]);
+        failed |= bad != 0;
+    }
+    return failed;
+}

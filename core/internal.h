@@ -35,6 +35,54 @@ void atp__error_set_text(const char *msg);
 /* Monotonic clock in nanoseconds. */
 int64_t atp__now_ns(void);
 
+/* ---- buf.c: the growable buffer ---------------------------------------- */
+
+/*
+ * A growable byte buffer.  p is NULL until the first append, then holds
+ * len bytes followed by a NUL (so text can be used as a C string); the
+ * capacity doubles, never past max + 1 bytes.  Zeroed and then
+ * atp__buf_init()ed, or ATP__BUF_INIT.
+ */
+typedef struct atp__buf {
+    char *p;
+    size_t len;
+    size_t cap;
+    size_t max;        /* most bytes it may hold */
+} atp__buf;
+
+#define ATP__BUF_INIT {NULL, 0, 0, (size_t)-2}
+#define ATP__BUF_FIRST 64 /* bytes allocated at the first append */
+#define ATP__BUF_FULL 1   /* returned when an append would pass max */
+
+/* Start an empty buffer holding at most @max bytes (0: no limit). */
+void atp__buf_init(atp__buf *b, size_t max);
+/*
+ * Make room for @more bytes beyond len (and the NUL).  0; ATP__BUF_FULL
+ * when len + more would pass max (the buffer is unchanged); ATP_E_NOMEM
+ * when memory or size_t runs out.
+ */
+int atp__buf_reserve(atp__buf *b, size_t more);
+/*
+ * The capacity to grow @cap to for @need bytes under @max: doubled from
+ * ATP__BUF_FIRST, at least @need, at most max + 1 and PTRDIFF_MAX, never
+ * wrapped around; 0 when @need is over those bounds.
+ */
+size_t atp__buf_next_cap(size_t cap, size_t need, size_t max);
+/* Append @n bytes of @data (may hold NULs); returns as atp__buf_reserve. */
+int atp__buf_append(atp__buf *b, const void *data, size_t n);
+/* Append the C string @s. */
+int atp__buf_puts(atp__buf *b, const char *s);
+/*
+ * Hand the contents over: returns the NUL-terminated bytes (an empty
+ * string when nothing was appended; NULL only when that cannot be
+ * allocated), which the caller frees, and leaves the buffer empty.
+ */
+char *atp__buf_detach(atp__buf *b);
+/* Empty the buffer, keeping its memory for what comes next. */
+void atp__buf_clear(atp__buf *b);
+/* Free the contents; the buffer is empty and may be used again. */
+void atp__buf_release(atp__buf *b);
+
 /* ---- value.c: strict parsing of configuration values ------------------ */
 
 int atp__parse_bool(const char *s, int *out);
@@ -321,9 +369,7 @@ typedef void (*atp__line_cb)(int stream, const char *line, size_t len,
 
 typedef struct atp__framer {
     int stream;
-    char *buf;         /* partial line */
-    size_t len;
-    size_t cap;
+    atp__buf buf;      /* partial line, at most max bytes */
     size_t max;        /* longest piece delivered */
     atp__line_cb cb;
     void *payload;
@@ -339,9 +385,8 @@ void atp__framer_release(atp__framer *f);
 
 /* ---- wrap.c ----------------------------------------------------------- */
 
-/* Append @s quoted for POSIX sh to a growing buffer. */
-int atp__sh_quote_append(char **buf, size_t *len, size_t *cap,
-                         const char *s);
+/* Append @s quoted for POSIX sh to @b.  0 or ATP_E_NOMEM. */
+int atp__sh_quote_append(atp__buf *b, const char *s);
 
 struct atp__wrapped {
     const char *argv[7];

@@ -362,6 +362,27 @@ void atp__call_init(atp_call *call, struct atp__plugin *plugin,
  */
 const char *atp__call_message(atp_call *call, int rc);
 
+/* ---- direct.c: sh -c 'exec WORD...' without the shell ---------------- */
+
+struct atp__direct {
+    int use;                 /* 1: run file with argv and envp */
+    char file[4096];         /* the program found on PATH */
+    char *store;             /* the unquoted words */
+    char **argv;
+    const char **envp;       /* NULL: the environment as given */
+    char *pwd;
+};
+
+/*
+ * Plan to run @argv, when it is `/bin/sh -c 'exec WORD...'` that needs no
+ * shell, straight from the program found on @envp's PATH, with @cwd
+ * (NULL: the current directory) as the working directory.  Returns 1 and
+ * fills @d when it can (release it after), else 0 and @d is unused.
+ */
+int atp__direct_plan(struct atp__direct *d, const char *const *argv,
+                     const char *const *envp, const char *cwd);
+void atp__direct_release(struct atp__direct *d);
+
 /* ---- lines.c: line framing -------------------------------------------- */
 
 typedef void (*atp__line_cb)(int stream, const char *line, size_t len,
@@ -385,6 +406,8 @@ void atp__framer_release(atp__framer *f);
 
 /* ---- wrap.c ----------------------------------------------------------- */
 
+/* Is @c a character that sh takes literally outside quotes? */
+int atp__sh_plain_char(char c);
 /* Append @s quoted for POSIX sh to @b.  0 or ATP_E_NOMEM. */
 int atp__sh_quote_append(atp__buf *b, const char *s);
 

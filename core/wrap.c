@@ -22,7 +22,7 @@
 
 #include "internal.h"
 
-static int safe_char(char c)
+int atp__sh_plain_char(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
            (c >= '0' && c <= '9') || strchr("_@%+=:,./-", c) != NULL;
@@ -34,7 +34,7 @@ int atp__sh_quote_append(atp__buf *b, const char *s)
     int plain = *s != '\0';
 
     for (p = s; *p && plain; p++)
-        plain = safe_char(*p);
+        plain = atp__sh_plain_char(*p);
     if (plain)
         return atp__buf_puts(b, s);
     if (atp__buf_puts(b, "'"))

@@ -909,9 +909,9 @@ ATP_EXTERN int atp_config_load_string(atp_config **out, const char *text,
 static int slurp(const char *path, char **text, size_t *size)
 {
     FILE *f = fopen(path, "rb");
-    char *buf = NULL;
-    size_t len = 0, cap = 0;
+    atp__buf b;
     struct stat st;
+    int rc = 0;
 
     if (f == NULL)
         return errno == ENOENT ? ATP_E_NOTFOUND
@@ -922,41 +922,36 @@ static int slurp(const char *path, char **text, size_t *size)
         return atp__error(ATP_E_CONFIG, "%s is a directory, not a "
                           "configuration file", path);
     }
+    atp__buf_init(&b, (1u << 20) + 4096);
     for (;;) {
         size_t got;
 
-        if (len + 4096 + 1 > cap) {
-            char *grown;
-
-            cap = cap ? cap * 2 : 8192;
-            if (cap > (1u << 20) + 8192) {
-                free(buf);
-                fclose(f);
-                return atp__error(ATP_E_CONFIG, "%s is larger than 1 MiB; "
-                                  "is it really a configuration file?", path);
-            }
-            grown = realloc(buf, cap);
-            if (grown == NULL) {
-                free(buf);
-                fclose(f);
-                return atp__error(ATP_E_NOMEM, "out of memory");
-            }
-            buf = grown;
+        rc = atp__buf_reserve(&b, 4096);
+        if (rc == ATP__BUF_FULL) {
+            rc = atp__error(ATP_E_CONFIG, "%s is larger than 1 MiB; "
+                            "is it really a configuration file?", path);
+            goto out;
         }
-        got = fread(buf + len, 1, 4096, f);
-        len += got;
+        if (rc) {
+            rc = atp__error(ATP_E_NOMEM, "out of memory");
+            goto out;
+        }
+        got = fread(b.p + b.len, 1, 4096, f);
+        b.len += got;
         if (got < 4096)
             break;
     }
-    if (ferror(f)) {
-        free(buf);
-        fclose(f);
-        return atp__error(ATP_E_CONFIG, "cannot read %s", path);
-    }
+    if (ferror(f))
+        rc = atp__error(ATP_E_CONFIG, "cannot read %s", path);
+out:
     fclose(f);
-    buf[len] = '\0';
-    *text = buf;
-    *size = len;
+    if (rc) {
+        atp__buf_release(&b);
+        return rc;
+    }
+    b.p[b.len] = '\0';
+    *size = b.len;
+    *text = b.p;
     return 0;
 }
 

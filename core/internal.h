@@ -35,6 +35,54 @@ void atp__error_set_text(const char *msg);
 /* Monotonic clock in nanoseconds. */
 int64_t atp__now_ns(void);
 
+/* ---- buf.c: the growable buffer ---------------------------------------- */
+
+/*
+ * A growable byte buffer.  p is NULL until the first append, then holds
+ * len bytes followed by a NUL (so text can be used as a C string); the
+ * capacity doubles, never past max + 1 bytes.  Zeroed and then
+ * atp__buf_init()ed, or ATP__BUF_INIT.
+ */
+typedef struct atp__buf {
+    char *p;
+    size_t len;
+    size_t cap;
+    size_t max;        /* most bytes it may hold */
+} atp__buf;
+
+#define ATP__BUF_INIT {NULL, 0, 0, (size_t)-2}
+#define ATP__BUF_FIRST 64 /* bytes allocated at the first append */
+#define ATP__BUF_FULL 1   /* returned when an append would pass max */
+
+/* Start an empty buffer holding at most @max bytes (0: no limit). */
+void atp__buf_init(atp__buf *b, size_t max);
+/*
+ * Make room for @more bytes beyond len (and the NUL).  0; ATP__BUF_FULL
+ * when len + more would pass max (the buffer is unchanged); ATP_E_NOMEM
+ * when memory or size_t runs out.
+ */
+int atp__buf_reserve(atp__buf *b, size_t more);
+/*
+ * The capacity to grow @cap to for @need bytes under @max: doubled from
+ * ATP__BUF_FIRST, at least @need, at most max + 1 and PTRDIFF_MAX, never
+ * wrapped around; 0 when @need is over those bounds.
+ */
+size_t atp__buf_next_cap(size_t cap, size_t need, size_t max);
+/* Append @n bytes of @data (may hold NULs); returns as atp__buf_reserve. */
+int atp__buf_append(atp__buf *b, const void *data, size_t n);
+/* Append the C string @s. */
+int atp__buf_puts(atp__buf *b, const char *s);
+/*
+ * Hand the contents over: returns the NUL-terminated bytes (an empty
+ * string when nothing was appended; NULL only when that cannot be
+ * allocated), which the caller frees, and leaves the buffer empty.
+ */
+char *atp__buf_detach(atp__buf *b);
+/* Empty the buffer, keeping its memory for what comes next. */
+void atp__buf_clear(atp__buf *b);
+/* Free the contents; the buffer is empty and may be used again. */
+void atp__buf_release(atp__buf *b);
+
 /* ---- value.c: strict parsing of configuration values ------------------ */
 
 int atp__parse_bool(const char *s, int *out);
@@ -314,6 +362,27 @@ void atp__call_init(atp_call *call, struct atp__plugin *plugin,
  */
 const char *atp__call_message(atp_call *call, int rc);
 
+/* ---- direct.c: sh -c 'exec WORD...' without the shell ---------------- */
+
+struct atp__direct {
+    int use;                 /* 1: run file with argv and envp */
+    char file[4096];         /* the program found on PATH */
+    char *store;             /* the unquoted words */
+    char **argv;
+    const char **envp;       /* NULL: the environment as given */
+    char *pwd;
+};
+
+/*
+ * Plan to run @argv, when it is `/bin/sh -c 'exec WORD...'` that needs no
+ * shell, straight from the program found on @envp's PATH, with @cwd
+ * (NULL: the current directory) as the working directory.  Returns 1 and
+ * fills @d when it can (release it after), else 0 and @d is unused.
+ */
+int atp__direct_plan(struct atp__direct *d, const char *const *argv,
+                     const char *const *envp, const char *cwd);
+void atp__direct_release(struct atp__direct *d);
+
 /* ---- lines.c: line framing -------------------------------------------- */
 
 typedef void (*atp__line_cb)(int stream, const char *line, size_t len,
@@ -321,9 +390,7 @@ typedef void (*atp__line_cb)(int stream, const char *line, size_t len,
 
 typedef struct atp__framer {
     int stream;
-    char *buf;         /* partial line */
-    size_t len;
-    size_t cap;
+    atp__buf buf;      /* partial line, at most max bytes */
     size_t max;        /* longest piece delivered */
     atp__line_cb cb;
     void *payload;
@@ -339,9 +406,10 @@ void atp__framer_release(atp__framer *f);
 
 /* ---- wrap.c ----------------------------------------------------------- */
 
-/* Append @s quoted for POSIX sh to a growing buffer. */
-int atp__sh_quote_append(char **buf, size_t *len, size_t *cap,
-                         const char *s);
+/* Is @c a character that sh takes literally outside quotes? */
+int atp__sh_plain_char(char c);
+/* Append @s quoted for POSIX sh to @b.  0 or ATP_E_NOMEM. */
+int atp__sh_quote_append(atp__buf *b, const char *s);
 
 struct atp__wrapped {
     const char *argv[7];

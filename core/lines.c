@@ -19,30 +19,16 @@ void atp__framer_init(atp__framer *f, int stream, size_t max_line,
     memset(f, 0, sizeof(*f));
     f->stream = stream;
     f->max = max_line;
+    atp__buf_init(&f->buf, max_line);
     f->cb = cb;
     f->payload = payload;
 }
 
-/* Keep @len bytes of a line that is not complete yet. */
+/* Keep @len bytes of a line that is not complete yet (never past max:
+ * the callers deliver a full piece first). */
 static int keep(atp__framer *f, const char *data, size_t len)
 {
-    if (f->len + len > f->cap) {
-        size_t cap = f->cap ? f->cap : 256;
-        char *grown;
-
-        while (cap < f->len + len)
-            cap *= 2;
-        if (cap > f->max)
-            cap = f->max;
-        grown = realloc(f->buf, cap);
-        if (grown == NULL)
-            return ATP_E_NOMEM;
-        f->buf = grown;
-        f->cap = cap;
-    }
-    memcpy(f->buf + f->len, data, len);
-    f->len += len;
-    return 0;
+    return atp__buf_append(&f->buf, data, len) ? ATP_E_NOMEM : 0;
 }
 
 int atp__framer_feed(atp__framer *f, const char *data, size_t len)
@@ -51,18 +37,18 @@ int atp__framer_feed(atp__framer *f, const char *data, size_t len)
         const char *nl = memchr(data, '\n', len);
         size_t take = nl ? (size_t)(nl - data) : len;
 
-        if (f->len + take > f->max) {
+        if (f->buf.len + take > f->max) {
             /* The line outgrows the bound: deliver a full piece. */
-            size_t fill = f->max - f->len;
+            size_t fill = f->max - f->buf.len;
 
-            if (f->len == 0) {
+            if (f->buf.len == 0) {
                 f->cb(f->stream, data, fill, ATP_LINE_PARTIAL, f->payload);
             } else {
                 if (keep(f, data, fill))
                     return ATP_E_NOMEM;
-                f->cb(f->stream, f->buf, f->len, ATP_LINE_PARTIAL,
+                f->cb(f->stream, f->buf.p, f->buf.len, ATP_LINE_PARTIAL,
                       f->payload);
-                f->len = 0;
+                atp__buf_clear(&f->buf);
             }
             data += fill;
             len -= fill;
@@ -70,14 +56,14 @@ int atp__framer_feed(atp__framer *f, const char *data, size_t len)
         }
         if (nl == NULL)
             return keep(f, data, len);
-        if (f->len == 0) {
+        if (f->buf.len == 0) {
             /* The common case: a whole line inside the chunk. */
             f->cb(f->stream, data, take, 0, f->payload);
         } else {
             if (keep(f, data, take))
                 return ATP_E_NOMEM;
-            f->cb(f->stream, f->buf, f->len, 0, f->payload);
-            f->len = 0;
+            f->cb(f->stream, f->buf.p, f->buf.len, 0, f->payload);
+            atp__buf_clear(&f->buf);
         }
         data += take + 1;
         len -= take + 1;
@@ -87,15 +73,13 @@ int atp__framer_feed(atp__framer *f, const char *data, size_t len)
 
 void atp__framer_finish(atp__framer *f)
 {
-    if (f->len > 0) {
-        f->cb(f->stream, f->buf, f->len, ATP_LINE_NO_EOL, f->payload);
-        f->len = 0;
+    if (f->buf.len > 0) {
+        f->cb(f->stream, f->buf.p, f->buf.len, ATP_LINE_NO_EOL, f->payload);
+        atp__buf_clear(&f->buf);
     }
 }
 
 void atp__framer_release(atp__framer *f)
 {
-    free(f->buf);
-    f->buf = NULL;
-    f->len = f->cap = 0;
+    atp__buf_release(&f->buf);
 }

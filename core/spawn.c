@@ -300,6 +300,7 @@ static int start(struct proc *p, const char **envp, int out_w, int err_w,
     const atp_spawn_spec *spec = p->spec;
     posix_spawn_file_actions_t fa;
     posix_spawnattr_t attr;
+    struct atp__direct direct;
     sigset_t all, none;
     int rc;
 
@@ -322,8 +323,15 @@ static int start(struct proc *p, const char **envp, int out_w, int err_w,
     posix_spawn_file_actions_adddup2(&fa, out_w, 1);
     posix_spawn_file_actions_adddup2(&fa, err_w, 2);
     posix_spawn_file_actions_addclosefrom_np(&fa, 3);
-    rc = posix_spawnp(&p->pid, spec->argv[0], &fa, &attr,
-                      (char *const *)spec->argv, (char *const *)envp);
+    rc = -1;
+    if (atp__direct_plan(&direct, spec->argv, envp, spec->cwd)) {
+        rc = posix_spawn(&p->pid, direct.file, &fa, &attr, direct.argv,
+                         (char *const *)(direct.envp ? direct.envp : envp));
+        atp__direct_release(&direct);
+    }
+    if (rc != 0) /* the shell, also when the program just went away */
+        rc = posix_spawnp(&p->pid, spec->argv[0], &fa, &attr,
+                          (char *const *)spec->argv, (char *const *)envp);
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&attr);
     if (rc == ENOENT && spec->cwd && access(spec->cwd, F_OK) != 0)

@@ -392,58 +392,14 @@ static int pull_write(void *ctx, const void *buf, size_t len)
 
 /* ---- listing ----------------------------------------------------------- */
 
-struct growbuf {
-    char *p;
-    size_t len, cap, max;
-};
-
+/* A raw output sink into an atp__buf: past its limit, the run stops. */
 static int grow_append(void *ctx, const void *buf, size_t len)
 {
-    struct growbuf *g = ctx;
-
-    if (g->len + len > g->max)
-        return ATP_E_CANCELLED;
-    if (g->len + len > g->cap) {
-        size_t cap = g->cap ? g->cap : 65536;
-        char *grown;
-
-        while (cap < g->len + len)
-            cap *= 2;
-        grown = realloc(g->p, cap);
-        if (grown == NULL)
-            return ATP_E_CANCELLED;
-        g->p = grown;
-        g->cap = cap;
-    }
-    memcpy(g->p + g->len, buf, len);
-    g->len += len;
-    return 0;
-}
-
-static int append_str(char **buf, size_t *len, size_t *cap, const char *s)
-{
-    size_t n = strlen(s);
-
-    if (*len + n + 1 > *cap) {
-        size_t c = *cap ? *cap * 2 : 256;
-        char *grown;
-
-        while (c < *len + n + 1)
-            c *= 2;
-        grown = realloc(*buf, c);
-        if (grown == NULL)
-            return ATP_E_NOMEM;
-        *buf = grown;
-        *cap = c;
-    }
-    memcpy(*buf + *len, s, n + 1);
-    *len += n;
-    return 0;
+    return atp__buf_append(ctx, buf, len) ? ATP_E_CANCELLED : 0;
 }
 
 /* Append ' ' and './@rel', quoted for sh. */
-static int append_dot_word(char **buf, size_t *len, size_t *cap,
-                           const char *rel)
+static int append_dot_word(atp__buf *b, const char *rel)
 {
     size_t n = strlen(rel);
     char *word = malloc(n + 3);
@@ -454,9 +410,9 @@ static int append_dot_word(char **buf, size_t *len, size_t *cap,
     word[0] = '.';
     word[1] = '/';
     memcpy(word + 2, rel, n + 1);
-    rc = append_str(buf, len, cap, " ");
+    rc = atp__buf_puts(b, " ");
     if (rc == 0)
-        rc = atp__sh_quote_append(buf, len, cap, word);
+        rc = atp__sh_quote_append(b, word);
     free(word);
     return rc;
 }
@@ -464,9 +420,9 @@ static int append_dot_word(char **buf, size_t *len, size_t *cap,
 /* The listing script, with the excludes pruned by find itself. */
 static char *listing_script(const char *const *excludes)
 {
-    char *buf = NULL;
-    size_t len = 0, cap = 0, i;
-    int rc = append_str(&buf, &len, &cap,
+    atp__buf b = ATP__BUF_INIT;
+    size_t i;
+    int rc = atp__buf_puts(&b,
                         "find . -maxdepth 0 -printf '' >/dev/null 2>&1 || "
                         "exit 111; exec find . -mindepth 1 ");
 
@@ -475,25 +431,25 @@ static char *listing_script(const char *const *excludes)
 
         if (strchr(pat, '/') != NULL) {
             /* Anchored at the root: -path './PATTERN'. */
-            rc = append_str(&buf, &len, &cap, "-path");
+            rc = atp__buf_puts(&b, "-path");
             if (rc == 0)
-                rc = append_dot_word(&buf, &len, &cap, pat);
+                rc = append_dot_word(&b, pat);
         } else {
-            rc = append_str(&buf, &len, &cap, "-name ");
+            rc = atp__buf_puts(&b, "-name ");
             if (rc == 0)
-                rc = atp__sh_quote_append(&buf, &len, &cap, pat);
+                rc = atp__sh_quote_append(&b, pat);
         }
         if (rc == 0)
-            rc = append_str(&buf, &len, &cap, " -prune -o ");
+            rc = atp__buf_puts(&b, " -prune -o ");
     }
     if (rc == 0)
-        rc = append_str(&buf, &len, &cap,
+        rc = atp__buf_puts(&b,
                         "-printf '%y %s %T@ %C@ %m\\0%P\\0%l\\0'");
     if (rc) {
-        free(buf);
+        atp__buf_release(&b);
         return NULL;
     }
-    return buf;
+    return b.p;
 }
 
 /*
@@ -504,7 +460,7 @@ static int list_sandbox(struct atp_session *s, struct atp__manifest *m,
                         int *full)
 {
     const struct atp__settings *set = &s->be->cfg->set;
-    struct growbuf g = {NULL, 0, 0, 0};
+    atp__buf g;
     struct raw r;
     char *script = listing_script(set->excludes);
     int rc, code = 0;
@@ -512,7 +468,7 @@ static int list_sandbox(struct atp_session *s, struct atp__manifest *m,
     *full = 0;
     if (script == NULL)
         return atp__error(ATP_E_NOMEM, "out of memory");
-    g.max = (size_t)set->transfer_max_entries * 512 + 65536;
+    atp__buf_init(&g, (size_t)set->transfer_max_entries * 512 + 65536);
     memset(&r, 0, sizeof(r));
     r.out = grow_append;
     r.out_ctx = &g;
@@ -527,7 +483,7 @@ static int list_sandbox(struct atp_session *s, struct atp__manifest *m,
         rc = atp__manifest_parse_listing(m, g.p ? g.p : "", g.len,
                                          set->excludes);
     }
-    free(g.p);
+    atp__buf_release(&g);
     return rc;
 }
 
@@ -540,34 +496,33 @@ static int list_paths(struct atp_session *s, const struct atp__manifest *which,
                       struct atp__manifest *m)
 {
     const struct atp__settings *set = &s->be->cfg->set;
-    struct growbuf g = {NULL, 0, 0, 0};
+    atp__buf g;
     size_t i = 0;
     int rc = 0;
 
     /* a name and a link target of up to PATH_MAX each, per entry */
-    g.max = which->n * (2 * 4096 + 64) + 65536;
+    atp__buf_init(&g, which->n * (2 * 4096 + 64) + 65536);
     while (rc == 0 && i < which->n) {
-        char *script = NULL;
-        size_t len = 0, cap = 0;
+        atp__buf script = ATP__BUF_INIT;
         struct raw r;
         int code = 0;
 
-        rc = append_str(&script, &len, &cap, "exec find");
-        while (rc == 0 && i < which->n && len < 65536)
-            rc = append_dot_word(&script, &len, &cap, which->e[i++].path);
+        rc = atp__buf_puts(&script, "exec find");
+        while (rc == 0 && i < which->n && script.len < 65536)
+            rc = append_dot_word(&script, which->e[i++].path);
         if (rc == 0)
-            rc = append_str(&script, &len, &cap, " -maxdepth 0 -printf "
+            rc = atp__buf_puts(&script, " -maxdepth 0 -printf "
                             "'%y %s %T@ %C@ %m\\0%p\\0%l\\0'");
         if (rc) {
-            free(script);
+            atp__buf_release(&script);
             rc = atp__error(ATP_E_NOMEM, "out of memory");
             break;
         }
         memset(&r, 0, sizeof(r));
         r.out = grow_append;
         r.out_ctx = &g;
-        rc = run_script(s, script, -1, &r, &code);
-        free(script);
+        rc = run_script(s, script.p, -1, &r, &code);
+        atp__buf_release(&script);
         /* find exits 1 when a name vanished: what it printed still counts */
         if (rc == 0 && code != 0 && code != 1)
             rc = atp__error(ATP_E_TRANSFER, "listing in the sandbox failed "
@@ -576,7 +531,7 @@ static int list_paths(struct atp_session *s, const struct atp__manifest *which,
     if (rc == 0)
         rc = atp__manifest_parse_listing(m, g.p ? g.p : "", g.len,
                                          set->excludes);
-    free(g.p);
+    atp__buf_release(&g);
     return rc;
 }
 
@@ -716,31 +671,19 @@ static const char *walk3_next(struct walk3 *w, struct atp__ment *out[3])
 
 /* NUL-separated or quoted lists of paths. */
 struct names {
-    char *buf;
-    size_t len, cap;
+    atp__buf b;        /* the paths, each followed by its NUL */
     size_t n;
 };
 
+#define NAMES_INIT {ATP__BUF_INIT, 0}
+
 static int names_add_nul(struct names *nm, const char *path)
 {
-    size_t l = strlen(path) + 1;
+    int rc = atp__buf_append(&nm->b, path, strlen(path) + 1);
 
-    if (nm->len + l > nm->cap) {
-        size_t c = nm->cap ? nm->cap * 2 : 4096;
-        char *grown;
-
-        while (c < nm->len + l)
-            c *= 2;
-        grown = realloc(nm->buf, c);
-        if (grown == NULL)
-            return ATP_E_NOMEM;
-        nm->buf = grown;
-        nm->cap = c;
-    }
-    memcpy(nm->buf + nm->len, path, l);
-    nm->len += l;
-    nm->n++;
-    return 0;
+    if (rc == 0)
+        nm->n++;
+    return rc;
 }
 
 /* Delete NUL-separated @nm paths in the sandbox, in batches. */
@@ -748,28 +691,27 @@ static int delete_in_sandbox(struct atp_session *s, const struct names *nm)
 {
     size_t off = 0;
 
-    while (off < nm->len) {
-        char *script = NULL;
-        size_t len = 0, cap = 0;
+    while (off < nm->b.len) {
+        atp__buf script = ATP__BUF_INIT;
         struct raw r;
-        int rc = append_str(&script, &len, &cap, "exec rm -rf --"), code = 0;
+        int rc = atp__buf_puts(&script, "exec rm -rf --"), code = 0;
 
         /* Batches stay under 60 KiB of argv: some providers refuse more
          * than 64 KiB per command. */
-        while (rc == 0 && off < nm->len &&
-               len + 4 * strlen(nm->buf + off) + 3 < 60000) {
-            rc = append_str(&script, &len, &cap, " ");
+        while (rc == 0 && off < nm->b.len &&
+               script.len + 4 * strlen(nm->b.p + off) + 3 < 60000) {
+            rc = atp__buf_puts(&script, " ");
             if (rc == 0)
-                rc = atp__sh_quote_append(&script, &len, &cap, nm->buf + off);
-            off += strlen(nm->buf + off) + 1;
+                rc = atp__sh_quote_append(&script, nm->b.p + off);
+            off += strlen(nm->b.p + off) + 1;
         }
         if (rc) {
-            free(script);
+            atp__buf_release(&script);
             return atp__error(ATP_E_NOMEM, "out of memory");
         }
         memset(&r, 0, sizeof(r));
-        rc = run_script(s, script, -1, &r, &code);
-        free(script);
+        rc = run_script(s, script.p, -1, &r, &code);
+        atp__buf_release(&script);
         if (rc)
             return rc;
         if (code != 0)
@@ -793,15 +735,15 @@ static void emit_done(struct atp_session *s, const char *type, int full,
     else
         s->pull_bytes += bytes;
 
-    while (conflict_names && off < conflict_names->len && used + 2 <
+    while (conflict_names && off < conflict_names->b.len && used + 2 <
                                                               sizeof(first)) {
         int w = snprintf(first + used, sizeof(first) - used, "%s%s",
-                         used ? "," : "", conflict_names->buf + off);
+                         used ? "," : "", conflict_names->b.p + off);
 
         if (w < 0)
             break;
         used += (size_t)w;
-        off += strlen(conflict_names->buf + off) + 1;
+        off += strlen(conflict_names->b.p + off) + 1;
     }
     f[0] = (atp_field){"mode", ATP_FIELD_STR, full ? "full" : "incremental",
                        0, 0.0};
@@ -867,28 +809,28 @@ static int push(struct atp_session *s, int mirror);
 static int wipe_sandbox(struct atp_session *s)
 {
     const char *const *ex = s->be->cfg->set.excludes;
-    char *script = NULL;
-    size_t len = 0, cap = 0, i;
+    atp__buf script = ATP__BUF_INIT;
+    size_t i;
     struct raw r;
-    int rc = append_str(&script, &len, &cap,
-                        "exec find . -mindepth 1 -maxdepth 1"), code = 0;
+    int rc = atp__buf_puts(&script,
+                           "exec find . -mindepth 1 -maxdepth 1"), code = 0;
 
     for (i = 0; rc == 0 && ex && ex[i]; i++) {
         if (strchr(ex[i], '/'))
             continue;
-        rc = append_str(&script, &len, &cap, " ! -name ");
+        rc = atp__buf_puts(&script, " ! -name ");
         if (rc == 0)
-            rc = atp__sh_quote_append(&script, &len, &cap, ex[i]);
+            rc = atp__sh_quote_append(&script, ex[i]);
     }
     if (rc == 0)
-        rc = append_str(&script, &len, &cap, " -exec rm -rf -- {} +");
+        rc = atp__buf_puts(&script, " -exec rm -rf -- {} +");
     if (rc) {
-        free(script);
+        atp__buf_release(&script);
         return atp__error(ATP_E_NOMEM, "out of memory");
     }
     memset(&r, 0, sizeof(r));
-    rc = run_script(s, script, -1, &r, &code);
-    free(script);
+    rc = run_script(s, script.p, -1, &r, &code);
+    atp__buf_release(&script);
     if (rc == 0 && code != 0)
         rc = atp__error(ATP_E_TRANSFER, "emptying the warm sandbox's workdir "
                         "failed (exit %d): %s", code, first_line(r.err));
@@ -918,7 +860,7 @@ static int push(struct atp_session *s, int mirror)
     const struct atp__settings *set = &s->be->cfg->set;
     struct atp__xfer_state *x = xfer_state(s);
     struct atp__manifest H = {0}, S = {0}, send = {0}, gone = {0}, nb = {0};
-    struct names del = {0}, conf = {0};
+    struct names del = NAMES_INIT, conf = NAMES_INIT;
     struct producer pr;
     struct walk3 w;
     struct atp__ment *m[3];
@@ -1068,8 +1010,8 @@ out:
     atp__manifest_free(&send);
     atp__manifest_free(&gone);
     atp__manifest_free(&nb);
-    free(del.buf);
-    free(conf.buf);
+    atp__buf_release(&del.b);
+    atp__buf_release(&conf.b);
     return rc;
 }
 
@@ -1079,7 +1021,7 @@ int atp__sync_pull(struct atp_session *s)
     struct atp__xfer_state *x = xfer_state(s);
     struct atp__manifest H = {0}, S = {0}, gone = {0},
                          nb = {0};
-    struct names del = {0}, conf = {0}, want = {0};
+    struct names del = NAMES_INIT, conf = NAMES_INIT, want = NAMES_INIT;
     struct consumer c;
     struct producer names;
     struct pull_io io;
@@ -1128,8 +1070,8 @@ int atp__sync_pull(struct atp_session *s)
                 goto nomem;
         }
     }
-    for (off = 0; off < del.len; off += strlen(del.buf + off) + 1)
-        if ((rc = atp__remove_under(s->workdir, del.buf + off)) != 0)
+    for (off = 0; off < del.b.len; off += strlen(del.b.p + off) + 1)
+        if ((rc = atp__remove_under(s->workdir, del.b.p + off)) != 0)
             goto out;
     if (full || want.n) {
         struct raw r;
@@ -1151,8 +1093,8 @@ int atp__sync_pull(struct atp_session *s)
         if (!full) {
             names.fd = n[1];
             n[1] = -1;
-            names.data = want.buf;
-            names.data_len = want.len;
+            names.data = want.b.p;
+            names.data_len = want.b.len;
             if ((rc = start_thread(&names.thread, produce, &names)) != 0) {
                 close(names.fd);
                 close(q[1]);
@@ -1267,9 +1209,9 @@ out:
     atp__manifest_free(&gone);
     atp__manifest_free(&nb);
     atp__manifest_free(&c.got);
-    free(del.buf);
-    free(conf.buf);
-    free(want.buf);
+    atp__buf_release(&del.b);
+    atp__buf_release(&conf.b);
+    atp__buf_release(&want.b);
     return rc;
 }
 
@@ -1280,8 +1222,7 @@ int atp__sync_push_dir(struct atp_session *s, const char *host_dir,
     struct atp__manifest all = {0};
     struct producer pr;
     struct raw r;
-    char *script = NULL;
-    size_t len = 0, cap = 0;
+    atp__buf script = ATP__BUF_INIT;
     int rc, code = 0, p[2] = {-1, -1};
     int archive = ATP__OPS_HAS(s->be->plugin, push_archive);
 
@@ -1290,11 +1231,11 @@ int atp__sync_push_dir(struct atp_session *s, const char *host_dir,
     if ((rc = atp__manifest_scan(&all, host_dir, set->excludes)) != 0)
         return rc;
     if (!archive &&
-        (append_str(&script, &len, &cap, "mkdir -p -- ") ||
-         atp__sh_quote_append(&script, &len, &cap, dest) ||
-         append_str(&script, &len, &cap, " && cd -- ") ||
-         atp__sh_quote_append(&script, &len, &cap, dest) ||
-         append_str(&script, &len, &cap, " && exec tar -x -f -"))) {
+        (atp__buf_puts(&script, "mkdir -p -- ") ||
+         atp__sh_quote_append(&script, dest) ||
+         atp__buf_puts(&script, " && cd -- ") ||
+         atp__sh_quote_append(&script, dest) ||
+         atp__buf_puts(&script, " && exec tar -x -f -"))) {
         rc = atp__error(ATP_E_NOMEM, "out of memory");
         goto out;
     }
@@ -1314,7 +1255,7 @@ int atp__sync_push_dir(struct atp_session *s, const char *host_dir,
     }
     r.dest = dest;
     r.what = "push";
-    rc = run_script(s, archive ? NULL : script, p[0], &r, &code);
+    rc = run_script(s, archive ? NULL : script.p, p[0], &r, &code);
     close(p[0]);
     p[0] = -1;
     pthread_join(pr.thread, NULL);
@@ -1340,7 +1281,7 @@ out:
         close(p[0]);
     if (p[1] >= 0)
         close(p[1]);
-    free(script);
+    atp__buf_release(&script);
     atp__manifest_free(&all);
     return rc;
 }

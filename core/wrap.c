@@ -22,75 +22,47 @@
 
 #include "internal.h"
 
-static int append(char **buf, size_t *len, size_t *cap, const char *s,
-                  size_t n)
-{
-    if (*len + n + 1 > *cap) {
-        size_t c = *cap ? *cap : 64;
-        char *grown;
-
-        while (c < *len + n + 1)
-            c *= 2;
-        grown = realloc(*buf, c);
-        if (grown == NULL)
-            return ATP_E_NOMEM;
-        *buf = grown;
-        *cap = c;
-    }
-    memcpy(*buf + *len, s, n);
-    *len += n;
-    (*buf)[*len] = '\0';
-    return 0;
-}
-
-static int append_str(char **buf, size_t *len, size_t *cap, const char *s)
-{
-    return append(buf, len, cap, s, strlen(s));
-}
-
-static int safe_char(char c)
+int atp__sh_plain_char(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
            (c >= '0' && c <= '9') || strchr("_@%+=:,./-", c) != NULL;
 }
 
-int atp__sh_quote_append(char **buf, size_t *len, size_t *cap, const char *s)
+int atp__sh_quote_append(atp__buf *b, const char *s)
 {
     const char *p;
     int plain = *s != '\0';
 
     for (p = s; *p && plain; p++)
-        plain = safe_char(*p);
+        plain = atp__sh_plain_char(*p);
     if (plain)
-        return append(buf, len, cap, s, strlen(s));
-    if (append(buf, len, cap, "'", 1))
+        return atp__buf_puts(b, s);
+    if (atp__buf_puts(b, "'"))
         return ATP_E_NOMEM;
     for (p = s; *p; p++) {
         if (*p == '\'') {
-            if (append(buf, len, cap, "'\\''", 4))
+            if (atp__buf_puts(b, "'\\''"))
                 return ATP_E_NOMEM;
-        } else if (append(buf, len, cap, p, 1)) {
+        } else if (atp__buf_append(b, p, 1)) {
             return ATP_E_NOMEM;
         }
     }
-    return append(buf, len, cap, "'", 1);
+    return atp__buf_puts(b, "'");
 }
 
 ATP_EXTERN char *atp_shell_join(const char *const *argv)
 {
-    char *buf = NULL;
-    size_t len = 0, cap = 0, i;
+    atp__buf b = ATP__BUF_INIT;
+    size_t i;
 
-    if (append(&buf, &len, &cap, "", 0))
-        return NULL;
     for (i = 0; argv && argv[i]; i++) {
-        if ((i && append(&buf, &len, &cap, " ", 1)) ||
-            atp__sh_quote_append(&buf, &len, &cap, argv[i])) {
-            free(buf);
+        if ((i && atp__buf_puts(&b, " ")) ||
+            atp__sh_quote_append(&b, argv[i])) {
+            atp__buf_release(&b);
             return NULL;
         }
     }
-    return buf;
+    return atp__buf_detach(&b);
 }
 
 /* Words the shell runs itself: `exec WORD` would not find them. */
@@ -141,7 +113,7 @@ int atp__wrap(struct atp__wrapped *w, const char *command,
               int announce_pgid, int64_t timeout_ms, int64_t grace_ms,
               int no_stdin)
 {
-    size_t len = 0, cap = 0;
+    atp__buf b = ATP__BUF_INIT;
     int n = 0;
     int with_timeout = in_sandbox_timeout && timeout_ms > 0;
 
@@ -153,26 +125,22 @@ int atp__wrap(struct atp__wrapped *w, const char *command,
         w->argv[n] = NULL;
         return 0;
     }
-    if (append_str(&w->script, &len, &cap,
-                   no_stdin ? "exec </dev/null\n" : ""))
-        return ATP_E_NOMEM;
+    if (atp__buf_puts(&b, no_stdin ? "exec </dev/null\n" : ""))
+        goto nomem;
     /* The group to signal, for a backend that signals it from outside;
      * the core takes this line off stdout (exec.c). */
     if (announce_pgid &&
-        append_str(&w->script, &len, &cap,
-                   "printf '\\036atp-pgid %s\\n' $$\n"))
-        return ATP_E_NOMEM;
+        atp__buf_puts(&b, "printf '\\036atp-pgid %s\\n' $$\n"))
+        goto nomem;
     if (warm_cache) {
-        if (append_str(&w->script, &len, &cap,
-                   "if [ -e ") ||
-            atp__sh_quote_append(&w->script, &len, &cap, warm_cache) ||
-            append_str(&w->script, &len, &cap,
+        if (atp__buf_puts(&b, "if [ -e ") ||
+            atp__sh_quote_append(&b, warm_cache) ||
+            atp__buf_puts(&b,
                    " ] && { [ -L .lake ] || [ ! -e .lake ]; }; then "
                    "ln -sfn ") ||
-            atp__sh_quote_append(&w->script, &len, &cap, warm_cache))
+            atp__sh_quote_append(&b, warm_cache))
             goto nomem;
-        if (append_str(&w->script, &len, &cap,
-                   " .lake; fi\n"))
+        if (atp__buf_puts(&b, " .lake; fi\n"))
             goto nomem;
     }
     if (with_timeout) {
@@ -182,7 +150,7 @@ int atp__wrap(struct atp__wrapped *w, const char *command,
                  ceil_s(timeout_ms));
         snprintf(w->grace_arg, sizeof(w->grace_arg), "%lld",
                  ceil_s(grace_ms));
-        if (append_str(&w->script, &len, &cap,
+        if (atp__buf_puts(&b,
                    "command -v timeout >/dev/null 2>&1 || { echo 'atp: the "
                    "sandbox has no timeout(1): install coreutils or busybox "
                    "in the image' >&2; exit 125; }\n"))
@@ -190,20 +158,19 @@ int atp__wrap(struct atp__wrapped *w, const char *command,
         snprintf(line, sizeof(line),
                  "exec timeout -k %s %s /bin/sh -c \"$1\"", w->grace_arg,
                  w->timeout_arg);
-        if (append_str(&w->script, &len, &cap, line))
+        if (atp__buf_puts(&b, line))
             goto nomem;
-    } else if (append_str(&w->script, &len, &cap,
-                   "exec /bin/sh -c \"$1\"")) {
+    } else if (atp__buf_puts(&b, "exec /bin/sh -c \"$1\"")) {
         goto nomem;
     }
+    w->script = b.p;
     w->argv[n++] = w->script;
     w->argv[n++] = "atp";
     w->argv[n++] = command;
     w->argv[n] = NULL;
     return 0;
 nomem:
-    free(w->script);
-    w->script = NULL;
+    atp__buf_release(&b);
     return ATP_E_NOMEM;
 }
 

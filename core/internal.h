@@ -480,7 +480,8 @@ void atp__secrets_redact(char *text, atp__secrets *a, atp__secrets *b);
  * @cap, so that no piece of a secret survives at the cut.
  */
 void atp__vformat_redacted(char *out, size_t cap, atp__secrets *a,
-                           atp__secrets *b, const char *fmt, va_list ap);
+                           atp__secrets *b, const char *fmt, va_list ap)
+    ATP_PRINTF(5, 0);
 void atp__format_redacted(char *out, size_t cap, atp__secrets *a,
                           atp__secrets *b, const char *fmt, ...)
     ATP_PRINTF(5, 6);

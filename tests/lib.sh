@@ -20,8 +20,18 @@ tap_pids=
 
 ATP_RUN=${ATP_RUN:?ATP_RUN must name the atp-run to test}
 PYTHON=${ATP_PYTHON:-/usr/bin/python3}
+# How many times slower than native the programs under test run: 1, or
+# the whole factor that build-aux/sanitize and build-aux/valgrind set.
+# Every bound a test puts on elapsed time (slow N) and every wait for
+# something to happen (wait_until) is that many times longer; what the
+# programs are asked to do (budgets, graces) is not.
+SLOWDOWN=${ATP_TEST_SLOWDOWN:-1}
+case $SLOWDOWN in
+'' | *[!0-9]* | 0) echo "Bail out! ATP_TEST_SLOWDOWN=$SLOWDOWN: a whole" \
+    "factor of 1 or more"; exit 99 ;;
+esac
 # Longest any single atp-run may take before the test calls it hung.
-GUARD_S=${ATP_TEST_GUARD_S:-20}
+GUARD_S=${ATP_TEST_GUARD_S:-$((20 * SLOWDOWN))}
 
 T=$(mktemp -d "${TMPDIR:-/tmp}/atp-test.XXXXXX") || {
     echo "Bail out! cannot create a scratch directory"
@@ -310,10 +320,16 @@ json_valid_ok() {
     fi
 }
 
+# slow N: N (seconds or milliseconds of a bound on elapsed time) times
+# $SLOWDOWN.
+slow() {
+    echo $(($1 * SLOWDOWN))
+}
+
 # wait_until SECONDS COMMAND [ARG...]: poll COMMAND every 50 ms until it
-# succeeds (0) or the time is up (1).
+# succeeds (0) or the time (SECONDS times $SLOWDOWN) is up (1).
 wait_until() {
-    tap_deadline=$(($(now_ms) + $1 * 1000))
+    tap_deadline=$(($(now_ms) + $1 * SLOWDOWN * 1000))
     shift
     while :; do
         "$@" && return 0

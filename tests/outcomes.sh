@@ -39,9 +39,11 @@ outcome_table() {
     outcome_row "$label: out of budget" None 15 timeout \
         "$@" --json -t 1 -- sleep 30
     # (The budget must outlast the command's start, or the TERM comes
-    # before the trap: OUTCOME_START_S where a start takes seconds.)
+    # before the trap: OUTCOME_START_S where a start takes seconds, and
+    # $SLOWDOWN seconds under a sanitizer or valgrind.)
     outcome_row "$label: out of budget, TERM ignored" None 9 timeout \
-        "$@" --json -t "${OUTCOME_START_S:-1}" -- sh -c 'trap "" TERM; sleep 30'
+        "$@" --json -t "${OUTCOME_START_S:-$SLOWDOWN}" -- \
+        sh -c 'trap "" TERM; sleep 30'
     # A cancel: SIGINT to atp-run once the command runs.
     rm -f "$T/cancel.out"
     env --default-signal=INT "$ATP_RUN" "$@" --json -t 60 -- \

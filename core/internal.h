@@ -495,7 +495,25 @@ struct atp_session {
                                   last push or pull, or NULL */
     int infra_failed;          /* a command or transfer failed for the
                                   infrastructure: not to be reused */
+    void *group;               /* the plugin's group it belongs to, or
+                                  NULL (ABI 1.3, batch.c) */
 };
+
+/*
+ * Groups (ABI 1.3): a backend whose plugin has group_open() gets the
+ * batch's ready attempts as one unit.  atp__group_open() returns 0 with
+ * *@out set, or an error; atp__session_join() makes a created session
+ * member @index of the group with id @group_id (its run id becomes
+ * "GROUP_ID-INDEX", which is how the plugin proves a lease's resource
+ * its own).
+ */
+int atp__backend_groups(const atp_backend *be);
+int atp__group_open(atp_backend *be, const char *group_id, unsigned n,
+                    unsigned max_running, void **out);
+void atp__group_free(atp_backend *be, void *group);
+void atp__session_join(struct atp_session *s, void *group,
+                       const char *group_id, unsigned index);
+void atp__make_run_id(char *out, size_t len);
 
 /*
  * A warm sandbox of a pool, between sessions: what a session that takes

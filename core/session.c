@@ -306,6 +306,18 @@ static void make_run_id(char *out, size_t len)
         snprintf(out + 4 + 2 * i, len - 4 - 2 * i, "%02x", r[i]);
 }
 
+void atp__make_run_id(char *out, size_t len)
+{
+    make_run_id(out, len);
+}
+
+void atp__session_join(struct atp_session *s, void *group,
+                       const char *group_id, unsigned index)
+{
+    s->group = group;
+    snprintf(s->run_id, sizeof(s->run_id), "%s-%u", group_id, index);
+}
+
 /* Parse "HOST:DEST[:rw|:ro]" mounts into s->mounts. */
 static int parse_mounts(struct atp_session *s, const char *const *list)
 {
@@ -768,6 +780,8 @@ static int start(struct atp_session *s, atp_result *res, int one_shot)
     spec.n_mounts = s->n_mounts;
     spec.timeout_ms = s->timeout_ms;
     spec.ttl_ms = session_ttl(s, one_shot);
+    if (one_shot && ATP__OPS_HAS(p, group_open))
+        spec.group = s->group;
     /* A warm-up is an exec of its own: then more than one follows. */
     spec.flags = one_shot && !nonblank(atp__backend_key(s->be, "warmup"))
                      ? ATP_SESSION_ONE_SHOT

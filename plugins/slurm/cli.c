@@ -209,6 +209,10 @@ int sl_cli_submit(struct sl_conn *c, atp_call *call,
         args[a++] = opt("account", be->account);
     if (be->qos)
         args[a++] = opt("qos", be->qos);
+    if (js->array)
+        args[a++] = opt("array", js->array);
+    if (js->dependency)
+        args[a++] = opt("dependency", js->dependency);
     for (i = 0; i < a; i++)
         if (args[i] == NULL) {
             rc = sl_host->set_error(call, ATP_E_NOMEM, "out of memory");
@@ -449,4 +453,24 @@ int sl_cli_list(struct sl_conn *c, atp_call *call, struct sl_jobinfo **jobs,
     }
     sl_capture_free(&cap);
     return 0;
+}
+
+int sl_cli_kill_task(struct sl_conn *c, atp_call *call, const char *task,
+                     int cleanup)
+{
+    const char *argv[] = {"scancel", task, NULL};
+    struct sl_capture cap;
+    int rc, code = 0;
+
+    if ((rc = sl_cli_run(c, call, argv, NULL, cleanup, &cap, &code)) != 0)
+        return rc;
+    if (code != 0)
+        rc = sl_host->set_error(call, strstr(last_line(&cap),
+                                             "Invalid job id")
+                                          ? ATP_E_NOTFOUND
+                                          : ATP_E_BACKEND,
+                                "scancel could not cancel task %s: %s", task,
+                                last_line(&cap));
+    sl_capture_free(&cap);
+    return rc;
 }

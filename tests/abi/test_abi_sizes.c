@@ -18,8 +18,9 @@
     _Static_assert(sizeof(T) == (size), #T " changed size: ABI break")
 
 FROZEN(atp_host_api, ATP_HOST_API_SIZE_V1_2);
-FROZEN(atp_plugin_ops, ATP_PLUGIN_OPS_SIZE_V1_1);
-FROZEN(atp_session_spec, ATP_SESSION_SPEC_SIZE_V1_0);
+FROZEN(atp_plugin_ops, ATP_PLUGIN_OPS_SIZE_V1_3);
+FROZEN(atp_session_spec, ATP_SESSION_SPEC_SIZE_V1_3);
+FROZEN(atp_group_spec, ATP_GROUP_SPEC_SIZE_V1_3);
 FROZEN(atp_exec_spec, ATP_EXEC_SPEC_SIZE_V1_2);
 FROZEN(atp_spawn_spec, ATP_SPAWN_SPEC_SIZE_V1_2);
 FROZEN(atp_exec_outcome, ATP_EXEC_OUTCOME_SIZE_V1_2);
@@ -68,6 +69,10 @@ AT(atp_host_api, exec_due, ATP_HOST_API_SIZE_V1_1 + 24);
 AT(atp_host_api, spawn, ATP_HOST_API_SIZE_V1_1 + 72);
 AT(atp_host_api, image_pinned, ATP_HOST_API_SIZE_V1_1 + 80);
 AT(atp_exec_spec, envp, ATP_EXEC_SPEC_SIZE_V1_0);
+/* 1.3: the ops table and the session spec grew at their ends. */
+AT(atp_plugin_ops, group_open, ATP_PLUGIN_OPS_SIZE_V1_1);
+AT(atp_plugin_ops, group_free, ATP_PLUGIN_OPS_SIZE_V1_1 + 8);
+AT(atp_session_spec, group, ATP_SESSION_SPEC_SIZE_V1_0);
 AT(atp_exec_spec, exec_id, ATP_EXEC_SPEC_SIZE_V1_0 + 8);
 AT(atp_spawn_spec, on_output, 40);
 

@@ -73,6 +73,7 @@ int sl_group_open(atp_call *call, void *backend, const atp_group_spec *spec,
     struct sl_backend *be = backend;
     struct sl_group *g;
     struct sl_buf d = {0};
+    int rc;
 
     *out = NULL;
     if (spec->group_id == NULL || spec->n_members == 0)
@@ -96,6 +97,10 @@ int sl_group_open(atp_call *call, void *backend, const atp_group_spec *spec,
         return sl_host->set_error(call, ATP_E_NOMEM, "out of memory");
     }
     g->dir = d.s;
+    if ((rc = sl_ping(g->conn, call)) != 0) {
+        sl_group_free(g);
+        return rc;
+    }
     if (sl_mkdirs(g->dir, 0700) != 0) {
         int e = errno;
 

@@ -417,8 +417,10 @@ static int session_open(atp_call *call, void *backend,
                                 "directory", s->run_id);
         goto fail;
     }
+    /* A group's member: the group asked once (hundreds of pings at the
+     * same moment would swamp slurmrestd). */
     if ((rc = use_steps(call, s, &steps)) != 0 ||
-        (rc = sl_ping(s->conn, call)) != 0)
+        (!group && (rc = sl_ping(s->conn, call)) != 0))
         goto fail;
     s->rundir = run_dir(b, s->run_id);
     if (s->rundir == NULL) {

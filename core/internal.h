@@ -255,6 +255,8 @@ struct atp__exec {
     struct atp__exec_plan plan;
     /* the kill schedule */
     int64_t start_ns, term_at, kill_at, drain_at, stop_at;
+    int64_t queued_since;  /* waiting in a scheduler's queue since, or 0 */
+    int64_t queue_ns;      /* time it waited there */
     int exited, term_sent, kill_sent, stop_sent;
     int timed_out, cancelled; /* why the core asked for a kill */
     int consumer_gone;        /* the output's consumer wants no more */
@@ -280,6 +282,8 @@ struct atp__exec {
 void atp__exec_init(struct atp__exec *x, const struct atp__exec_plan *p);
 void atp__exec_release(struct atp__exec *x);
 /* The schedule: what to do now (ATP_DUE_*); see host->exec_due(). */
+/* host->exec_queued(): the budget and backstop wait with the command. */
+void atp__exec_queued(struct atp__exec *x, atp_call *call, int queued);
 int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
                   int64_t *wait_ms);
 /*

@@ -1201,7 +1201,13 @@ static int exec_impl(struct atp_session *s, const char *command,
     atp__env_free(&all);
 
     if (res) {
-        res->duration_s = res->exec_s = since_s(t0);
+        int64_t queued = run.queue_ns + (run.queued_since
+                                             ? atp__now_ns() - run.queued_since
+                                             : 0);
+
+        res->duration_s = since_s(t0);
+        res->queue_s = (double)queued / 1e9;
+        res->exec_s = res->duration_s - res->queue_s;
         res->stdout_bytes = x.bytes[0];
         res->stderr_bytes = x.bytes[1];
         res->stdout_truncated = x.stopped[0];
@@ -1224,7 +1230,7 @@ static int exec_impl(struct atp_session *s, const char *command,
                     atp__call_message(&call, rc));
     }
     {
-        int64_t elapsed_ms = (atp__now_ns() - t0) / 1000000;
+        int64_t elapsed_ms = (atp__now_ns() - t0 - run.queue_ns) / 1000000;
 
         if (v12)
             atp__outcome_normalize(&out, &run, !kills_tree, elapsed_ms);

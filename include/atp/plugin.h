@@ -513,6 +513,18 @@ typedef struct atp_host_api {
      * to run where [image] require_pinned is set and no id was given.
      */
     int (*image_pinned)(atp_call *call, const char *id, const char *digest);
+
+    /* ---- ABI 1.3 ---------------------------------------------------- */
+
+    /**
+     * The running exec waits in a scheduler's queue (@p queued non-zero)
+     * or its command has just begun (zero).  Time in the queue is not the
+     * command's: the budget (timeout_ms) and the host backstop count from
+     * the moment it begins, and the result reports the wait apart
+     * (queue_s).  While queued, exec_due() still says TERM on cancel; the
+     * plugin bounds the wait itself (a queue limit of its own).
+     */
+    void (*exec_queued)(atp_call *call, int queued);
 } atp_host_api;
 
 /**
@@ -676,6 +688,7 @@ typedef struct atp_plugin_ops {
 
 /** Sizes of what grew in ABI 1.3. */
 #define ATP_PLUGIN_OPS_SIZE_V1_3 160u
+#define ATP_HOST_API_SIZE_V1_3 248u
 #define ATP_SESSION_SPEC_SIZE_V1_3 88u
 #define ATP_GROUP_SPEC_SIZE_V1_3 24u
 

@@ -122,6 +122,8 @@ struct jrun {
     int stopped;
     int64_t next_poll, gap;
     int64_t failing_since; /* the first of failed polls in a row, or 0 */
+    int64_t queued_at;     /* submitted, not seen to begin: since */
+    int queue_expired;     /* cancelled for queue_timeout */
     /* a task of a job array (the session is in a group) */
     char *prefix;      /* RUNDIR/EXEC_ID: .sh, .jobid */
     char task[48];     /* "ARRAY_TASK" */
@@ -185,6 +187,8 @@ static int stage_stdin(struct jrun *r)
     return rc;
 }
 
+static void queued(struct jrun *r, int yes);
+
 static int submit(struct jrun *r)
 {
     struct sl_session *s = r->s;
@@ -226,6 +230,7 @@ static int submit(struct jrun *r)
         return rc;
     snprintf(r->idtext, sizeof(r->idtext), "%ld", r->id);
     sl_host->resource_created(r->call, "job", r->idtext);
+    queued(r, 1);
     sl_host->log(r->call, ATP_LOG_DEBUG, "submitted job %ld", r->id);
     return 0;
 }
@@ -270,13 +275,43 @@ static int poll_state(struct jrun *r)
         poll_soon(r);
         return 0;
     }
-    if (!ji.gone && !sl_state_waiting(ji.state))
+    if (!ji.gone && !sl_state_waiting(ji.state)) {
         r->seen_running = 1;
+        queued(r, 0);
+    }
     if (r->gap < r->s->be->poll_ms)
         r->gap = r->gap * 2 > r->s->be->poll_ms ? r->s->be->poll_ms
                                                  : r->gap * 2;
     r->next_poll = now + r->gap * 1000000;
     return 0;
+}
+
+/* The command waits in the queue (its time is not the budget's). */
+static void queued(struct jrun *r, int yes)
+{
+    if (yes && r->queued_at == 0)
+        r->queued_at = sl_host->now_ns();
+    else if (!yes && r->queued_at)
+        r->queued_at = 0;
+    else
+        return;
+    if (ATP_HAS_FIELD(sl_host, atp_host_api, exec_queued))
+        sl_host->exec_queued(r->call, yes);
+}
+
+/* Past queue_timeout in the queue: cancel it, say so.  1 when it was. */
+static int queue_expired(struct jrun *r, const char *what)
+{
+    int64_t limit = r->s->be->queue_timeout_ms;
+
+    if (r->queued_at == 0 || limit <= 0 || r->acting ||
+        sl_host->now_ns() - r->queued_at < limit * 1000000)
+        return 0;
+    r->acting = 1;
+    r->queue_expired = 1;
+    sl_host->log(r->call, ATP_LOG_WARN, "%s waited %.0f s in the queue "
+                 "(queue_timeout): cancelling it", what, (double)limit / 1000);
+    return 1;
 }
 
 static int job_over(const struct jrun *r)
@@ -344,6 +379,10 @@ static int wait_job(struct jrun *r)
 
         sl_tail_pump(&r->out, r->call, 0);
         sl_tail_pump(&r->err, r->call, 0);
+        if (!r->seen_running && queue_expired(r, "the job")) {
+            sl_kill(r->s->conn, r->call, r->id, SIGKILL, 1);
+            poll_soon(r);
+        }
         if (sl_host->now_ns() >= r->next_poll) {
             if ((rc = poll_state(r)) != 0)
                 return rc;
@@ -373,6 +412,15 @@ static int outcome(struct jrun *r, atp_exec_outcome *out)
     int ours = r->term_sent || r->kill_sent;
     const char *node = ji->node[0] ? ji->node : "its node";
 
+    if (r->queue_expired && !r->seen_running)
+        return sl_host->set_error(r->call, ATP_E_TIMEOUT, "%s waited more "
+                                  "than queue_timeout (%.0f s) in Slurm's "
+                                  "queue and was cancelled before it began: "
+                                  "the cluster is busy; raise queue_timeout "
+                                  "or use a less loaded partition",
+                                  r->task[0] ? "the attempt's array task"
+                                             : "the job",
+                                  (double)r->s->be->queue_timeout_ms / 1000);
     if (r->requeued)
         return sl_host->set_error(r->call, ATP_E_SANDBOX_DEAD, "job %ld was "
                                   "put back in the queue after it ran (%s: "
@@ -532,6 +580,7 @@ static int member_submit(struct jrun *r)
     if ((rc = member_script(r)) != 0)
         return rc;
     s->joined = 1;
+    queued(r, 1);
     if (limit <= 0)
         limit = (long)((s->ttl_ms + 59999) / 60000);
     rc = sl_group_join(s->group, r->call, r->prefix, limit, &array, &task);
@@ -557,8 +606,17 @@ static int member_wait_start(struct jrun *r)
         int64_t wait = -1;
         int due;
 
-        if ((r->id = member_started(r)) > 0)
+        if ((r->id = member_started(r)) > 0) {
+            r->seen_running = 1;
+            queued(r, 0);
             return 0;
+        }
+        if (!cancelled_at && queue_expired(r, "the array task")) {
+            if (sl_kill_task(r->s->conn, r->call, r->task, 1) != 0)
+                sl_host->log(r->call, ATP_LOG_WARN, "cancelling task %s "
+                             "failed", r->task);
+            cancelled_at = sl_host->now_ns();
+        }
         if (cancelled_at &&
             sl_host->now_ns() - cancelled_at > (int64_t)2000 * 1000000) {
             /* Cancelled in the queue: it never ran. */

@@ -173,6 +173,7 @@ struct sl_backend {
     int line_buffered;
     int64_t poll_ms;        /* longest pause between two state polls */
     int64_t api_timeout_ms; /* longest wait for one request or command */
+    int64_t queue_timeout_ms; /* longest wait in the queue, 0: none */
     char *slurm_conf;       /* the host's SLURM_CONF, for the CLI */
     struct sl_conn *ctl;    /* check() and reap(), under ctl_lock */
     pthread_mutex_t ctl_lock;

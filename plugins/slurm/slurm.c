@@ -84,6 +84,9 @@ static const atp_option options[] = {
      "longest pause between two looks at a job's state"},
     {"api_timeout_s", ATP_OPT_DURATION, "30", NULL,
      "longest wait for slurmrestd or a Slurm command to answer"},
+    {"queue_timeout", ATP_OPT_DURATION, "1h", NULL,
+     "longest wait of a job in Slurm's queue before its command begins "
+     "(then it is cancelled: infra_timeout); not part of the budget"},
     {NULL, 0, NULL, NULL, NULL},
 };
 
@@ -262,6 +265,9 @@ static int backend_open(atp_call *call, void **out)
     b->poll_ms = 1000;
     if (sl_host->config_int(call, "poll_interval_s", &ms) == 0 && ms > 0)
         b->poll_ms = ms < 100 ? 100 : ms;
+    b->queue_timeout_ms = 3600000;
+    if (sl_host->config_int(call, "queue_timeout", &ms) == 0 && ms >= 0)
+        b->queue_timeout_ms = ms;
     b->api_timeout_ms = 30000;
     if (sl_host->config_int(call, "api_timeout_s", &ms) == 0 && ms > 0)
         b->api_timeout_ms = ms;

@@ -292,6 +292,18 @@ static void set_state(struct sl_jobinfo *ji, const char *word)
     }
 }
 
+/*
+ * Is @f, the JobID squeue or sacct print for `-j ID`, job @id?  A task of
+ * an array is shown as "ARRAY_TASK" whatever its own id.
+ */
+static int same_job(const char *f, long id)
+{
+    char *end;
+    long v = strtol(f, &end, 10);
+
+    return v == id || (v > 0 && *end == '_');
+}
+
 /* The job in sacct (its record outlives MinJobAge), when there is one. */
 static int from_sacct(struct sl_conn *c, atp_call *call, long id,
                       struct sl_jobinfo *ji, int cleanup)
@@ -307,7 +319,7 @@ static int from_sacct(struct sl_conn *c, atp_call *call, long id,
     if ((rc = sl_cli_run(c, call, argv, NULL, cleanup, &cap, &code)) != 0)
         return rc;
     if (code == 0 && cap.out && (p = cap.out) != NULL &&
-        (f = field(&p)) != NULL && strtol(f, NULL, 10) == id) {
+        (f = field(&p)) != NULL && same_job(f, id)) {
         char *state = field(&p), *ec = field(&p), *node = field(&p);
         int ex = 0, sig = 0;
 
@@ -345,8 +357,7 @@ int sl_cli_query(struct sl_conn *c, atp_call *call, long id,
     if ((rc = sl_cli_run(c, call, argv, NULL, cleanup, &cap, &code)) != 0)
         return rc;
     p = cap.out;
-    if (code == 0 && p && (f = field(&p)) != NULL &&
-        strtol(f, NULL, 10) == id) {
+    if (code == 0 && p && (f = field(&p)) != NULL && same_job(f, id)) {
         char *state = field(&p), *reason = field(&p), *ec = field(&p);
         char *node = field(&p), *comment = field(&p);
 

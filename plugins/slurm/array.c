@@ -15,7 +15,7 @@
  * and which job to follow from then on.
  *
  * When to submit: once every member has arrived or withdrawn (its
- * session failed), or GATHER_MS after the last arrival -- a member that
+ * session failed), or GATHER_MS (1 s) after the last arrival -- a member that
  * never comes must not hold the others.  Members that arrive after a
  * submission form the next array, which waits for the previous one
  * (--dependency=afterany) so that no more than N run at any time.
@@ -37,7 +37,7 @@
 
 #include "sl.h"
 
-#define GATHER_MS 300
+#define GATHER_MS 1000
 
 struct sl_member {
     const char *prefix;  /* RUNDIR/EXEC_ID: .sh, .jobid */

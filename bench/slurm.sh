@@ -4,13 +4,14 @@
 # cluster (tests/slurm/cluster.sh: 16 CPUs, so 16 run at a time), three
 # ways, one after the other on the same cluster:
 #
-#   (a) atp:   atp-run -b slurm -- sleep 1, BENCH_PAR (default 50) at a
-#              time (xargs -P), each its own job through slurmrestd
+#   (a) atp:   atp-run batch -b slurm -j BENCH_PAR (default 16, the
+#              node's CPUs) of 200 `sleep 1` attempts, which it submits
+#              as job arrays (--array=...%16) through slurmrestd
 #   (b) loop:  a shell loop of sbatch --wrap 'sleep 1'
 #   (c) array: one sbatch --array=1-200 script written by hand
 #
-# For each: submissions per second (from the jobs' SubmitTime, whole
-# seconds, for (a); the loop's own time for (b); one call for (c)), the
+# For each: submissions per second (for (a) until the controller knew
+# every attempt, polled; the loop's own time for (b); one call for (c)), the
 # time from the start to the last result, and the jobs left queued or
 # running afterwards (must be 0).
 #
@@ -25,7 +26,7 @@ die() { echo "bench/slurm.sh: $*" >&2; exit 2; }
 # shellcheck source=bench/lib.sh
 . "$srcdir/bench/lib.sh"
 N=${BENCH_N:-200}
-PAR=${BENCH_PAR:-50}
+PAR=${BENCH_PAR:-16}
 
 target=${1:-}
 if [ -z "$target" ]; then
@@ -66,22 +67,39 @@ span() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 echo "# bench/slurm.sh: $N one-second attempts; atp-run: $ATP_FROM"
 echo "# $(nproc) cores, $(uname -r), Slurm $(sinfo -V 2>/dev/null | cut -d' ' -f2), load $(cut -d' ' -f1-3 /proc/loadavg)"
 
-# (a) atp: one-shot runs, PAR at a time.  Every run names its job by its
-# run id (atp-...); the comment marker says which are atp's.
+# (a) atp: atp-run batch, -j BENCH_PAR attempts at once, which it
+# submits as job arrays (--array=...%PAR).  Submissions per second: the
+# attempts over the time until the controller knew all of them (polled);
+# submissions: the distinct array job ids atp's jobs carry.
+i=0
+while [ "$i" -lt "$N" ]; do
+    printf '{"id":"b%d","command":"sleep 1","workdir":"%s"}\n' "$i" \
+        "$dir/shared/wd"
+    i=$((i + 1))
+done >"$dir/att.jsonl"
+known() { squeue -h -t all -o '%k' | grep -c '^atp:run='; }
 t0=$(now)
-seq "$N" | xargs -P "$PAR" -I{} "$ATP" -b slurm -w "$dir/shared/wd" -- \
-    sleep 1 >"$dir/atp.out" 2>"$dir/atp.err"
+"$ATP" batch -b slurm -j "$PAR" --no-progress "$dir/att.jsonl" \
+    >"$dir/atp.out" 2>"$dir/atp.err" &
+apid=$!
+tk=
+while kill -0 "$apid" 2>/dev/null; do
+    if [ -z "$tk" ] && [ "$(known)" -ge "$N" ]; then tk=$(now); fi
+    sleep 0.05
+done
+wait "$apid"
 t1=$(now)
-atp_ok=$(grep -c . "$dir/atp.err" 2>/dev/null)
-atp_jobs=$(squeue -h -t all -o '%k' | grep -c '^atp:run=')
-s=$(squeue -h -t all -o '%k %V' | grep '^atp:run=' | awk '{print $2}' | sort |
-    sed -n '1p;$p' | { read -r a; read -r b; b=${b:-$a}
-    echo $(( $(date -d "$b" +%s) - $(date -d "$a" +%s) )); })
+[ -n "$tk" ] || tk=$t1
+atp_ok=$(grep -c '"status":"ok"' "$dir/atp.out")
+atp_jobs=$(known)
+atp_subs=$(squeue -h -t all -o '%F %k' | grep ' atp:run=' | awk '{print $1}' |
+    sort -u | wc -l)
 atp_left=$(squeue -h -t PD,R,CG,S,CF -o %k | grep -c '^atp:run=')
 printf '%-8s %6s %14s %16s %10s\n' way jobs submissions/s last_result_s jobs_left
-printf '%-8s %6s %14s %16s %10s\n' atp "$atp_jobs" "$(rate "$atp_jobs" "$s")" \
-    "$(span "$t0" "$t1")" "$atp_left"
-[ "$atp_ok" -eq 0 ] || echo "# atp-run printed $atp_ok lines on stderr: $(head -n 2 "$dir/atp.err")"
+printf '%-8s %6s %14s %16s %10s\n' atp "$atp_jobs" \
+    "$(rate "$N" "$(span "$t0" "$tk")")" "$(span "$t0" "$t1")" "$atp_left"
+echo "# atp-run batch: $atp_ok of $N ok, from $atp_subs submission(s)"
+[ "$atp_ok" -eq "$N" ] || echo "# atp-run batch: $(tail -n 2 "$dir/atp.err")"
 
 # (b) a loop of sbatch --wrap.
 t0=$(now)

@@ -663,6 +663,9 @@ json_object *out_result_object(const atp_result *r, const char *backend,
                            r->image_id[0]
                                ? json_object_new_string(r->image_id)
                                : NULL);
+    if (r->struct_size >= ATP_RESULT_SIZE_0_3 && r->queue_s > 0)
+        json_object_object_add(o, "queue_s",
+                               json_object_new_double(r->queue_s));
     if (tc && *tc)
         json_object_object_add(o, "lean_toolchain",
                                json_object_new_string(tc));

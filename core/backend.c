@@ -234,3 +234,38 @@ ATP_EXTERN int atp_backend_check(atp_backend *be, atp_result *res)
         res->duration_s = (double)(atp__now_ns() - t0) / 1e9;
     return rc;
 }
+
+/* ---- groups (ABI 1.3) ------------------------------------------------ */
+
+int atp__backend_groups(const atp_backend *be)
+{
+    return be && be->pool == NULL && ATP__OPS_HAS(be->plugin, group_open) &&
+           ATP__OPS_HAS(be->plugin, group_free);
+}
+
+int atp__group_open(atp_backend *be, const char *group_id, unsigned n,
+                    unsigned max_running, void **out)
+{
+    atp_group_spec spec;
+    atp_call call;
+    int rc;
+
+    *out = NULL;
+    memset(&spec, 0, sizeof(spec));
+    spec.struct_size = sizeof(spec);
+    spec.group_id = group_id;
+    spec.n_members = n;
+    spec.max_running = max_running;
+    atp__call_init(&call, be->plugin, be, NULL, 0);
+    rc = be->plugin->ops->group_open(&call, be->handle, &spec, out);
+    if (rc)
+        return atp__error(rc, "backend '%s': %s", be->name,
+                          atp__call_message(&call, rc));
+    return 0;
+}
+
+void atp__group_free(atp_backend *be, void *group)
+{
+    if (group)
+        be->plugin->ops->group_free(group);
+}

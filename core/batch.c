@@ -13,6 +13,15 @@
  * halves the backend's creation rate, which then grows back step by
  * step.  A cancel stops taking attempts, cancels every running session
  * (each tears its sandbox down) and delivers those as cancelled.
+ *
+ * A backend whose plugin submits many commands as one unit (ABI 1.3
+ * group_open: a Slurm job array) gets the ready first tries as a group
+ * instead: up to GROUP_MAX attempts, with the batch's jobs as the number
+ * that may run at once, which the backend then enforces (Slurm's %N).
+ * Each member still runs the usual way, on a thread of its own so that
+ * all can wait together; its result, retries (single attempts, the usual
+ * way) and cancellation are the same as anyone's.  One group per backend
+ * at a time, so that the limit holds across groups.
  */
 #define _GNU_SOURCE
 #include "config.h"
@@ -36,6 +45,8 @@
 #define RATE_FLOOR 0.2         /* creations per second, at the worst */
 #define RATE_STEP 0.1          /* regained after each creation that worked */
 #define MAX_REFUSALS 20        /* rate refusals before it counts as a try */
+#define GROUP_MAX 1000         /* attempts handed over as one group */
+#define MEMBER_STACK (1024 * 1024)
 
 /* A backend the batch uses: its pace and its share of the slots. */
 struct lane {
@@ -46,7 +57,20 @@ struct lane {
     double rate_cap;           /* configured creations/s, 0: none */
     double rate;               /* current, 0: unlimited */
     int64_t next_create_ns;    /* earliest next creation */
+    int groups;                /* its plugin takes groups (ABI 1.3) */
+    struct group *live;        /* the group under way, or NULL */
     struct lane *next;
+};
+
+/* Attempts handed to a backend as one unit. */
+struct group {
+    struct atp_batch *b;
+    struct lane *lane;
+    void *handle;
+    char id[32];
+    unsigned left;             /* members not settled yet */
+    pthread_t *threads;
+    unsigned n_threads;
 };
 
 /* One attempt, from the source to its result. */
@@ -66,6 +90,9 @@ struct job {
     size_t out_len, err_len;
     char *dir;                 /* OUT/ID, or NULL */
     int rate_limited;          /* the provider refused for rate/quota */
+    struct group *grp;         /* its group, on a first try in one */
+    int solo;                  /* its backend refused it a group */
+    unsigned grp_index;
     struct job *next;          /* in todo, finished or a retry list */
     struct job *busy_next, **busy_prev; /* in the busy list */
 };
@@ -255,6 +282,7 @@ static struct lane *lane_get(struct atp_batch *b, const char *name, int *rc)
     if (b->o.rate > 0)
         l->rate_cap = b->o.rate;
     l->rate = l->rate_cap;
+    l->groups = atp__backend_groups(l->be);
     l->next = b->lanes;
     b->lanes = l;
     return l;
@@ -446,6 +474,8 @@ static void run_try(struct atp_batch *b, struct job *j)
         atp__result_fail(&j->res, rc, atp_last_error());
         goto out;
     }
+    if (j->grp)
+        atp__session_join(s, j->grp->handle, j->grp->id, j->grp_index);
     pthread_mutex_lock(&b->lock);
     j->session = s;
     if (b->cancelled)
@@ -468,6 +498,25 @@ out:
         atp__remove_tree(scratch);
 }
 
+/* One try of @j, busy (a cancel reaches it) while it runs; b->lock is
+ * held on entry and on return. */
+static void run_one(struct atp_batch *b, struct job *j)
+{
+    j->busy_next = b->busy;
+    j->busy_prev = &b->busy;
+    if (b->busy)
+        b->busy->busy_prev = &j->busy_next;
+    b->busy = j;
+    pthread_mutex_unlock(&b->lock);
+    run_try(b, j);
+    pthread_mutex_lock(&b->lock);
+    *j->busy_prev = j->busy_next;
+    if (j->busy_next)
+        j->busy_next->busy_prev = j->busy_prev;
+    push(&b->finished, &b->finished_tail, j);
+    pthread_cond_signal(&b->done);
+}
+
 static void *worker(void *arg)
 {
     struct atp_batch *b = arg;
@@ -481,20 +530,20 @@ static void *worker(void *arg)
         if (b->todo == NULL)
             break;
         j = pop(&b->todo, &b->todo_tail);
-        j->busy_next = b->busy;
-        j->busy_prev = &b->busy;
-        if (b->busy)
-            b->busy->busy_prev = &j->busy_next;
-        b->busy = j;
-        pthread_mutex_unlock(&b->lock);
-        run_try(b, j);
-        pthread_mutex_lock(&b->lock);
-        *j->busy_prev = j->busy_next;
-        if (j->busy_next)
-            j->busy_next->busy_prev = j->busy_prev;
-        push(&b->finished, &b->finished_tail, j);
-        pthread_cond_signal(&b->done);
+        run_one(b, j);
     }
+    pthread_mutex_unlock(&b->lock);
+    return NULL;
+}
+
+/* A group's member: its one try, on a thread of its own. */
+static void *member(void *arg)
+{
+    struct job *j = arg;
+    struct atp_batch *b = j->grp->b;
+
+    pthread_mutex_lock(&b->lock);
+    run_one(b, j);
     pthread_mutex_unlock(&b->lock);
     return NULL;
 }
@@ -613,6 +662,87 @@ static void dispatch(struct atp_batch *b, struct job *j)
     pthread_mutex_unlock(&b->lock);
 }
 
+static void group_end(struct group *g)
+{
+    unsigned i;
+
+    for (i = 0; i < g->n_threads; i++)
+        pthread_join(g->threads[i], NULL);
+    if (g->lane->live == g)
+        g->lane->live = NULL;
+    atp__group_free(g->lane->be, g->handle);
+    free(g->threads);
+    free(g);
+}
+
+/*
+ * Hand the @n first tries in @list (same lane) to their backend as one
+ * group.  When the backend refuses the group they go the usual way, into
+ * @retry (a first try there is not counted as a retry).
+ */
+static void dispatch_group(struct atp_batch *b, struct job *list, unsigned n,
+                           struct job **retry, struct job **retry_tail)
+{
+    struct lane *l = list->lane;
+    struct group *g = calloc(1, sizeof(*g));
+    unsigned limit = b->o.jobs, i;
+    pthread_attr_t attr;
+    struct job *j;
+
+    if (l->max_concurrent && l->max_concurrent < limit)
+        limit = l->max_concurrent;
+    if (g)
+        atp__make_run_id(g->id, sizeof(g->id));
+    if (g == NULL ||
+        (g->threads = calloc(n, sizeof(*g->threads))) == NULL ||
+        atp__group_open(l->be, g->id, n, limit, &g->handle) != 0) {
+        if (g && g->threads)
+            atp__log(b->cfg, ATP_LOG_WARN, "batch", "%s; its attempts go "
+                     "one by one", atp_last_error());
+        if (g)
+            free(g->threads);
+        free(g);
+        while ((j = list) != NULL) {
+            list = j->next;
+            j->solo = 1;
+            push(retry, retry_tail, j);
+        }
+        return;
+    }
+    g->b = b;
+    g->lane = l;
+    g->left = n;
+    l->live = g;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, MEMBER_STACK);
+    for (i = 0; (j = list) != NULL; i++) {
+        list = j->next;
+        j->next = NULL;
+        j->tries++;
+        j->t0 = atp__now_ns();
+        j->grp = g;
+        j->grp_index = i;
+        l->running++;
+        b->prog.running++;
+        if (pthread_create(&g->threads[g->n_threads], &attr, member, j) ==
+            0) {
+            g->n_threads++;
+        } else {
+            /* No thread: the usual way (the group does not wait for a
+             * member that never comes). */
+            j->grp = NULL;
+            g->left--;
+            pthread_mutex_lock(&b->lock);
+            push(&b->todo, &b->todo_tail, j);
+            pthread_cond_signal(&b->work);
+            pthread_mutex_unlock(&b->lock);
+        }
+    }
+    pthread_attr_destroy(&attr);
+    if (g->left == 0)
+        group_end(g);
+}
+
 /* Can @j start now?  0 yes; else the ns to wait (-1: for a slot). */
 static int64_t ready_in(struct atp_batch *b, const struct job *j,
                         int64_t now)
@@ -634,6 +764,13 @@ static void settle(struct atp_batch *b, struct job *j, struct job **retry,
     j->lane->running--;
     b->prog.running--;
     lane_learn(j->lane, j);
+    if (j->grp) {
+        struct group *g = j->grp;
+
+        j->grp = NULL;
+        if (--g->left == 0)
+            group_end(g);
+    }
     if (!b->cancelled && j->rate_limited && j->refusals < MAX_REFUSALS) {
         /* Not a try: it goes again at the slower pace. */
         j->refusals++;
@@ -648,6 +785,53 @@ static void settle(struct atp_batch *b, struct job *j, struct job **retry,
     }
     deliver(b, j);
     job_free(j);
+}
+
+/* The next attempt of the source as a job, or NULL (then *done is set,
+ * with *rc on a failure). */
+static struct job *take(struct atp_batch *b, atp_attempt_fn next,
+                        void *payload, int *rc, int *done)
+{
+    atp_attempt a = ATP_ATTEMPT_INIT;
+    struct job *pending;
+    int got = next(&a, payload);
+
+    if (got <= 0) {
+        if (got < 0)
+            *rc = got;
+        *done = 1;
+        return NULL;
+    }
+    if (a.id == NULL || a.command == NULL) {
+        *rc = atp__error(ATP_E_INVAL, "an attempt needs an id and a "
+                         "command");
+        *done = 1;
+        return NULL;
+    }
+    if ((pending = job_new(&a)) == NULL) {
+        *rc = atp__error(ATP_E_NOMEM, "out of memory");
+        *done = 1;
+        return NULL;
+    }
+    pending->lane = lane_get(b, pending->backend ? pending->backend
+                                                 : b->backend_name,
+                             rc);
+    if (pending->lane && b->out_dir) {
+        char name[256], dir[PATH_MAX];
+
+        dir_name(pending->id, name, sizeof(name));
+        snprintf(dir, sizeof(dir), "%s/%s", b->out_dir, name);
+        if (make_dir(dir) == 0)
+            pending->dir = strdup(dir);
+    }
+    if (pending->lane == NULL) {
+        /* A backend that does not open fails every attempt alike: the
+         * batch stops, before it costs more. */
+        job_free(pending);
+        *done = 1;
+        return NULL;
+    }
+    return pending;
 }
 
 ATP_EXTERN int atp_batch_run(atp_batch *b, atp_attempt_fn next,
@@ -693,50 +877,34 @@ ATP_EXTERN int atp_batch_run(atp_batch *b, atp_attempt_fn next,
 
             if (pending == NULL && retry)
                 pending = pop(&retry, &retry_tail);
-            if (pending == NULL && !source_done) {
-                atp_attempt a = ATP_ATTEMPT_INIT;
-                int got = next(&a, payload);
+            if (pending == NULL && !source_done)
+                pending = take(b, next, payload, &rc, &source_done);
+            if (pending && pending->lane->groups && pending->tries == 0 &&
+                !pending->solo) {
+                struct job *list = pending, *tail = pending, *m;
+                unsigned n = 1;
 
-                if (got < 0) {
-                    rc = got;
-                    source_done = 1;
+                /* A group: once the backend has nothing under way, with
+                 * every first try the source has for it (up to
+                 * GROUP_MAX); an attempt for another backend waits. */
+                if (pending->lane->running > 0)
                     break;
+                pending = NULL;
+                list->next = NULL;
+                while (n < GROUP_MAX && !source_done &&
+                       (m = take(b, next, payload, &rc, &source_done)) !=
+                           NULL) {
+                    if (m->lane != list->lane) {
+                        pending = m;
+                        break;
+                    }
+                    tail->next = m;
+                    tail = m;
+                    m->next = NULL;
+                    n++;
                 }
-                if (got == 0) {
-                    source_done = 1;
-                    break;
-                }
-                if (a.id == NULL || a.command == NULL) {
-                    rc = atp__error(ATP_E_INVAL, "an attempt needs an id "
-                                    "and a command");
-                    source_done = 1;
-                    break;
-                }
-                if ((pending = job_new(&a)) == NULL) {
-                    rc = atp__error(ATP_E_NOMEM, "out of memory");
-                    source_done = 1;
-                    break;
-                }
-                pending->lane = lane_get(b, pending->backend
-                                                ? pending->backend
-                                                : b->backend_name,
-                                         &rc);
-                if (pending->lane && b->out_dir) {
-                    char name[256], dir[PATH_MAX];
-
-                    dir_name(pending->id, name, sizeof(name));
-                    snprintf(dir, sizeof(dir), "%s/%s", b->out_dir, name);
-                    if (make_dir(dir) == 0)
-                        pending->dir = strdup(dir);
-                }
-                if (pending->lane == NULL) {
-                    /* A backend that does not open fails every attempt
-                     * alike: the batch stops, before it costs more. */
-                    job_free(pending);
-                    pending = NULL;
-                    source_done = 1;
-                    break;
-                }
+                dispatch_group(b, list, n, &retry, &retry_tail);
+                continue;
             }
             if (pending == NULL)
                 break;

@@ -95,7 +95,8 @@ int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
             x->term_sent = 1;
             x->kill_at = now + grace * MS;
             due = ATP_DUE_TERM;
-        } else if (x->term_at && now >= x->term_at && !x->exited) {
+        } else if (x->term_at && now >= x->term_at && !x->exited &&
+                   !x->queued_since) {
             x->timed_out = 1;
             x->term_sent = 1;
             x->kill_at = now + grace * MS;
@@ -114,7 +115,8 @@ int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
         else if (state & ATP_EXEC_ENDED)
             /* What is left of it (background jobs) goes with it. */
             due = kill_now(x, now, DRAIN_GIVE_UP_MS);
-        else if (x->plan.backstop_ns && now >= x->plan.backstop_ns) {
+        else if (x->plan.backstop_ns && now >= x->plan.backstop_ns &&
+                 !x->queued_since) {
             /* Budget, grace, drain and margin all spent. */
             if (!x->cancelled)
                 x->timed_out = 1;
@@ -131,13 +133,15 @@ int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
         due = ATP_DUE_STOP;
     }
     if (wait_ms) {
-        if (!x->term_sent && !x->kill_sent && !x->exited)
+        if (!x->term_sent && !x->kill_sent && !x->exited &&
+            !x->queued_since)
             take_min(&wait, ms_until(now, x->term_at));
         if (!x->kill_sent) {
             take_min(&wait, ms_until(now, x->kill_at));
             if (!x->term_sent)
                 take_min(&wait, ms_until(now, x->drain_at));
-            take_min(&wait, ms_until(now, x->plan.backstop_ns));
+            if (!x->queued_since)
+                take_min(&wait, ms_until(now, x->plan.backstop_ns));
         }
         if (!x->stop_sent)
             take_min(&wait, ms_until(now, x->stop_at));
@@ -146,6 +150,30 @@ int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
         *wait_ms = wait;
     }
     return due;
+}
+
+void atp__exec_queued(struct atp__exec *x, atp_call *call, int queued)
+{
+    int64_t now = atp__now_ns(), waited;
+
+    if (queued) {
+        if (!x->queued_since)
+            x->queued_since = now;
+        return;
+    }
+    if (!x->queued_since)
+        return;
+    /* Begun: everything that counts the command's time moves on by the
+     * wait. */
+    waited = now - x->queued_since;
+    x->queued_since = 0;
+    x->queue_ns += waited;
+    if (x->term_at)
+        x->term_at += waited;
+    if (x->plan.backstop_ns)
+        x->plan.backstop_ns += waited;
+    if (call->deadline_ns)
+        call->deadline_ns += waited;
 }
 
 /* ---- the process group the wrapper announces ---------------------------- */

@@ -490,6 +490,12 @@ static int host_image_pinned(atp_call *call, const char *id,
     return 0;
 }
 
+static void host_exec_queued(atp_call *call, int queued)
+{
+    if (call && call->exec)
+        atp__exec_queued(call->exec, call, queued);
+}
+
 const atp_host_api atp__host_api = {
     sizeof(atp_host_api),
     ATP_PLUGIN_ABI_MAJOR,
@@ -523,4 +529,5 @@ const atp_host_api atp__host_api = {
     host_stdin_to_fd,
     host_spawn,
     host_image_pinned,
+    host_exec_queued,
 };

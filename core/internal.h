@@ -303,6 +303,8 @@ struct atp__exec {
     struct atp__exec_plan plan;
     /* the kill schedule */
     int64_t start_ns, term_at, kill_at, drain_at, stop_at;
+    int64_t queued_since;  /* waiting in a scheduler's queue since, or 0 */
+    int64_t queue_ns;      /* time it waited there */
     int exited, term_sent, kill_sent, stop_sent;
     int timed_out, cancelled; /* why the core asked for a kill */
     int consumer_gone;        /* the output's consumer wants no more */
@@ -328,6 +330,8 @@ struct atp__exec {
 void atp__exec_init(struct atp__exec *x, const struct atp__exec_plan *p);
 void atp__exec_release(struct atp__exec *x);
 /* The schedule: what to do now (ATP_DUE_*); see host->exec_due(). */
+/* host->exec_queued(): the budget and backstop wait with the command. */
+void atp__exec_queued(struct atp__exec *x, atp_call *call, int queued);
 int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
                   int64_t *wait_ms);
 /*
@@ -564,7 +568,25 @@ struct atp_session {
                                   last push or pull, or NULL */
     int infra_failed;          /* a command or transfer failed for the
                                   infrastructure: not to be reused */
+    void *group;               /* the plugin's group it belongs to, or
+                                  NULL (ABI 1.3, batch.c) */
 };
+
+/*
+ * Groups (ABI 1.3): a backend whose plugin has group_open() gets the
+ * batch's ready attempts as one unit.  atp__group_open() returns 0 with
+ * *@out set, or an error; atp__session_join() makes a created session
+ * member @index of the group with id @group_id (its run id becomes
+ * "GROUP_ID-INDEX", which is how the plugin proves a lease's resource
+ * its own).
+ */
+int atp__backend_groups(const atp_backend *be);
+int atp__group_open(atp_backend *be, const char *group_id, unsigned n,
+                    unsigned max_running, void **out);
+void atp__group_free(atp_backend *be, void *group);
+void atp__session_join(struct atp_session *s, void *group,
+                       const char *group_id, unsigned index);
+void atp__make_run_id(char *out, size_t len);
 
 /*
  * A warm sandbox of a pool, between sessions: what a session that takes

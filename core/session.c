@@ -306,6 +306,18 @@ static void make_run_id(char *out, size_t len)
         snprintf(out + 4 + 2 * i, len - 4 - 2 * i, "%02x", r[i]);
 }
 
+void atp__make_run_id(char *out, size_t len)
+{
+    make_run_id(out, len);
+}
+
+void atp__session_join(struct atp_session *s, void *group,
+                       const char *group_id, unsigned index)
+{
+    s->group = group;
+    snprintf(s->run_id, sizeof(s->run_id), "%s-%u", group_id, index);
+}
+
 /* Parse "HOST:DEST[:rw|:ro]" mounts into s->mounts. */
 static int parse_mounts(struct atp_session *s, const char *const *list)
 {
@@ -768,6 +780,8 @@ static int start(struct atp_session *s, atp_result *res, int one_shot)
     spec.n_mounts = s->n_mounts;
     spec.timeout_ms = s->timeout_ms;
     spec.ttl_ms = session_ttl(s, one_shot);
+    if (one_shot && ATP__OPS_HAS(p, group_open))
+        spec.group = s->group;
     /* A warm-up is an exec of its own: then more than one follows. */
     spec.flags = one_shot && !nonblank(atp__backend_key(s->be, "warmup"))
                      ? ATP_SESSION_ONE_SHOT
@@ -1187,7 +1201,13 @@ static int exec_impl(struct atp_session *s, const char *command,
     atp__env_free(&all);
 
     if (res) {
-        res->duration_s = res->exec_s = since_s(t0);
+        int64_t queued = run.queue_ns + (run.queued_since
+                                             ? atp__now_ns() - run.queued_since
+                                             : 0);
+
+        res->duration_s = since_s(t0);
+        res->queue_s = (double)queued / 1e9;
+        res->exec_s = res->duration_s - res->queue_s;
         res->stdout_bytes = x.bytes[0];
         res->stderr_bytes = x.bytes[1];
         res->stdout_truncated = x.stopped[0];
@@ -1210,7 +1230,7 @@ static int exec_impl(struct atp_session *s, const char *command,
                     atp__call_message(&call, rc));
     }
     {
-        int64_t elapsed_ms = (atp__now_ns() - t0) / 1000000;
+        int64_t elapsed_ms = (atp__now_ns() - t0 - run.queue_ns) / 1000000;
 
         if (v12)
             atp__outcome_normalize(&out, &run, !kills_tree, elapsed_ms);

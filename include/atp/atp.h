@@ -116,11 +116,15 @@ typedef struct atp_result {
     int64_t max_rss_bytes;  /**< its peak memory, -1 unknown */
     double cost_usd;        /**< from [price], -1 without prices */
     char image_id[160];     /**< the immutable image id it ran on, or "" */
+    /* ---- 0.3 ---- */
+    double queue_s;         /**< time the command waited in a scheduler's
+                               queue before it began (Slurm); not part of
+                               exec_s, nor of the budget */
 } atp_result;
 
 #define ATP_RESULT_INIT {sizeof(atp_result), ATP_STATUS_OK, -1, 0, 0.0, \
                          0, 0, 0, 0, {0}, 0.0, 0.0, 0.0, 0, 0, 0.0, 0.0, \
-                         -1.0, -1, -1.0, {0}}
+                         -1.0, -1, -1.0, {0}, 0.0}
 
 /**
  * Set up @p res, a struct of @p size bytes (its sizeof where the caller
@@ -550,6 +554,7 @@ ATP_EXTERN int atp_gc(atp_config *cfg, int all, int dry_run, atp_gc_fn fn,
  */
 #define ATP_RESULT_SIZE_0_1 1072u
 #define ATP_RESULT_SIZE_0_2 1312u
+#define ATP_RESULT_SIZE_0_3 1320u
 #define ATP_SESSION_OPTS_SIZE_0_1 56u
 #define ATP_EXEC_OPTS_SIZE_0_1 56u
 #define ATP_EXEC_OPTS_SIZE_0_2 64u

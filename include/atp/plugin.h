@@ -1,5 +1,5 @@
 /*
- * atp/plugin.h - the atp backend plugin ABI, version 1.2.
+ * atp/plugin.h - the atp backend plugin ABI, version 1.3.
  *
  * This is the only header a backend plugin needs (it includes
  * atp/common.h, shared with the client API).  A plugin is a shared
@@ -75,7 +75,7 @@ extern "C" {
 /** ABI major version; part of the entry symbol's name. */
 #define ATP_PLUGIN_ABI_MAJOR 1
 /** ABI minor version this header describes. */
-#define ATP_PLUGIN_ABI_MINOR 2
+#define ATP_PLUGIN_ABI_MINOR 3
 /** Oldest plugin minor the core still loads. */
 #define ATP_PLUGIN_ABI_MINOR_FLOOR 0
 
@@ -133,7 +133,28 @@ typedef struct atp_session_spec {
     int64_t timeout_ms;          /**< default per-command budget */
     int64_t ttl_ms;              /**< provider-side time to live to set on
                                     the sandbox so it dies on its own */
+    /* ---- ABI 1.3 ---------------------------------------------------- */
+    /**
+     * The group this one-shot session belongs to (a handle group_open()
+     * returned), or NULL.  Its one exec may be submitted together with
+     * the other members' (see group_open).
+     */
+    void *group;
 } atp_session_spec;
+
+/**
+ * A group of attempts the core hands over together (ABI 1.3): what
+ * group_open() gets.  Borrowed.
+ */
+typedef struct atp_group_spec {
+    uint32_t struct_size;
+    uint32_t flags;          /**< none defined yet: 0 */
+    const char *group_id;    /**< label the group's resources with it */
+    uint32_t n_members;      /**< how many one-shot sessions will name the
+                                group in their session spec */
+    uint32_t max_running;    /**< how many of its commands may run at
+                                once, 0: no limit */
+} atp_group_spec;
 
 /** Flags of atp_exec_spec. */
 #define ATP_EXEC_STDIN 0x1u /**< the command reads stdin from the caller:
@@ -492,6 +513,18 @@ typedef struct atp_host_api {
      * to run where [image] require_pinned is set and no id was given.
      */
     int (*image_pinned)(atp_call *call, const char *id, const char *digest);
+
+    /* ---- ABI 1.3 ---------------------------------------------------- */
+
+    /**
+     * The running exec waits in a scheduler's queue (@p queued non-zero)
+     * or its command has just begun (zero).  Time in the queue is not the
+     * command's: the budget (timeout_ms) and the host backstop count from
+     * the moment it begins, and the result reports the wait apart
+     * (queue_s).  While queued, exec_due() still says TERM on cancel; the
+     * plugin bounds the wait itself (a queue limit of its own).
+     */
+    void (*exec_queued)(atp_call *call, int queued);
 } atp_host_api;
 
 /**
@@ -595,6 +628,32 @@ typedef struct atp_plugin_ops {
      * `tar -c` in the sandbox.
      */
     int (*pull_archive)(atp_call *call, void *session);
+
+    /* ---- ABI 1.3 ---------------------------------------------------- */
+
+    /**
+     * Optional, with group_free.  A backend that can submit many commands
+     * as one unit (a Slurm job array) gets a group of one-shot attempts
+     * the core has ready: @p spec says how many will come and how many
+     * may run at once.  Each member then goes through the usual path --
+     * session_open() with spec->group set, one exec(), session_close() --
+     * on a thread of its own, at the same time as the others; the plugin
+     * may hold an exec back until the members have arrived (or a short
+     * while has passed without a new one) and submit them together.  Each
+     * exec still streams its own output, follows its own kill schedule
+     * (a member cancelled or out of budget ends alone), records its own
+     * leases and returns its own outcome.  A member may never arrive (its
+     * session failed to open): the plugin must not wait for it forever.
+     * The core stays the scheduler: the group's size and max_running are
+     * its decisions, which the backend enforces (Slurm's %N throttle).
+     */
+    int (*group_open)(atp_call *call, void *backend,
+                      const atp_group_spec *spec, void **group_out);
+
+    /**
+     * Free a group once every member's session is freed.  Never fails.
+     */
+    void (*group_free)(void *group);
 } atp_plugin_ops;
 
 /**
@@ -626,6 +685,12 @@ typedef struct atp_plugin_ops {
 #define ATP_EXEC_SPEC_SIZE_V1_2 72u
 #define ATP_SPAWN_SPEC_SIZE_V1_2 56u
 #define ATP_EXEC_OUTCOME_SIZE_V1_2 32u
+
+/** Sizes of what grew in ABI 1.3. */
+#define ATP_PLUGIN_OPS_SIZE_V1_3 160u
+#define ATP_HOST_API_SIZE_V1_3 248u
+#define ATP_SESSION_SPEC_SIZE_V1_3 88u
+#define ATP_GROUP_SPEC_SIZE_V1_3 24u
 
 /**
  * The entry point every plugin exports.  Called once, right after the

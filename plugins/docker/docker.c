@@ -778,6 +778,8 @@ static const atp_plugin_ops docker_ops = {
     backend_caps,
     dk_push_archive,
     dk_pull_archive,
+    NULL, /* group_open */
+    NULL, /* group_free */
 };
 
 ATP_PLUGIN_EXPORT int atp_plugin_entry_v1(const atp_host_api *api,

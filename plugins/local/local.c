@@ -212,6 +212,8 @@ static const atp_plugin_ops local_ops = {
     local_backend_caps,
     NULL, /* push_archive */
     NULL, /* pull_archive */
+    NULL, /* group_open */
+    NULL, /* group_free */
 };
 
 ATP_PLUGIN_EXPORT int atp_plugin_entry_v1(const atp_host_api *api,

@@ -483,6 +483,8 @@ static const atp_plugin_ops modal_ops = {
     NULL, /* backend_caps: the same for every instance */
     NULL, /* push_archive: the core runs tar -x through exec */
     NULL, /* pull_archive: the core runs tar -c through exec */
+    NULL, /* group_open */
+    NULL, /* group_free */
 };
 
 ATP_PLUGIN_EXPORT int atp_plugin_entry_v1(const atp_host_api *api,

@@ -209,6 +209,10 @@ int sl_cli_submit(struct sl_conn *c, atp_call *call,
         args[a++] = opt("account", be->account);
     if (be->qos)
         args[a++] = opt("qos", be->qos);
+    if (js->array)
+        args[a++] = opt("array", js->array);
+    if (js->dependency)
+        args[a++] = opt("dependency", js->dependency);
     for (i = 0; i < a; i++)
         if (args[i] == NULL) {
             rc = sl_host->set_error(call, ATP_E_NOMEM, "out of memory");
@@ -288,6 +292,18 @@ static void set_state(struct sl_jobinfo *ji, const char *word)
     }
 }
 
+/*
+ * Is @f, the JobID squeue or sacct print for `-j ID`, job @id?  A task of
+ * an array is shown as "ARRAY_TASK" whatever its own id.
+ */
+static int same_job(const char *f, long id)
+{
+    char *end;
+    long v = strtol(f, &end, 10);
+
+    return v == id || (v > 0 && *end == '_');
+}
+
 /* The job in sacct (its record outlives MinJobAge), when there is one. */
 static int from_sacct(struct sl_conn *c, atp_call *call, long id,
                       struct sl_jobinfo *ji, int cleanup)
@@ -303,7 +319,7 @@ static int from_sacct(struct sl_conn *c, atp_call *call, long id,
     if ((rc = sl_cli_run(c, call, argv, NULL, cleanup, &cap, &code)) != 0)
         return rc;
     if (code == 0 && cap.out && (p = cap.out) != NULL &&
-        (f = field(&p)) != NULL && strtol(f, NULL, 10) == id) {
+        (f = field(&p)) != NULL && same_job(f, id)) {
         char *state = field(&p), *ec = field(&p), *node = field(&p);
         int ex = 0, sig = 0;
 
@@ -341,8 +357,7 @@ int sl_cli_query(struct sl_conn *c, atp_call *call, long id,
     if ((rc = sl_cli_run(c, call, argv, NULL, cleanup, &cap, &code)) != 0)
         return rc;
     p = cap.out;
-    if (code == 0 && p && (f = field(&p)) != NULL &&
-        strtol(f, NULL, 10) == id) {
+    if (code == 0 && p && (f = field(&p)) != NULL && same_job(f, id)) {
         char *state = field(&p), *reason = field(&p), *ec = field(&p);
         char *node = field(&p), *comment = field(&p);
 
@@ -449,4 +464,24 @@ int sl_cli_list(struct sl_conn *c, atp_call *call, struct sl_jobinfo **jobs,
     }
     sl_capture_free(&cap);
     return 0;
+}
+
+int sl_cli_kill_task(struct sl_conn *c, atp_call *call, const char *task,
+                     int cleanup)
+{
+    const char *argv[] = {"scancel", task, NULL};
+    struct sl_capture cap;
+    int rc, code = 0;
+
+    if ((rc = sl_cli_run(c, call, argv, NULL, cleanup, &cap, &code)) != 0)
+        return rc;
+    if (code != 0)
+        rc = sl_host->set_error(call, strstr(last_line(&cap),
+                                             "Invalid job id")
+                                          ? ATP_E_NOTFOUND
+                                          : ATP_E_BACKEND,
+                                "scancel could not cancel task %s: %s", task,
+                                last_line(&cap));
+    sl_capture_free(&cap);
+    return rc;
 }

@@ -103,6 +103,8 @@ json_object *sl_submit_body(int d, const struct sl_jobspec *js,
     add_str(job, "partition", partition);
     add_str(job, "account", account);
     add_str(job, "qos", qos);
+    add_str(job, "array", js->array);
+    add_str(job, "dependency", js->dependency);
     /* Mandatory, and whole: nothing is inherited. */
     json_object_object_add(job, "environment", env);
     if (js->time_limit_min > 0)

@@ -80,7 +80,7 @@ int sl_settle(atp_call *call, struct sl_session *s)
     while (s->n_unsettled > 0) {
         long id = s->unsettled[s->n_unsettled - 1];
         struct sl_jobinfo ji;
-        char idtext[24];
+        char idtext[48];
         int64_t left;
 
         if (sl_query(s->conn, call, id, &ji, 1) == 0 &&
@@ -107,7 +107,7 @@ struct jrun {
     struct sl_session *s;
     const atp_exec_spec *spec;
     long id;
-    char idtext[24];
+    char idtext[48];
     char marker[256];
     char *out_path, *err_path, *in_path, *script_path;
     struct sl_tail out, err;
@@ -122,6 +122,11 @@ struct jrun {
     int stopped;
     int64_t next_poll, gap;
     int64_t failing_since; /* the first of failed polls in a row, or 0 */
+    int64_t queued_at;     /* submitted, not seen to begin: since */
+    int queue_expired;     /* cancelled for queue_timeout */
+    /* a task of a job array (the session is in a group) */
+    char *prefix;      /* RUNDIR/EXEC_ID: .sh, .jobid */
+    char task[48];     /* "ARRAY_TASK" */
 };
 
 /* Paths of the exec's side files, in the run's directory. */
@@ -182,6 +187,8 @@ static int stage_stdin(struct jrun *r)
     return rc;
 }
 
+static void queued(struct jrun *r, int yes);
+
 static int submit(struct jrun *r)
 {
     struct sl_session *s = r->s;
@@ -223,6 +230,7 @@ static int submit(struct jrun *r)
         return rc;
     snprintf(r->idtext, sizeof(r->idtext), "%ld", r->id);
     sl_host->resource_created(r->call, "job", r->idtext);
+    queued(r, 1);
     sl_host->log(r->call, ATP_LOG_DEBUG, "submitted job %ld", r->id);
     return 0;
 }
@@ -267,13 +275,43 @@ static int poll_state(struct jrun *r)
         poll_soon(r);
         return 0;
     }
-    if (!ji.gone && !sl_state_waiting(ji.state))
+    if (!ji.gone && !sl_state_waiting(ji.state)) {
         r->seen_running = 1;
+        queued(r, 0);
+    }
     if (r->gap < r->s->be->poll_ms)
         r->gap = r->gap * 2 > r->s->be->poll_ms ? r->s->be->poll_ms
                                                  : r->gap * 2;
     r->next_poll = now + r->gap * 1000000;
     return 0;
+}
+
+/* The command waits in the queue (its time is not the budget's). */
+static void queued(struct jrun *r, int yes)
+{
+    if (yes && r->queued_at == 0)
+        r->queued_at = sl_host->now_ns();
+    else if (!yes && r->queued_at)
+        r->queued_at = 0;
+    else
+        return;
+    if (ATP_HAS_FIELD(sl_host, atp_host_api, exec_queued))
+        sl_host->exec_queued(r->call, yes);
+}
+
+/* Past queue_timeout in the queue: cancel it, say so.  1 when it was. */
+static int queue_expired(struct jrun *r, const char *what)
+{
+    int64_t limit = r->s->be->queue_timeout_ms;
+
+    if (r->queued_at == 0 || limit <= 0 || r->acting ||
+        sl_host->now_ns() - r->queued_at < limit * 1000000)
+        return 0;
+    r->acting = 1;
+    r->queue_expired = 1;
+    sl_host->log(r->call, ATP_LOG_WARN, "%s waited %.0f s in the queue "
+                 "(queue_timeout): cancelling it", what, (double)limit / 1000);
+    return 1;
 }
 
 static int job_over(const struct jrun *r)
@@ -341,6 +379,10 @@ static int wait_job(struct jrun *r)
 
         sl_tail_pump(&r->out, r->call, 0);
         sl_tail_pump(&r->err, r->call, 0);
+        if (!r->seen_running && queue_expired(r, "the job")) {
+            sl_kill(r->s->conn, r->call, r->id, SIGKILL, 1);
+            poll_soon(r);
+        }
         if (sl_host->now_ns() >= r->next_poll) {
             if ((rc = poll_state(r)) != 0)
                 return rc;
@@ -370,6 +412,15 @@ static int outcome(struct jrun *r, atp_exec_outcome *out)
     int ours = r->term_sent || r->kill_sent;
     const char *node = ji->node[0] ? ji->node : "its node";
 
+    if (r->queue_expired && !r->seen_running)
+        return sl_host->set_error(r->call, ATP_E_TIMEOUT, "%s waited more "
+                                  "than queue_timeout (%.0f s) in Slurm's "
+                                  "queue and was cancelled before it began: "
+                                  "the cluster is busy; raise queue_timeout "
+                                  "or use a less loaded partition",
+                                  r->task[0] ? "the attempt's array task"
+                                             : "the job",
+                                  (double)r->s->be->queue_timeout_ms / 1000);
     if (r->requeued)
         return sl_host->set_error(r->call, ATP_E_SANDBOX_DEAD, "job %ld was "
                                   "put back in the queue after it ran (%s: "
@@ -434,6 +485,167 @@ static int outcome(struct jrun *r, atp_exec_outcome *out)
     return 0;
 }
 
+/* ---- a task of a job array ---------------------------------------- */
+
+/*
+ * The member's script, read by its array task: where its output goes,
+ * its environment (over the array's, which is the host's when
+ * inherit_env), then the command as a job's script runs it.  It holds
+ * the environment's secrets: mode 0600, in the run directory (0700).
+ */
+static int member_script(struct jrun *r)
+{
+    const atp_exec_spec *spec = r->spec;
+    const char *dir = spec->cwd ? spec->cwd : r->s->workdir;
+    struct sl_buf b = {0}, path = {0};
+    char *cmd = sl_script(dir, spec->argv, r->s->be->line_buffered);
+    size_t i, len, off = 0;
+    int fd, rc;
+
+    rc = cmd == NULL || sl_buf_fmt(&path, "%s.sh", r->prefix) ||
+         sl_buf_str(&b, "exec >") || sl_buf_quote(&b, r->out_path) ||
+         sl_buf_str(&b, " 2>") || sl_buf_quote(&b, r->err_path) ||
+         sl_buf_str(&b, " <") ||
+         sl_buf_quote(&b, r->in_path ? r->in_path : "/dev/null") ||
+         sl_buf_str(&b, "\n");
+    for (i = 0; rc == 0 && spec->envp && spec->envp[i]; i++) {
+        const char *eq = strchr(spec->envp[i], '=');
+
+        if (eq == NULL)
+            continue;
+        rc = sl_buf_str(&b, "export ") ||
+             sl_buf_add(&b, spec->envp[i], (size_t)(eq - spec->envp[i])) ||
+             sl_buf_str(&b, "=") || sl_buf_quote(&b, eq + 1) ||
+             sl_buf_str(&b, "\n");
+    }
+    /* sl_script's own lines, after its "#!/bin/sh" */
+    if (rc == 0)
+        rc = sl_buf_str(&b, strchr(cmd, '\n') + 1);
+    free(cmd);
+    if (rc) {
+        sl_buf_free(&b);
+        sl_buf_free(&path);
+        return sl_host->set_error(r->call, ATP_E_NOMEM, "out of memory");
+    }
+    fd = open(path.s, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    len = b.len;
+    while (fd >= 0 && off < len) {
+        ssize_t n = write(fd, b.s + off, len - off);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    rc = fd < 0 || off < len
+             ? sl_host->set_error(r->call, ATP_E_PROVISION, "cannot write "
+                                  "%s: %s", path.s, strerror(errno))
+             : 0;
+    if (fd >= 0)
+        close(fd);
+    sl_buf_free(&b);
+    sl_buf_free(&path);
+    return rc;
+}
+
+/* The task's job id, once its task has begun and written it; else 0. */
+static long member_started(struct jrun *r)
+{
+    char path[4200], buf[32];
+    ssize_t n;
+    int fd;
+
+    snprintf(path, sizeof(path), "%s.jobid", r->prefix);
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return 0;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = '\0';
+    return strtol(buf, NULL, 10);
+}
+
+/* Join the group's array; the lease names the task. */
+static int member_submit(struct jrun *r)
+{
+    struct sl_session *s = r->s;
+    long array = 0;
+    unsigned task = 0;
+    long limit = sl_time_limit_min(s->be, r->spec->timeout_ms,
+                                   r->spec->grace_ms);
+    int rc;
+
+    if ((rc = member_script(r)) != 0)
+        return rc;
+    s->joined = 1;
+    queued(r, 1);
+    if (limit <= 0)
+        limit = (long)((s->ttl_ms + 59999) / 60000);
+    rc = sl_group_join(s->group, r->call, r->prefix, limit, &array, &task);
+    if (rc)
+        return rc;
+    snprintf(r->task, sizeof(r->task), "%ld_%u", array, task);
+    snprintf(r->idtext, sizeof(r->idtext), "%s", r->task);
+    sl_host->resource_created(r->call, "task", r->task);
+    return 0;
+}
+
+/*
+ * Wait for the task to begin (its job id appears), while the schedule
+ * may end it in the queue.  0 with r->id set, or with r->ji saying it
+ * ended in the queue; or an error.
+ */
+static int member_wait_start(struct jrun *r)
+{
+    int cancel_fd = sl_host->cancel_fd(r->call);
+    int64_t cancelled_at = 0;
+
+    for (;;) {
+        int64_t wait = -1;
+        int due;
+
+        if ((r->id = member_started(r)) > 0) {
+            r->seen_running = 1;
+            queued(r, 0);
+            return 0;
+        }
+        if (!cancelled_at && queue_expired(r, "the array task")) {
+            if (sl_kill_task(r->s->conn, r->call, r->task, 1) != 0)
+                sl_host->log(r->call, ATP_LOG_WARN, "cancelling task %s "
+                             "failed", r->task);
+            cancelled_at = sl_host->now_ns();
+        }
+        if (cancelled_at &&
+            sl_host->now_ns() - cancelled_at > (int64_t)2000 * 1000000) {
+            /* Cancelled in the queue: it never ran. */
+            snprintf(r->ji.state, sizeof(r->ji.state), "CANCELLED");
+            r->ji.completing = 0;
+            r->ji.gone = 0;
+            return 0;
+        }
+        due = sl_host->exec_due(r->call, 0, &wait);
+        if (due == ATP_DUE_STOP) {
+            r->stopped = 1;
+            return 0;
+        }
+        if ((due == ATP_DUE_TERM || due == ATP_DUE_KILL) && !cancelled_at) {
+            r->acting = 1;
+            r->unstarted_term = due == ATP_DUE_TERM;
+            r->term_sent |= due == ATP_DUE_TERM;
+            r->kill_sent |= due == ATP_DUE_KILL;
+            if (sl_kill_task(r->s->conn, r->call, r->task, 1) != 0)
+                sl_host->log(r->call, ATP_LOG_WARN, "cancelling task %s "
+                             "failed", r->task);
+            cancelled_at = sl_host->now_ns();
+        }
+        if (wait < 0 || wait > TAIL_MS)
+            wait = TAIL_MS;
+        sl_wait(r->acting ? -1 : cancel_fd, wait);
+    }
+}
+
 static void jrun_free(struct jrun *r)
 {
     sl_tail_close(&r->out);
@@ -450,6 +662,15 @@ static void jrun_free(struct jrun *r)
     free(r->err_path);
     free(r->in_path);
     free(r->script_path);
+    if (r->prefix) {
+        char path[4200];
+
+        snprintf(path, sizeof(path), "%s.sh", r->prefix);
+        unlink(path);
+        snprintf(path, sizeof(path), "%s.jobid", r->prefix);
+        unlink(path);
+        free(r->prefix);
+    }
 }
 
 int sl_job_exec(atp_call *call, struct sl_session *s,
@@ -470,18 +691,33 @@ int sl_job_exec(atp_call *call, struct sl_session *s,
     r.script_path = side_path(s, exec_id, "sh");
     if (spec->flags & ATP_EXEC_STDIN)
         r.in_path = side_path(s, exec_id, "in");
+    if (s->group)
+        r.prefix = side_path(s, exec_id, "task");
     if (!r.out_path || !r.err_path || !r.script_path ||
-        ((spec->flags & ATP_EXEC_STDIN) && !r.in_path)) {
+        ((spec->flags & ATP_EXEC_STDIN) && !r.in_path) ||
+        (s->group && !r.prefix)) {
         jrun_free(&r);
         return sl_host->set_error(call, ATP_E_NOMEM, "out of memory");
     }
     sl_tail_init(&r.out, r.out_path, ATP_STDOUT);
     sl_tail_init(&r.err, r.err_path, ATP_STDERR);
     if ((r.in_path && (rc = stage_stdin(&r)) != 0) ||
-        (rc = submit(&r)) != 0) {
+        (rc = s->group ? member_submit(&r) : submit(&r)) != 0) {
         jrun_free(&r);
         return rc;
     }
+    if (s->group && ((rc = member_wait_start(&r)) != 0 || r.id == 0)) {
+        /* Ended in the queue (or stopped there): it never ran. */
+        if (rc == 0)
+            rc = outcome(&r, out);
+        if (rc == 0 && r.stopped == 0)
+            sl_host->resource_removed(call, r.idtext);
+        jrun_free(&r);
+        return rc;
+    }
+    if (s->group)
+        sl_host->log(call, ATP_LOG_DEBUG, "task %s began as job %ld", r.task,
+                     r.id);
     rc = wait_job(&r);
     /* Whatever it wrote before its end. */
     sl_tail_pump(&r.out, call, 1);

@@ -571,6 +571,28 @@ int sl_rest_kill(struct sl_conn *c, atp_call *call, long id, int sig,
     return rc;
 }
 
+int sl_rest_kill_task(struct sl_conn *c, atp_call *call, const char *task,
+                      int cleanup)
+{
+    struct reply r;
+    char path[128];
+    int rc;
+
+    if ((rc = probe(c, call)) != 0)
+        return rc;
+    /* A task of an array, "ARRAY_TASK": the controller resolves it. */
+    snprintf(path, sizeof(path), "/slurm/%s/job/%s", c->be->version, task);
+    if ((rc = request(c, call, "DELETE", path, NULL, cleanup, &r)) != 0)
+        return rc;
+    if (r.status >= 400)
+        rc = unknown_job(&r)
+                 ? sl_host->set_error(call, ATP_E_NOTFOUND, "task %s is not "
+                                      "known to slurmctld", task)
+                 : reply_fail(c, call, ATP_E_BACKEND, &r, "cancel the task");
+    reply_free(&r);
+    return rc;
+}
+
 int sl_rest_list(struct sl_conn *c, atp_call *call, struct sl_jobinfo **jobs,
                  size_t *n, int cleanup)
 {
@@ -644,4 +666,12 @@ int sl_list(struct sl_conn *c, atp_call *call, struct sl_jobinfo **jobs,
     return c->be->mode == SL_MODE_REST
                ? sl_rest_list(c, call, jobs, n, cleanup)
                : sl_cli_list(c, call, jobs, n, cleanup);
+}
+
+int sl_kill_task(struct sl_conn *c, atp_call *call, const char *task,
+                 int cleanup)
+{
+    return c->be->mode == SL_MODE_REST
+               ? sl_rest_kill_task(c, call, task, cleanup)
+               : sl_cli_kill_task(c, call, task, cleanup);
 }

@@ -44,6 +44,8 @@ struct sl_jobspec {
     const char *in_path;   /* standard_input, NULL: /dev/null */
     const char *const *env; /* the job's whole environment */
     long time_limit_min;   /* > 0 */
+    const char *array;     /* "0-199%4" for a job array, or NULL */
+    const char *dependency; /* "afterany:ID", or NULL */
 };
 
 /* What the controller says of a job. */
@@ -171,6 +173,7 @@ struct sl_backend {
     int line_buffered;
     int64_t poll_ms;        /* longest pause between two state polls */
     int64_t api_timeout_ms; /* longest wait for one request or command */
+    int64_t queue_timeout_ms; /* longest wait in the queue, 0: none */
     char *slurm_conf;       /* the host's SLURM_CONF, for the CLI */
     struct sl_conn *ctl;    /* check() and reap(), under ctl_lock */
     pthread_mutex_t ctl_lock;
@@ -236,6 +239,8 @@ int sl_rest_kill(struct sl_conn *c, atp_call *call, long id, int sig,
                  int cleanup);
 int sl_rest_list(struct sl_conn *c, atp_call *call, struct sl_jobinfo **jobs,
                  size_t *n, int cleanup);
+int sl_rest_kill_task(struct sl_conn *c, atp_call *call, const char *task,
+                      int cleanup);
 
 /* ---- cli.c -------------------------------------------------------------- */
 
@@ -248,6 +253,8 @@ int sl_cli_kill(struct sl_conn *c, atp_call *call, long id, int sig,
                 int cleanup);
 int sl_cli_list(struct sl_conn *c, atp_call *call, struct sl_jobinfo **jobs,
                 size_t *n, int cleanup);
+int sl_cli_kill_task(struct sl_conn *c, atp_call *call, const char *task,
+                     int cleanup);
 
 /* What a helper command printed. */
 struct sl_capture {
@@ -286,6 +293,8 @@ struct sl_session {
     size_t n_unsettled;
     unsigned n_exec;
     int closed;
+    struct sl_group *group; /* its exec goes into a job array, or NULL */
+    int joined;             /* ...and it went (else: withdraw at close) */
 };
 
 /* ---- job.c -------------------------------------------------------------- */
@@ -312,6 +321,33 @@ int sl_settle(atp_call *call, struct sl_session *s);
 /* The job's time limit in minutes for a command of @budget_ms. */
 long sl_time_limit_min(const struct sl_backend *be, int64_t budget_ms,
                        int64_t grace_ms);
+
+/* ---- array.c ------------------------------------------------------------ */
+
+struct sl_group;
+
+/* The ops' group_open() and group_free(). */
+int sl_group_open(atp_call *call, void *backend, const atp_group_spec *spec,
+                  void **out);
+void sl_group_free(void *group);
+
+/* A member that will never join (its session failed or closed first). */
+void sl_group_withdraw(struct sl_group *g);
+
+/*
+ * Join the group's next array with the member whose files are
+ * @prefix.sh (its script) and @prefix.jobid (written when its task
+ * begins); returns when the array is submitted, with its id and the
+ * member's task, or an error.
+ */
+int sl_group_join(struct sl_group *g, atp_call *call, const char *prefix,
+                  long time_limit_min, long *array, unsigned *task);
+
+const char *sl_group_id(const struct sl_group *g);
+
+/* Cancel array task @task ("ARRAY_TASK"), pending or running. */
+int sl_kill_task(struct sl_conn *c, atp_call *call, const char *task,
+                 int cleanup);
 
 /* ---- step.c ------------------------------------------------------------- */
 

@@ -84,6 +84,9 @@ static const atp_option options[] = {
      "longest pause between two looks at a job's state"},
     {"api_timeout_s", ATP_OPT_DURATION, "30", NULL,
      "longest wait for slurmrestd or a Slurm command to answer"},
+    {"queue_timeout", ATP_OPT_DURATION, "1h", NULL,
+     "longest wait of a job in Slurm's queue before its command begins "
+     "(then it is cancelled: infra_timeout); not part of the budget"},
     {NULL, 0, NULL, NULL, NULL},
 };
 
@@ -262,6 +265,9 @@ static int backend_open(atp_call *call, void **out)
     b->poll_ms = 1000;
     if (sl_host->config_int(call, "poll_interval_s", &ms) == 0 && ms > 0)
         b->poll_ms = ms < 100 ? 100 : ms;
+    b->queue_timeout_ms = 3600000;
+    if (sl_host->config_int(call, "queue_timeout", &ms) == 0 && ms >= 0)
+        b->queue_timeout_ms = ms;
     b->api_timeout_ms = 30000;
     if (sl_host->config_int(call, "api_timeout_s", &ms) == 0 && ms > 0)
         b->api_timeout_ms = ms;
@@ -355,8 +361,8 @@ static int use_steps(atp_call *call, struct sl_session *s, int *steps)
     /* A one-shot command in place is one job; a copy has transfer
      * commands around it, and a session many commands. */
     *steps = 0;
-    if (s->one_shot && !b->copy)
-        return 0;
+    if ((s->one_shot && !b->copy) || s->group)
+        return 0; /* a group's member is a task of an array */
     if (b->sessions == SL_SESS_JOBS)
         return 0;
     if (b->sessions == SL_SESS_STEPS && !srun)
@@ -372,28 +378,37 @@ static int session_open(atp_call *call, void *backend,
                         const atp_session_spec *spec, void **out)
 {
     struct sl_backend *b = backend;
-    struct sl_session *s;
+    struct sl_session *s = NULL;
+    struct sl_group *group = ATP_HAS_FIELD(spec, atp_session_spec, group)
+                                 ? spec->group
+                                 : NULL;
     char real[PATH_MAX];
     int rc, steps = 0;
 
     *out = NULL;
+    rc = 0;
     if (spec->n_mounts > 0)
-        return sl_host->set_error(call, ATP_E_UNSUPPORTED, "the slurm "
-                                  "backend cannot mount: put what the "
-                                  "command needs under shared_dir %s",
-                                  b->shared_dir);
-    if (realpath(spec->workdir, real) == NULL)
-        return sl_host->set_error(call, ATP_E_PROVISION, "workdir %s: %s",
-                                  spec->workdir, strerror(errno));
-    if (!b->copy && !sl_path_under(real, b->shared_dir))
-        return sl_host->set_error(call, ATP_E_CONFIG, "workdir %s is not "
-                                  "under shared_dir %s, so the compute nodes "
-                                  "would not see it: move it there, or set "
-                                  "workdir_mode = copy", real, b->shared_dir);
-    s = calloc(1, sizeof(*s));
-    if (s == NULL)
-        return sl_host->set_error(call, ATP_E_NOMEM, "out of memory");
+        rc = sl_host->set_error(call, ATP_E_UNSUPPORTED, "the slurm "
+                                "backend cannot mount: put what the "
+                                "command needs under shared_dir %s",
+                                b->shared_dir);
+    else if (realpath(spec->workdir, real) == NULL)
+        rc = sl_host->set_error(call, ATP_E_PROVISION, "workdir %s: %s",
+                                spec->workdir, strerror(errno));
+    else if (!b->copy && !sl_path_under(real, b->shared_dir))
+        rc = sl_host->set_error(call, ATP_E_CONFIG, "workdir %s is not "
+                                "under shared_dir %s, so the compute nodes "
+                                "would not see it: move it there, or set "
+                                "workdir_mode = copy", real, b->shared_dir);
+    else if ((s = calloc(1, sizeof(*s))) == NULL)
+        rc = sl_host->set_error(call, ATP_E_NOMEM, "out of memory");
+    if (rc) {
+        if (group)
+            sl_group_withdraw(group); /* the others need not wait */
+        return rc;
+    }
     s->be = b;
+    s->group = group;
     s->run_id = strdup(spec->run_id ? spec->run_id : sl_host->run_id(call));
     s->ttl_ms = spec->ttl_ms > 0 ? spec->ttl_ms : 3600000;
     s->one_shot = ATP_HAS_FIELD(spec, atp_session_spec, flags) &&
@@ -408,8 +423,10 @@ static int session_open(atp_call *call, void *backend,
                                 "directory", s->run_id);
         goto fail;
     }
+    /* A group's member: the group asked once (hundreds of pings at the
+     * same moment would swamp slurmrestd). */
     if ((rc = use_steps(call, s, &steps)) != 0 ||
-        (rc = sl_ping(s->conn, call)) != 0)
+        (!group && (rc = sl_ping(s->conn, call)) != 0))
         goto fail;
     s->rundir = run_dir(b, s->run_id);
     if (s->rundir == NULL) {
@@ -458,6 +475,10 @@ static int session_close(atp_call *call, void *session)
 
     if (s == NULL || s->closed)
         return 0;
+    if (s->group && !s->joined) {
+        s->joined = 1;
+        sl_group_withdraw(s->group);
+    }
     if ((rc = sl_settle(call, s)) != 0)
         return rc;
     if (s->alloc > 0 && (rc = sl_alloc_close(call, s)) != 0)
@@ -571,6 +592,40 @@ static int reap_job(atp_call *call, struct sl_backend *b, const char *run,
     return rc == ATP_E_NOTFOUND ? 0 : rc;
 }
 
+/*
+ * A task "ARRAY_TASK" of a group's array: the lease's run id is
+ * "GROUP-INDEX", and the array's comment must carry GROUP.
+ */
+static int reap_task(atp_call *call, struct sl_backend *b, const char *run,
+                     const char *id)
+{
+    struct sl_jobinfo ji;
+    char group[80], *end;
+    const char *dash = strrchr(run, '-');
+    long array = strtol(id, &end, 10);
+    int rc;
+
+    if (array <= 0 || *end != '_' || end[1] < '0' || end[1] > '9')
+        return sl_host->set_error(call, ATP_E_NOTFOUND, "'%.64s' is not an "
+                                  "array task", id);
+    if (dash == NULL || (size_t)(dash - run) >= sizeof(group))
+        return sl_host->set_error(call, ATP_E_NOTFOUND, "run %s is not a "
+                                  "member of a group", run);
+    snprintf(group, sizeof(group), "%.*s", (int)(dash - run), run);
+    if ((rc = sl_query(b->ctl, call, array, &ji, 1)) != 0)
+        return rc;
+    if (ji.gone)
+        return 0; /* over: nothing to reap */
+    if (strncmp(ji.comment, "atp:run=", 8) != 0 ||
+        strncmp(ji.comment + 8, group, strlen(group)) != 0 ||
+        strncmp(ji.comment + 8 + strlen(group), ";array=", 7) != 0)
+        return sl_host->set_error(call, ATP_E_NOTFOUND, "array %ld is not "
+                                  "one of group %s (its comment is '%s')",
+                                  array, group, ji.comment);
+    rc = sl_kill_task(b->ctl, call, id, 1);
+    return rc == ATP_E_NOTFOUND ? 0 : rc;
+}
+
 static int reap(atp_call *call, void *backend, const char *kind,
                 const char *id)
 {
@@ -595,6 +650,8 @@ static int reap(atp_call *call, void *backend, const char *kind,
                                     "%s", dir, strerror(errno));
     } else if (strcmp(kind, "job") == 0) {
         rc = reap_job(call, b, run, id);
+    } else if (strcmp(kind, "task") == 0) {
+        rc = reap_task(call, b, run, id);
     } else if (strcmp(kind, "dir") == 0) {
         /* Only the run's own directory under shared_dir, never a path
          * on the lease's word alone. */
@@ -642,6 +699,8 @@ static const atp_plugin_ops slurm_ops = {
     backend_caps,
     push_archive,
     pull_archive,
+    sl_group_open,
+    sl_group_free,
 };
 
 ATP_PLUGIN_EXPORT int atp_plugin_entry_v1(const atp_host_api *api,

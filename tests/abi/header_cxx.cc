@@ -49,6 +49,7 @@ const atp_plugin_ops ops = {
     "cxx", "0", "a C++ plugin", ATP_CAP_SHARED_FS, options,
     be_open, be_free, s_open, s_exec, s_close, s_free,
     nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+    nullptr, nullptr,
 };
 
 int n_test;

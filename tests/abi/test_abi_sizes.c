@@ -73,9 +73,10 @@ static int compare(int kind)
 #define FROZEN(T, size) \
     _Static_assert(sizeof(T) == (size), #T " changed size: ABI break")
 
-FROZEN(atp_host_api, ATP_HOST_API_SIZE_V1_2);
-FROZEN(atp_plugin_ops, ATP_PLUGIN_OPS_SIZE_V1_1);
-FROZEN(atp_session_spec, ATP_SESSION_SPEC_SIZE_V1_0);
+FROZEN(atp_host_api, ATP_HOST_API_SIZE_V1_3);
+FROZEN(atp_plugin_ops, ATP_PLUGIN_OPS_SIZE_V1_3);
+FROZEN(atp_session_spec, ATP_SESSION_SPEC_SIZE_V1_3);
+FROZEN(atp_group_spec, ATP_GROUP_SPEC_SIZE_V1_3);
 FROZEN(atp_exec_spec, ATP_EXEC_SPEC_SIZE_V1_2);
 FROZEN(atp_spawn_spec, ATP_SPAWN_SPEC_SIZE_V1_2);
 FROZEN(atp_exec_outcome, ATP_EXEC_OUTCOME_SIZE_V1_2);
@@ -124,6 +125,11 @@ AT(atp_host_api, exec_due, ATP_HOST_API_SIZE_V1_1 + 24);
 AT(atp_host_api, spawn, ATP_HOST_API_SIZE_V1_1 + 72);
 AT(atp_host_api, image_pinned, ATP_HOST_API_SIZE_V1_1 + 80);
 AT(atp_exec_spec, envp, ATP_EXEC_SPEC_SIZE_V1_0);
+/* 1.3: the ops table and the session spec grew at their ends. */
+AT(atp_plugin_ops, group_open, ATP_PLUGIN_OPS_SIZE_V1_1);
+AT(atp_plugin_ops, group_free, ATP_PLUGIN_OPS_SIZE_V1_1 + 8);
+AT(atp_session_spec, group, ATP_SESSION_SPEC_SIZE_V1_0);
+AT(atp_host_api, exec_queued, ATP_HOST_API_SIZE_V1_2);
 AT(atp_exec_spec, exec_id, ATP_EXEC_SPEC_SIZE_V1_0 + 8);
 AT(atp_spawn_spec, on_output, 40);
 
@@ -148,7 +154,7 @@ AT(atp_mount, writable, 16);
 
 /* The client structs: any published size is accepted, so each one's
  * layout up to it is frozen. */
-FROZEN(atp_result, ATP_RESULT_SIZE_0_2);
+FROZEN(atp_result, ATP_RESULT_SIZE_0_3);
 FROZEN(atp_session_opts, ATP_SESSION_OPTS_SIZE_0_1);
 FROZEN(atp_exec_opts, ATP_EXEC_OPTS_SIZE_0_2);
 FROZEN(atp_event, ATP_EVENT_SIZE_0_1);

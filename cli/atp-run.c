@@ -405,7 +405,13 @@ static void emit_result(struct out *out, const atp_result *r,
         fprintf(stderr, "atp-run: %s: %s\n", atp_status_name(r->status),
                 r->message);
     }
-    if (!out->json && (r->stdout_truncated || r->stderr_truncated)) {
+    if (!out->json && (r->stdout_truncated || r->stderr_truncated) &&
+        r->message[0] &&
+        (r->status == ATP_STATUS_OK || r->status == ATP_STATUS_EXIT)) {
+        /* Not a limit: the backend stopped waiting for the output. */
+        out_flush(out);
+        fprintf(stderr, "atp-run: %s\n", r->message);
+    } else if (!out->json && (r->stdout_truncated || r->stderr_truncated)) {
         out_flush(out);
         if (r->stdout_truncated)
             fprintf(stderr, "atp-run: stdout truncated: the command wrote "

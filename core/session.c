@@ -1064,6 +1064,27 @@ void atp__exec_spec_fit(const struct atp__plugin *p, atp_exec_spec *spec)
     }
 }
 
+/*
+ * The backend stopped waiting before a stream's end came through its
+ * transport (the drain ran out after the command exited): what followed
+ * the bytes delivered may be missing.  Said in the result, never silently.
+ */
+static void output_cut(atp_result *res, uint32_t flags, int64_t drain_ms)
+{
+    int out = (flags & ATP_OUTCOME_STDOUT_CUT) != 0;
+    int err = (flags & ATP_OUTCOME_STDERR_CUT) != 0;
+    size_t n = strlen(res->message);
+
+    res->stdout_truncated |= out;
+    res->stderr_truncated |= err;
+    snprintf(res->message + n, sizeof(res->message) - n,
+             "%soutput may be incomplete: %s had not ended %.3g s after "
+             "the command exited ([atp] drain_grace_s), when atp stopped "
+             "waiting for it", n ? "; " : "",
+             out && err ? "stdout and stderr" : out ? "stdout" : "stderr",
+             MS_TO_S(drain_ms));
+}
+
 static int exec_impl(struct atp_session *s, const char *command,
                      const atp_exec_opts *opts, atp_result *res)
 {
@@ -1247,6 +1268,8 @@ static int exec_impl(struct atp_session *s, const char *command,
                          MS_TO_S(timeout_ms));
             else if (res->status == ATP_STATUS_CANCELLED)
                 snprintf(res->message, sizeof(res->message), "cancelled");
+            if (out.flags & (ATP_OUTCOME_STDOUT_CUT | ATP_OUTCOME_STDERR_CUT))
+                output_cut(res, out.flags, set->drain_ms);
             if ((out.flags & ATP_OUTCOME_USAGE) &&
                 out.struct_size >= ATP_EXEC_OUTCOME_SIZE_V1_2 && v12) {
                 res->cpu_s = out.cpu_ns >= 0 ? (double)out.cpu_ns / 1e9

@@ -23,7 +23,8 @@
  * name and caps, the configuration's values) and its own last error.
  *
  * It prints one line per round, the most sessions that were started at
- * once, and the process's descriptors and threads after the first and
+ * once, the lines of the first commands that never reached their
+ * session, and the process's descriptors and threads after the first and
  * the last round; every failure goes to stderr naming the thread, the
  * round and the step.  Exit status: 0 when every session of every round
  * did what it should and the last round ended with no more descriptors
@@ -66,6 +67,7 @@ struct worker {
 
 static atomic_int started_now;
 static atomic_int started_max;
+static atomic_int lines_lost; /* of the first commands, all rounds */
 
 static double now_s(void)
 {
@@ -180,6 +182,17 @@ static void exec_checked(struct worker *w, atp_session *s)
                           "while [ $i -lt 200 ]; do echo \"$ATP_T_ID.$i\"; "
                           "i=$((i+1)); done; echo \"err$ATP_T_ID\" >&2",
                           &eo, &res);
+    {
+        /* Its lines that never came: the payload, the size, LINES, and
+         * one on stderr. */
+        int got = w->err_lines, want_n = LINES + 3;
+        size_t k;
+
+        for (k = 0; k < w->len; k++)
+            got += w->out[k] == '\n';
+        if (got < want_n)
+            atomic_fetch_add(&lines_lost, want_n - got);
+    }
     if (rc != 0 || res.status != ATP_STATUS_OK || res.exit_code != 0) {
         failf(w, "first command", &res, rc);
         return;
@@ -388,6 +401,7 @@ int main(int argc, char **argv)
         fflush(stdout);
     }
     printf("failed %d\n", failed);
+    printf("lines lost %d\n", atomic_load(&lines_lost));
     printf("fd growth %d\n", fds - fds1);
     printf("thread growth %d\n", thr - thr1);
     atp_backend_free(be);

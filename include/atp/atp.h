@@ -104,7 +104,10 @@ typedef struct atp_result {
     int stderr_truncated;   /**< some stderr did not reach the caller */
     uint64_t stdout_bytes;  /**< bytes the command wrote to stdout */
     uint64_t stderr_bytes;  /**< bytes the command wrote to stderr */
-    char message[1024];     /**< detail when status is not ok/exit */
+    char message[1024];     /**< detail when status is not ok/exit;
+                               with ok/exit, why output is truncated
+                               when that was not a limit (the output's
+                               end never came through the backend) */
     /* ---- 0.2: what it cost.  Seconds and bytes are 0, and the
      * measurements -1, where they do not apply or are unknown. ---- */
     double provision_s;     /**< creating the sandbox (start) */

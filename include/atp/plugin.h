@@ -233,6 +233,13 @@ typedef struct atp_exec_spec {
  * the command alone (its processes, or a sandbox that ran nothing else).
  */
 #define ATP_OUTCOME_USAGE 0x8u
+/**
+ * ABI 1.2: waiting stopped (ATP_DUE_STOP) before the transport said the
+ * command's stdout / stderr had ended: the bytes after those delivered
+ * may be missing.  The core reports the stream truncated and says why.
+ */
+#define ATP_OUTCOME_STDOUT_CUT 0x10u
+#define ATP_OUTCOME_STDERR_CUT 0x20u
 
 /** How a command ended.  Filled by exec(). */
 typedef struct atp_exec_outcome {

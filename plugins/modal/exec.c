@@ -15,6 +15,15 @@
  * command still reads its stdin fails the exec, since the command would
  * wait for it forever.
  *
+ * The output ends when the router ends both streams with an OK status
+ * after the last byte (as Modal's own clients read it), however long
+ * after the exit that is.  The exit starts the core's drain: its KILL
+ * ends what still holds the pipes (sent once the group is announced,
+ * the announcement being on its way in stdout), and its STOP leaves the
+ * streams to run on while bytes still come.  Only a stream silent for
+ * drain_ms after that is given up on, and the outcome says which stream
+ * may be incomplete (ATP_OUTCOME_STDOUT_CUT / _STDERR_CUT).
+ *
  * When to signal the command is the core's kill schedule
  * (host->exec_due()); how is this file's: a second TaskExecStart of the
  * command host->group_kill_argv() gives, aimed at the process group the
@@ -55,7 +64,6 @@ typedef Modal__TaskCommandRouter__TaskExecPollResponse poll_resp;
 #define WAIT_RETRY_MS 1000
 #define CHECK_MS 10000            /* a liveness check */
 #define TTL_SLACK_MS 30000        /* past the TTL, the sandbox is gone */
-#define QUIET_NS 200000000LL      /* no output for this long: caught up */
 
 struct exec;
 
@@ -93,13 +101,15 @@ struct exec {
     modal__rpc *ik;
     /* the schedule's signals: second execs of the group's kill */
     modal__rpc *kill[2];
-    int n_kill, term_pending, stopped, signalled;
+    int n_kill, term_pending, kill_pending, stopped, signalled;
+    /* after the schedule's STOP, the output still coming in */
+    int tail;
+    int64_t tail_at, last_data;
     /* how it is going */
     int64_t checked_at; /* the last liveness check */
     int timed_out, failed;
     char fail_what[64];
     modal__status fail_st;
-    int64_t last_progress;
 };
 
 static void fail_with(struct exec *x, const char *what,
@@ -156,7 +166,7 @@ static int on_chunk(void *ctx, const uint8_t *buf, size_t len)
         sr->offset += r->data.len;
         sr->failures = 0;
         sr->refreshed = 0;
-        x->last_progress = modal__host->now_ns();
+        x->last_data = modal__host->now_ns();
     }
     modal__task_command_router__task_exec_stdio_read_response__free_unpacked(
         r, NULL);
@@ -321,7 +331,6 @@ static void wait_ended(struct exec *x, int64_t now)
         }
         if (w)
             protobuf_c_message_free_unpacked(&w->base, NULL);
-        x->last_progress = now;
     } else if (st.code == MODAL_DEADLINE_EXCEEDED) {
         x->wait_at = now; /* the long-poll ran out: ask again */
     } else if (refresh_once(x, &x->wait_refreshed, &st)) {
@@ -590,6 +599,18 @@ static void sweep_start(struct exec *x)
         s->sweep[s->n_sweep++] = k;
 }
 
+/* Stop waiting for the output.  A kill still waiting for the group
+ * would never go: what holds the output then goes with the sandbox. */
+static void give_up(struct exec *x)
+{
+    if (x->kill_pending)
+        modal__session_terminate(x->call, x->s, "the output of a command "
+                                 "that exited did not end, and its process "
+                                 "group was never announced");
+    x->kill_pending = 0;
+    x->stopped = 1;
+}
+
 /* Deliver what the schedule says, to the group or the whole sandbox. */
 static void act(struct exec *x, int due)
 {
@@ -611,9 +632,16 @@ static void act(struct exec *x, int due)
         if (!x->term_pending)
             x->n_kill = slot + 1;
     } else if (due == ATP_DUE_KILL) {
+        int rc = kill_exec(x, SIGKILL, &x->kill[slot]);
+
         x->term_pending = 0;
-        if (kill_exec(x, SIGKILL, &x->kill[slot]) == 0) {
+        if (rc == 0) {
             x->n_kill = slot + 1;
+        } else if (rc == ATP_E_NOTFOUND && x->exited) {
+            /* The drain's kill, for what holds the output after the
+             * exit: the group is announced first thing on stdout, which
+             * is on its way.  It goes out when the group is known. */
+            x->kill_pending = 1;
         } else {
             /* Nothing finer to aim at: the sandbox goes, and with it
              * every process of the command. */
@@ -622,7 +650,21 @@ static void act(struct exec *x, int due)
             x->stopped = 1;
         }
     } else if (due == ATP_DUE_STOP) {
-        x->stopped = 1;
+        if (x->exited && !x->tail) {
+            /* What the router still streams is output the command made
+             * (its holders were killed, or the kill waits for the group
+             * announced in it): read on while it comes. */
+            x->tail = 1;
+            x->tail_at = modal__host->now_ns();
+        } else {
+            give_up(x);
+        }
+    } else if (x->kill_pending && modal__host->exec_pgid(x->call) > 0) {
+        x->kill_pending = 0;
+        modal__rpc_free(x->kill[slot]);
+        x->kill[slot] = NULL;
+        if (kill_exec(x, SIGKILL, &x->kill[slot]) == 0)
+            x->n_kill = slot + 1;
     } else if (x->term_pending && modal__host->exec_pgid(x->call) > 0) {
         x->term_pending = 0;
         if (kill_exec(x, SIGTERM, &x->kill[slot]) == 0)
@@ -631,31 +673,16 @@ static void act(struct exec *x, int due)
 }
 
 /*
- * After the exit: are the streams still open only because something
- * holds the pipes (connected, nothing coming), rather than re-opening
- * after a drop (whose bytes must still be read)?  Only then is the
- * command's end the core's to drain.
+ * Ask the schedule and act; how long to wait at most (ms).  The output
+ * ends when the router ends both streams (an OK end of TaskExecStdioRead
+ * after the last byte, as Modal's clients read it), however late that
+ * is; the exit starts the core's drain, whose KILL ends what still holds
+ * the pipes and whose STOP, should the end still not come, is the
+ * backstop that leaves the output marked incomplete.
  */
-static int streams_idle(const struct exec *x)
-{
-    int i;
-
-    for (i = 0; i < 2; i++)
-        if (!x->io[i].eof && (x->io[i].k == NULL || x->io[i].failures))
-            return 0;
-    return 1;
-}
-
-/* Ask the schedule and act; how long to wait at most (ms).  The exit is
- * the core's to drain once the output already made has been fetched:
- * streams connected and quiet for a moment. */
 static int64_t schedule(struct exec *x)
 {
-    unsigned state = x->exited && streams_idle(x) &&
-                             modal__host->now_ns() - x->last_progress >=
-                                 QUIET_NS
-                         ? ATP_EXEC_EXITED
-                         : 0;
+    unsigned state = x->exited ? ATP_EXEC_EXITED : 0;
     int64_t wait = -1;
     int due;
 
@@ -663,8 +690,21 @@ static int64_t schedule(struct exec *x)
         due = modal__host->exec_due(x->call, state, &wait);
         act(x, due);
     } while (due != ATP_DUE_NONE && due != ATP_DUE_STOP && !x->stopped);
-    if (x->exited && state == 0 && (wait < 0 || wait > QUIET_NS / 1000000))
-        wait = QUIET_NS / 1000000; /* to see it caught up */
+    if (x->tail && !x->stopped) {
+        /* The backstop: a stream silent for the drain's length after
+         * the STOP is not coming to its end. */
+        int64_t quiet_ns = x->spec->drain_ms * 1000000LL;
+        int64_t since = modal__host->now_ns() -
+                        (x->last_data > x->tail_at ? x->last_data
+                                                   : x->tail_at);
+
+        if (since >= quiet_ns)
+            give_up(x);
+        else
+            wait = (quiet_ns - since + 999999) / 1000000;
+    }
+    if (x->kill_pending)
+        wait = 0 <= wait && wait < 100 ? wait : 100; /* for the group */
     return wait < 0 || wait > 1000 ? 1000 : wait;
 }
 
@@ -833,7 +873,6 @@ int modal__exec(atp_call *call, void *session, const atp_exec_spec *spec,
     else
         x.in_eof = 1; /* EOF at once: nothing waits on an open stdin */
     modal__uuid4(x.exec_id);
-    x.last_progress = modal__host->now_ns();
     modal__sweep_collect(s);
     rc = start_exec(&x, &st);
     if (rc == ATP_E_CANCELLED || rc == ATP_E_TIMEOUT) {
@@ -849,6 +888,8 @@ int modal__exec(atp_call *call, void *session, const atp_exec_spec *spec,
         fail_with(&x, "starting the command", &st);
     } else {
         run(&x);
+        if (x.kill_pending)
+            give_up(&x); /* the deadline came first */
     }
     if (x.failed) {
         exec_release(&x);
@@ -887,6 +928,11 @@ int modal__exec(atp_call *call, void *session, const atp_exec_spec *spec,
     }
     exec_release(&x);
     out->flags = 0;
+    /* Waiting stopped before the router ended a stream: say so. */
+    if (!x.io[0].eof)
+        out->flags |= ATP_OUTCOME_STDOUT_CUT;
+    if (!x.io[1].eof)
+        out->flags |= ATP_OUTCOME_STDERR_CUT;
     out->exit_code = x.sig ? -1 : x.code;
     out->signal = x.sig;
     return 0;

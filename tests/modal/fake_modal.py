@@ -43,7 +43,9 @@ sandbox is scheduled before its router answers: until then its router
 url resets every connection), "sandbox_quota" (at most that many
 sandboxes alive: SandboxCreate beyond it fails with RESOURCE_EXHAUSTED,
 as a workspace's limit does; counted in the stats' "quota_refused"),
-"missing_cwd" ("refuse", the default: an
+"stdio_lag" (seconds by which TaskExecStdioRead trails the command's
+pipes, its bytes and its end alike, as a loaded router's may; the exit
+status is not delayed), "missing_cwd" ("refuse", the default: an
 exec whose working directory does not exist fails with INVALID_ARGUMENT
 and is listed in the stats' "refused_cwd"; "create": made on the fly).
 
@@ -142,6 +144,10 @@ class Exec:
         self.cond = threading.Condition()
         self.out = [bytearray(), bytearray()]
         self.closed = [False, False]
+        # when each piece was read from the pipe: (end offset, time), and
+        # when the pipe closed (for the "stdio_lag" knob)
+        self.stamps = [[], []]
+        self.closed_at = [0.0, 0.0]
         self.code = None
         self.signal = None
         self.stdin_written = 0
@@ -209,12 +215,29 @@ class Exec:
             with self.cond:
                 if b:
                     self.out[i] += b
+                    self.stamps[i].append((len(self.out[i]),
+                                           time.monotonic()))
                 else:
                     self.closed[i] = True
+                    self.closed_at[i] = time.monotonic()
                 self.cond.notify_all()
             if not b:
                 f.close()
                 return
+
+    def served(self, i, lag):
+        """What of stream I the router has caught up with, LAG seconds
+        behind the pipe: (bytes, whether its end too).  Under ex.cond."""
+        if lag <= 0:
+            return len(self.out[i]), self.closed[i]
+        seen = time.monotonic() - lag
+        n = 0
+        for end, t in self.stamps[i]:
+            if t > seen:
+                break
+            n = end
+        return n, (self.closed[i] and n == len(self.out[i])
+                   and self.closed_at[i] <= seen)
 
     def waiter(self):
         rc = self.proc.wait()
@@ -850,17 +873,22 @@ class Fake:
         for f in faults:
             if "drop_after" in f and f.get("fd", fd) == fd:
                 drop = f["drop_after"]
+        lag = float(self.knobs.get("stdio_lag", 0))
         while True:
             with ex.cond:
-                while (len(ex.out[fd]) <= pos and not ex.closed[fd]
-                       and not sb.dead and context.is_active()):
-                    ex.cond.wait(0.2)
+                while True:
+                    have, end = ex.served(fd, lag)
+                    if (have > pos or end or sb.dead
+                            or not context.is_active()):
+                        break
+                    ex.cond.wait(0.05 if lag > 0 else 0.2)
                 if sb.dead:
                     raise Abort("UNAVAILABLE", "the worker is gone")
                 if not context.is_active():
                     return
-                data = bytes(ex.out[fd][pos:pos + max(chunk, 65536)])
-                if not data and ex.closed[fd]:
+                data = bytes(ex.out[fd][pos:min(have, pos + max(chunk,
+                                                                65536))])
+                if not data and end:
                     return
             while data:
                 piece = data[:chunk]

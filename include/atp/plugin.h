@@ -234,7 +234,7 @@ typedef struct atp_exec_spec {
  */
 #define ATP_OUTCOME_USAGE 0x8u
 /**
- * ABI 1.2: waiting stopped (ATP_DUE_STOP) before the transport said the
+ * ABI 1.3: waiting stopped (ATP_DUE_STOP) before the transport said the
  * command's stdout / stderr had ended: the bytes after those delivered
  * may be missing.  The core reports the stream truncated and says why.
  */

@@ -49,6 +49,7 @@ enum { ATP_LOG_ERROR = 0, ATP_LOG_WARN = 1, ATP_LOG_INFO = 2,
 #define ATP_LINE_NO_EOL 2
 #define ATP_EXEC_OPT_STDIN 1
 #define ATP_RESULT_SIZE_0_2 1312
+#define ATP_RESULT_SIZE_0_3 1320
 #define ATP_SESSION_OPTS_SIZE_0_1 56
 #define ATP_EXEC_OPTS_SIZE_0_2 64
 #define ATP_EVENT_SIZE_0_1 32
@@ -101,6 +102,7 @@ typedef struct atp_result {
     int64_t max_rss_bytes;
     double cost_usd;
     char image_id[160];
+    double queue_s;
 } atp_result;
 
 int atp_result_init(atp_result *res, size_t size);

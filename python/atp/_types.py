@@ -79,6 +79,7 @@ class Result:
     max_rss_bytes: int = -1
     cost_usd: float = -1.0
     image_id: str = ""
+    queue_s: float = 0.0
 
     @property
     def ok(self) -> bool:
@@ -116,6 +117,7 @@ class Result:
             max_rss_bytes=int(res.max_rss_bytes),
             cost_usd=float(res.cost_usd),
             image_id=text(res.image_id),
+            queue_s=float(res.queue_s),
         )
 
 

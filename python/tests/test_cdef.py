@@ -63,7 +63,7 @@ def test_constants_and_enums_match_the_header(api_ffi):
 
 def test_published_sizes():
     f, lib = _ffi.ffi, _ffi.lib
-    assert f.sizeof("atp_result") == lib.ATP_RESULT_SIZE_0_2
+    assert f.sizeof("atp_result") == lib.ATP_RESULT_SIZE_0_3
     assert f.sizeof("atp_session_opts") == lib.ATP_SESSION_OPTS_SIZE_0_1
     assert f.sizeof("atp_exec_opts") == lib.ATP_EXEC_OPTS_SIZE_0_2
     assert f.sizeof("atp_attempt") == lib.ATP_ATTEMPT_SIZE_0_2

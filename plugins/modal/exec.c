@@ -74,6 +74,7 @@ struct stream {
     uint64_t offset; /* bytes received */
     int eof;
     int failures;    /* consecutive failed attempts */
+    modal__status last; /* why the last attempt failed */
     int refreshed;   /* JWT renewed since the last data */
     int64_t retry_at;
     modal__rpc *k;
@@ -108,6 +109,7 @@ struct exec {
     /* how it is going */
     int64_t checked_at; /* the last liveness check */
     int timed_out, failed;
+    int ended_sandbox; /* give_up() terminated the sandbox */
     char fail_what[64];
     modal__status fail_st;
 };
@@ -250,6 +252,7 @@ static void stream_ended(struct exec *x, struct stream *sr, int64_t now)
         /* Dropped: re-open where it stopped, 10 ms doubling. */
         sr->retry_at = now + (10LL << sr->failures) * 1000000;
         sr->failures++;
+        sr->last = st;
         modal__host->log(x->call, ATP_LOG_DEBUG, "%s stream of exec %s "
                          "dropped at byte %llu (%s: %s); resuming",
                          sr->out == ATP_STDOUT ? "stdout" : "stderr",
@@ -603,10 +606,12 @@ static void sweep_start(struct exec *x)
  * would never go: what holds the output then goes with the sandbox. */
 static void give_up(struct exec *x)
 {
-    if (x->kill_pending)
+    if (x->kill_pending) {
         modal__session_terminate(x->call, x->s, "the output of a command "
                                  "that exited did not end, and its process "
                                  "group was never announced");
+        x->ended_sandbox = 1;
+    }
     x->kill_pending = 0;
     x->stopped = 1;
 }
@@ -824,7 +829,10 @@ static int report_failure(struct exec *x)
         fresh.deadline_ns = 0; /* spent: give the check its own time */
         ctl = modal__ctl_within(&fresh, CHECK_MS, 0);
     }
-    fin = modal__sandbox_finished(x->s, &ctl, why, sizeof(why));
+    /* Ended here (give_up()): what failed is the reason, not its end. */
+    fin = x->ended_sandbox ? 0
+                           : modal__sandbox_finished(x->s, &ctl, why,
+                                                     sizeof(why));
     if (fin == 1) {
         char msg[512];
 
@@ -836,9 +844,11 @@ static int report_failure(struct exec *x)
                             "up to then was delivered", msg);
     }
     return modal__error(x->call, ATP_E_BACKEND, "%s in sandbox %s failed: "
-                        "%s: %s", x->fail_what, x->s->sandbox_id,
+                        "%s: %s%s", x->fail_what, x->s->sandbox_id,
                         modal__code_name(st->code),
-                        st->message[0] ? st->message : "no message");
+                        st->message[0] ? st->message : "no message",
+                        x->ended_sandbox ? "; the sandbox was terminated "
+                                           "with what it still ran" : "");
 }
 
 int modal__exec(atp_call *call, void *session, const atp_exec_spec *spec,
@@ -890,6 +900,11 @@ int modal__exec(atp_call *call, void *session, const atp_exec_spec *spec,
         run(&x);
         if (x.kill_pending)
             give_up(&x); /* the deadline came first */
+        /* A stream given up on while its calls kept failing was lost by
+         * the transport, not held open by the command: a failure. */
+        for (int i = 0; i < 2; i++)
+            if (!x.io[i].eof && x.io[i].failures > 0)
+                fail_with(&x, "reading the output", &x.io[i].last);
     }
     if (x.failed) {
         exec_release(&x);

@@ -293,15 +293,39 @@ static void set_state(struct sl_jobinfo *ji, const char *word)
 }
 
 /*
- * Is @f, the JobID squeue or sacct print for `-j ID`, job @id?  A task of
- * an array is shown as "ARRAY_TASK" whatever its own id.
+ * Is @f, the JobID squeue (-O JobID) or sacct (JobIDRaw) print, job @id?
+ * Exactly: `-j ID` of an array's own id lists every task of the array,
+ * and the task that kept that id (the last one to start) is just one
+ * line among them, in no particular order.
  */
 static int same_job(const char *f, long id)
 {
     char *end;
     long v = strtol(f, &end, 10);
 
-    return v == id || (v > 0 && *end == '_');
+    return v == id && *end == '\0';
+}
+
+/* The line of @out whose first field is job @id, NUL-terminated in
+ * place, or NULL. */
+static char *job_line(char *out, long id)
+{
+    char *line = out;
+
+    while (line && *line) {
+        char *nl = strchr(line, '\n');
+        char *bar = strchr(line, '|');
+        char *end;
+
+        if (bar && (nl == NULL || bar < nl) &&
+            strtol(line, &end, 10) == id && end == bar) {
+            if (nl)
+                *nl = '\0';
+            return line;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    return NULL;
 }
 
 /* The job in sacct (its record outlives MinJobAge), when there is one. */
@@ -310,7 +334,7 @@ static int from_sacct(struct sl_conn *c, atp_call *call, long id,
 {
     char jid[32];
     const char *argv[] = {"sacct", "-n", "-X", "-P", "-j", jid, "-o",
-                          "JobID,State,ExitCode,NodeList,Comment", NULL};
+                          "JobIDRaw,State,ExitCode,NodeList,Comment", NULL};
     struct sl_capture cap;
     char *p, *f;
     int rc, code = 0;
@@ -318,7 +342,7 @@ static int from_sacct(struct sl_conn *c, atp_call *call, long id,
     snprintf(jid, sizeof(jid), "%ld", id);
     if ((rc = sl_cli_run(c, call, argv, NULL, cleanup, &cap, &code)) != 0)
         return rc;
-    if (code == 0 && cap.out && (p = cap.out) != NULL &&
+    if (code == 0 && cap.out && (p = job_line(cap.out, id)) != NULL &&
         (f = field(&p)) != NULL && same_job(f, id)) {
         char *state = field(&p), *ec = field(&p), *node = field(&p);
         int ex = 0, sig = 0;
@@ -356,8 +380,8 @@ int sl_cli_query(struct sl_conn *c, atp_call *call, long id,
     snprintf(jid, sizeof(jid), "%ld", id);
     if ((rc = sl_cli_run(c, call, argv, NULL, cleanup, &cap, &code)) != 0)
         return rc;
-    p = cap.out;
-    if (code == 0 && p && (f = field(&p)) != NULL && same_job(f, id)) {
+    p = code == 0 && cap.out ? job_line(cap.out, id) : NULL;
+    if (p && (f = field(&p)) != NULL && same_job(f, id)) {
         char *state = field(&p), *reason = field(&p), *ec = field(&p);
         char *node = field(&p), *comment = field(&p);
 

@@ -213,17 +213,22 @@ size_t atp__exec_sniff(struct atp__exec *x, const char **buf, size_t *len)
 }
 
 /*
- * $0: signal name, $1: group id, $2: the exec's marker.  The group first
- * (busybox's kill wants no "--", dash's needs it; a group that is gone
- * leaves its leader to try), then whatever left it but carries the
- * marker in its environment.
+ * $0: signal name, $1: group id, $2: the exec's marker.  The group first,
+ * once: signal 0 finds the form this kill takes (dash's needs "--";
+ * busybox's signals the group and then fails on "--", so trying one form
+ * after the other would signal it twice); a group that is gone leaves its
+ * leader to try.  Then whatever left the group but carries the marker in
+ * its environment (the group's members, signalled already, are skipped).
  */
 static const char group_killer[] =
-    "kill -s \"$0\" -- -\"$1\" 2>/dev/null || kill -s \"$0\" -\"$1\" "
-    "2>/dev/null || kill -s \"$0\" \"$1\" 2>/dev/null; "
+    "s=$0 g=$1 m=$2; "
+    "if kill -s 0 -- -\"$g\" 2>/dev/null; then kill -s \"$s\" -- -\"$g\"; "
+    "else kill -s \"$s\" -\"$g\" || kill -s \"$s\" \"$g\"; fi 2>/dev/null; "
     "for p in /proc/[0-9]*; do "
-    "tr '\\000' '\\n' <\"$p/environ\" 2>/dev/null | grep -qx \"$2\" && "
-    "kill -s \"$0\" \"${p#/proc/}\" 2>/dev/null; done; exit 0";
+    "{ read -r st <\"$p/stat\"; } 2>/dev/null || continue; "
+    "set -- ${st##*) }; [ \"$3\" = \"$g\" ] && continue; "
+    "{ tr '\\000' '\\n' <\"$p/environ\"; } 2>/dev/null | grep -qx \"$m\" && "
+    "kill -s \"$s\" \"${p#/proc/}\" 2>/dev/null; done; exit 0";
 
 const char *const *atp__exec_kill_argv(struct atp__exec *x, int sig)
 {

@@ -87,7 +87,9 @@ static const char watchdog_usage[] =
  * said on stderr after a record separator (filter_stderr() takes the
  * line off): the plugin's sweep then follows.  A TERM or INT for the
  * group leaves this shell be: the command decides its end, and its
- * status is this exec's.  The command shares its container's cgroup with
+ * status is this exec's.  The scan runs twice: a process caught between
+ * its setsid and its exec on the first pass shows its marker on the
+ * second.  The command shares its container's cgroup with
  * the commands before it: the shell reads the cgroup before and after
  * the command and reports both (usage_flush() takes the difference).
  */
@@ -95,14 +97,14 @@ static const char sweeping[] =
     "s=$1; shift; " READ_USAGE "u0=${u:--1}; m0=${m:--1}; "
     "trap : TERM INT; (eval \"$s\"); c=$?; " READ_USAGE "h=; "
     "x=${ATP_EXEC_ID:+ATP_EXEC_ID=$ATP_EXEC_ID}; "
-    "for p in /proc/[0-9]*; do q=${p#/proc/}; "
+    "for r in 1 2; do for p in /proc/[0-9]*; do q=${p#/proc/}; "
     "[ \"$q\" = $$ ] || [ \"$q\" = 1 ] && continue; "
     "{ read -r st <\"$p/stat\"; } 2>/dev/null || continue; "
     "set -- ${st##*) }; "
-    "if [ \"$3\" = $$ ] || { [ -n \"$x\" ] && tr '\\000' '\\n' "
-    "<\"$p/environ\" 2>/dev/null | grep -qx \"$x\"; }; then "
+    "if [ \"$3\" = $$ ] || { [ -n \"$x\" ] && { tr '\\000' '\\n' "
+    "<\"$p/environ\"; } 2>/dev/null | grep -qx \"$x\"; }; then "
     "[ \"$p/fd/1\" -ef /proc/$$/fd/1 ] || [ \"$p/fd/2\" -ef /proc/$$/fd/2 ] "
-    "&& h=1 || kill -s KILL \"$q\" 2>/dev/null; fi; done; "
+    "&& h=1 || kill -s KILL \"$q\" 2>/dev/null; fi; done; done; "
     "printf '\\036atp-usage %s %s %s %s\\n' \"${u:--1}\" \"${m:--1}\" "
     "\"$u0\" \"$m0\" >&2; "
     "[ -z \"$h\" ] || printf '\\036atp-held\\n' >&2; exit $c";
@@ -338,10 +340,13 @@ static int on_payload(void *ctx, int stream, const void *buf, size_t len)
  * The run path's wrappers stay: the watchdog's shell traps TERM and its
  * sleeper ignores it.  (The group the core's wrapper announces is not the
  * command's whole tree there: the watchdog's shell runs it as a child.)
+ * One kill, once: busybox's kill signals -1 and then fails on "--", so
+ * "kill -- -1 || kill -1" would signal everything twice.  Signal 0 finds
+ * which form this kill takes.
  */
 static const char run_killer[] =
-    "kill -s \"$0\" -- -1 2>/dev/null || kill -s \"$0\" -1 2>/dev/null; "
-    "exit 0";
+    "if kill -s 0 -- -1 2>/dev/null; then kill -s \"$0\" -- -1; "
+    "else kill -s \"$0\" -1; fi 2>/dev/null; exit 0";
 
 /* Signal the command's process group with a second exec, as root. */
 static int signal_group(struct run *r, int sig)

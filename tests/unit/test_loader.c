@@ -30,7 +30,7 @@
 #include <atp/atp.h>
 #include <atp/plugin.h>
 
-#define N_FIXTURES 13
+#define N_FIXTURES 14
 
 /* What each fixture must come to, as a scan reports it. */
 static const struct fixture {
@@ -54,9 +54,10 @@ static const struct fixture {
     {"fx_nomandatory", 0, NULL, 1, ATP_PLUGIN_ABI_MINOR,
      "missing mandatory callback exec"},
     {"fx_oldest", 1, "1.0-oldest", 1, ATP_PLUGIN_ABI_MINOR_FLOOR, NULL},
-    /* The local backends released with ABI 1.0 and 1.1, as built then. */
+    /* The local backends released with ABI 1.0, 1.1 and 1.2, as built then. */
     {"local10", 1, PACKAGE_VERSION, 1, 0, NULL},
     {"local11", 1, PACKAGE_VERSION, 1, 1, NULL},
+    {"local12", 1, PACKAGE_VERSION, 1, 2, NULL},
 };
 
 static char fx_dir[2048];   /* $ATP_FIXTURES */

@@ -112,6 +112,19 @@ static const char *last_line(struct sl_capture *cap)
     return p ? p + 1 : cap->err;
 }
 
+/* scancel refused: an unknown id is ATP_E_NOTFOUND, the rest a backend
+ * error; @what names the job or task it was asked to cancel. */
+static int scancel_failed(atp_call *call, struct sl_capture *cap,
+                          const char *what)
+{
+    const char *line = last_line(cap);
+
+    return sl_host->set_error(call, strstr(line, "Invalid job id")
+                                        ? ATP_E_NOTFOUND
+                                        : ATP_E_BACKEND,
+                              "scancel could not cancel %s: %s", what, line);
+}
+
 int sl_cli_ping(struct sl_conn *c, atp_call *call)
 {
     static const char *const tools[] = {"sbatch", "squeue", "scancel",
@@ -433,13 +446,12 @@ int sl_cli_kill(struct sl_conn *c, atp_call *call, long id, int sig,
         if ((rc = sl_cli_run(c, call, cancel, NULL, cleanup, &cap,
                              &code)) != 0)
             return rc;
-        if (code != 0)
-            rc = sl_host->set_error(call, strstr(last_line(&cap),
-                                                 "Invalid job id")
-                                              ? ATP_E_NOTFOUND
-                                              : ATP_E_BACKEND,
-                                    "scancel could not cancel job %ld: %s",
-                                    id, last_line(&cap));
+        if (code != 0) {
+            char what[48];
+
+            snprintf(what, sizeof(what), "job %ld", id);
+            rc = scancel_failed(call, &cap, what);
+        }
     }
     sl_capture_free(&cap);
     return rc;
@@ -499,13 +511,12 @@ int sl_cli_kill_task(struct sl_conn *c, atp_call *call, const char *task,
 
     if ((rc = sl_cli_run(c, call, argv, NULL, cleanup, &cap, &code)) != 0)
         return rc;
-    if (code != 0)
-        rc = sl_host->set_error(call, strstr(last_line(&cap),
-                                             "Invalid job id")
-                                          ? ATP_E_NOTFOUND
-                                          : ATP_E_BACKEND,
-                                "scancel could not cancel task %s: %s", task,
-                                last_line(&cap));
+    if (code != 0) {
+        char what[96];
+
+        snprintf(what, sizeof(what), "task %s", task);
+        rc = scancel_failed(call, &cap, what);
+    }
     sl_capture_free(&cap);
     return rc;
 }

@@ -2,7 +2,7 @@
  * bench/xfer.c - atp-xfer, the transfer engine end to end without a
  * sandbox, for bench/transfer.sh: scan SRC, write its tar stream into a
  * pipe from one thread and extract it into DST from another, as a push or
- * a pull does (core/sync.c), with both ends ours.
+ * a pull does (core/sync_stream.c), with both ends ours.
  *
  *   atp-xfer [-z | -Z] [-x EXCLUDE]... SRC DST
  *
@@ -35,7 +35,7 @@
 
 #define MAX_EXCLUDES 64
 
-/* The sending side: what the producer thread of core/sync.c does. */
+/* The sending side: the producer thread of core/sync_stream.c. */
 struct sender {
     pthread_t thread;
     int fd;
@@ -164,7 +164,7 @@ int main(int argc, char **argv)
         perror("atp-xfer: pthread_create");
         return 1;
     }
-    /* The receiving side: what the consumer thread of core/sync.c does. */
+    /* The receiving side: the consumer thread of core/sync_stream.c. */
     rc = atp__tar_extract(argv[optind + 1], excludes, &lim, read_fd, &p[0],
                           &got, &rst);
     if (rc)

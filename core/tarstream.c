@@ -439,291 +439,353 @@ static int verify_links(const char *root, const struct strset *links)
     return rc;
 }
 
+/* One extraction: the two archives, what was seen, and the entry at hand. */
+struct xtract {
+    struct archive *a, *w;  /* the stream read, the disk written */
+    struct rctx *r;
+    char *buf;
+    int opened;             /* a was opened (an empty stream is not) */
+    const char *const *excludes;
+    const struct atp__tar_limits *lim;
+    struct atp__manifest *got;
+    struct atp__tar_stats *st;
+    struct strset seen, dirs;
+    struct strset links;    /* symbolic links written */
+    char realroot[PATH_MAX];
+    uid_t uid;
+    gid_t gid;
+    int64_t total;          /* file bytes so far, for max_bytes */
+    /* The entry at hand. */
+    char name[PATH_MAX];    /* relative, normalized */
+    char full[PATH_MAX * 2];
+    const char *link;       /* its hard link target, or NULL */
+    int ft;                 /* its AE_IF* type */
+};
+
+/* Return of vet(): the entry is not written (the root, an exclude). */
+#define SKIP_ENTRY 1
+
+/* Set up both archives and open the stream; an empty one stays closed. */
+static int begin(struct xtract *x, const char *root,
+                 const char *const *excludes,
+                 const struct atp__tar_limits *lim, atp__read_fn read,
+                 void *ctx, struct atp__manifest *got,
+                 struct atp__tar_stats *st)
+{
+    memset(x, 0, sizeof(*x));
+    x->a = archive_read_new();
+    x->w = archive_write_disk_new();
+    x->r = malloc(sizeof(*x->r));
+    x->buf = malloc(COPY_CHUNK);
+    x->excludes = excludes;
+    x->lim = lim;
+    x->got = got;
+    x->st = st;
+    x->uid = getuid();
+    x->gid = getgid();
+    memset(st, 0, sizeof(*st));
+    if (x->a == NULL || x->w == NULL || x->r == NULL || x->buf == NULL)
+        return atp__error(ATP_E_NOMEM, "out of memory");
+    if (realpath(root, x->realroot) == NULL)
+        return atp__error(ATP_E_TRANSFER, "cannot extract into %s: %s", root,
+                          strerror(errno));
+    x->r->read = read;
+    x->r->ctx = ctx;
+    x->r->bytes = 0;
+    archive_read_support_filter_all(x->a);
+    archive_read_support_format_tar(x->a);
+    /*
+     * No ARCHIVE_EXTRACT_SECURE_SYMLINKS: it walks every component of the
+     * absolute path from / (an openat, an fstatat and a close each) for
+     * every entry, half the extraction's time on small files.
+     * parents_are_dirs() in vet() refuses writing through a symlinked
+     * parent, checking each new directory once.  No ARCHIVE_EXTRACT_UNLINK:
+     * an existing file, symlink or hard link at the name is still replaced
+     * (O_EXCL fails, then libarchive unlinks and creates), never opened.
+     */
+    archive_write_disk_set_options(
+        x->w, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
+                  ARCHIVE_EXTRACT_SECURE_NODOTDOT);
+    if (archive_read_open2(x->a, x->r, NULL, read_cb, NULL, NULL) !=
+        ARCHIVE_OK) {
+        /* An empty stream is an empty archive. */
+        if (x->r->bytes == 0)
+            return 0;
+        return atp__error(ATP_E_TRANSFER, "not a tar stream: %s",
+                          archive_error_string(x->a));
+    }
+    x->opened = 1;
+    return 0;
+}
+
+/* The next entry's header into *@ae; NULL at the end of the stream. */
+static int next_entry(struct xtract *x, struct archive_entry **ae)
+{
+    int h;
+
+    *ae = NULL;
+    if (!x->opened)
+        return 0;
+    h = archive_read_next_header(x->a, ae);
+    if (h == ARCHIVE_EOF) {
+        *ae = NULL;
+        return 0;
+    }
+    if (h != ARCHIVE_OK && h != ARCHIVE_WARN)
+        return atp__error(ATP_E_TRANSFER, "the tar stream is broken: %s",
+                          archive_error_string(x->a));
+    return 0;
+}
+
+/* Vet the entry's kind: hard links to names already extracted (and, when
+ * to a symbolic link, staying inside from here), symbolic links staying
+ * inside, no device, fifo or socket. */
+static int vet_kind(struct xtract *x, struct archive_entry *ae)
+{
+    const char *name = x->name;
+
+    if (x->link) {
+        char tname[PATH_MAX];
+
+        if (normalize(x->link, tname, sizeof(tname)) != 0 ||
+            !atp__path_ok(tname) || !strset_has(&x->seen, tname))
+            return bad_entry(name, "hard link to a file outside the "
+                             "archive");
+        snprintf(x->full, sizeof(x->full), "%s/%s", x->realroot, tname);
+        {
+            /* A hard link to a symbolic link is that link again, at
+             * another place: it must stay inside from there too. */
+            struct stat lsb;
+            char t[PATH_MAX];
+            ssize_t tl;
+
+            if (lstat(x->full, &lsb) == 0 && S_ISLNK(lsb.st_mode)) {
+                const char *why = "unreadable symbolic link";
+
+                if ((tl = readlink(x->full, t, sizeof(t) - 1)) >= 0) {
+                    t[tl] = '\0';
+                    why = atp__link_refusal(name, t);
+                }
+                if (why)
+                    return bad_entry(name, why);
+                if (strset_add(&x->links, name) != 0)
+                    return atp__error(ATP_E_NOMEM, "out of memory");
+            }
+        }
+        archive_entry_set_hardlink(ae, x->full);
+    } else if (x->ft == AE_IFLNK) {
+        const char *t = archive_entry_symlink(ae);
+        const char *why = t ? atp__link_refusal(name, t)
+                            : "a symbolic link without a target";
+
+        if (why)
+            return bad_entry(name, why);
+        if (strset_add(&x->links, name) != 0)
+            return atp__error(ATP_E_NOMEM, "out of memory");
+    } else if (x->ft != AE_IFREG && x->ft != AE_IFDIR) {
+        return bad_entry(name, x->ft == AE_IFCHR || x->ft == AE_IFBLK
+                                   ? "device node"
+                               : x->ft == AE_IFIFO ? "fifo"
+                                                   : "special file");
+    }
+    return 0;
+}
+
+/* Vet the entry: its name, its kind, the limits, and that nothing is
+ * written through a link; 0 to write it, SKIP_ENTRY, or the refusal. */
+static int vet(struct xtract *x, struct archive_entry *ae)
+{
+    const char *name = x->name;
+    int rc;
+
+    if (archive_entry_pathname(ae) == NULL ||
+        normalize(archive_entry_pathname(ae), x->name, sizeof(x->name)) != 0)
+        return bad_entry("?", "no usable name");
+    if (strcmp(name, ".") == 0 || name[0] == '\0')
+        return SKIP_ENTRY; /* the root itself */
+    if (name[0] == '/')
+        return bad_entry(name, "absolute path");
+    if (!atp__path_ok(name))
+        return bad_entry(name, "a '..' or empty component");
+    if (atp__excluded(name, x->excludes)) {
+        archive_read_data_skip(x->a);
+        return SKIP_ENTRY;
+    }
+    if (++x->st->entries > (uint64_t)x->lim->max_entries)
+        return atp__error(ATP_E_TRANSFER, "the archive has more than %lld "
+                          "entries (transfer_max_entries); refused at '%s'",
+                          (long long)x->lim->max_entries, name);
+    x->ft = archive_entry_filetype(ae);
+    x->link = archive_entry_hardlink(ae);
+    if ((rc = vet_kind(x, ae)) != 0)
+        return rc;
+    if (x->ft == AE_IFREG && !x->link) {
+        int64_t size = archive_entry_size(ae);
+
+        if (size < 0 || size > x->lim->max_bytes - x->total)
+            return atp__error(ATP_E_TRANSFER, "archive entry '%s' "
+                              "(%lld bytes) exceeds the transfer limit of "
+                              "%lld bytes (transfer_max_bytes)", name,
+                              (long long)size,
+                              (long long)x->lim->max_bytes);
+        x->total += size;
+    }
+    {
+        char bad[PATH_MAX];
+
+        if (parents_are_dirs(x->realroot, name, &x->dirs, bad, sizeof(bad)))
+            return atp__error(ATP_E_TRANSFER, "refused archive entry '%s': "
+                              "it would be written through '%s', which is "
+                              "not a directory", name, bad);
+    }
+    if (x->ft == AE_IFLNK || x->link) {
+        /* A new link may replace a directory checked before (a hard
+         * link may be one to a symbolic link). */
+        strset_free(&x->dirs);
+        memset(&x->dirs, 0, sizeof(x->dirs));
+    }
+    return 0;
+}
+
+/* Write the vetted entry to disk (owned by us, set-id bits dropped) and
+ * its data, hashing a regular file's content into @me. */
+static int write_entry(struct xtract *x, struct archive_entry *ae,
+                       struct atp__ment *me)
+{
+    const char *name = x->name;
+    XXH3_state_t hs;
+
+    /* Modes travel; set-user-id and set-group-id bits do not. */
+    archive_entry_set_perm(ae, archive_entry_perm(ae) & 01777);
+    archive_entry_set_uid(ae, x->uid);
+    archive_entry_set_gid(ae, x->gid);
+    snprintf(x->full, sizeof(x->full), "%s/%s", x->realroot, name);
+    archive_entry_set_pathname(ae, x->full);
+    if (archive_write_header(x->w, ae) != ARCHIVE_OK)
+        return atp__error(ATP_E_TRANSFER, "cannot extract '%s': %s", name,
+                          archive_error_string(x->w));
+    memset(me, 0, sizeof(*me));
+    XXH3_64bits_reset(&hs);
+    if (x->ft == AE_IFREG && !x->link) {
+        for (;;) {
+            la_ssize_t n = archive_read_data(x->a, x->buf, COPY_CHUNK);
+
+            if (n == 0)
+                break;
+            if (n < 0)
+                return atp__error(ATP_E_TRANSFER, "reading '%s' from the "
+                                  "tar stream: %s", name,
+                                  archive_error_string(x->a));
+            if (archive_write_data(x->w, x->buf, (size_t)n) < 0)
+                return atp__error(ATP_E_TRANSFER, "writing '%s': %s", name,
+                                  archive_error_string(x->w));
+            XXH3_64bits_update(&hs, x->buf, (size_t)n);
+            x->st->bytes += (uint64_t)n;
+        }
+        x->st->files++;
+        me->hash = XXH3_64bits_digest(&hs);
+        me->has_hash = 1;
+    }
+    if (archive_write_finish_entry(x->w) != ARCHIVE_OK)
+        return atp__error(ATP_E_TRANSFER, "cannot finish '%s': %s", name,
+                          archive_error_string(x->w));
+    return 0;
+}
+
+/* Record the written entry: among those seen (for hard links) and, with
+ * a manifest to fill, as an entry with its times as written. */
+static int record(struct xtract *x, struct archive_entry *ae,
+                  struct atp__ment *me)
+{
+    int ft = x->ft;
+
+    if (strset_add(&x->seen, x->name) != 0)
+        return atp__error(ATP_E_NOMEM, "out of memory");
+    if (x->got == NULL)
+        return 0;
+    me->path = x->name;
+    me->type = ft == AE_IFDIR   ? ATP__T_DIR
+               : ft == AE_IFLNK ? ATP__T_LINK
+                                : ATP__T_FILE;
+    me->target = ft == AE_IFLNK ? (char *)archive_entry_symlink(ae) : NULL;
+    me->size = me->type == ATP__T_FILE ? archive_entry_size(ae) : 0;
+    me->mtime = (struct atp__time){archive_entry_mtime(ae),
+                                   archive_entry_mtime_nsec(ae)};
+    me->ctime = ATP__TIME_NONE;
+    if (me->type == ATP__T_FILE) {
+        /* The times of the file as written, for the next scan to
+         * compare with. */
+        struct stat sb;
+
+        if (fstatat(AT_FDCWD, x->full, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
+            me->mtime = (struct atp__time){sb.st_mtim.tv_sec,
+                                           sb.st_mtim.tv_nsec};
+            me->ctime = (struct atp__time){sb.st_ctim.tv_sec,
+                                           sb.st_ctim.tv_nsec};
+        }
+    }
+    me->mode = archive_entry_perm(ae) & 07777;
+    if (x->link)
+        me->has_hash = 0;
+    if (atp__manifest_add(x->got, me) != 0)
+        return atp__error(ATP_E_NOMEM, "out of memory");
+    return 0;
+}
+
+/* Finish, whatever @rc: deferred directory modes and times, the last
+ * check of the symbolic links written, counts, and the cleanup. */
+static int finish(struct xtract *x, int rc)
+{
+    if (x->w) {
+        /* Applies deferred directory modes and times. */
+        if (archive_write_close(x->w) != ARCHIVE_OK && rc == 0)
+            rc = atp__error(ATP_E_TRANSFER, "finishing the extraction: %s",
+                            archive_error_string(x->w));
+        archive_write_free(x->w);
+    }
+    if (x->links.n > 0 && x->realroot[0]) {
+        int vrc = verify_links(x->realroot, &x->links);
+
+        if (rc == 0)
+            rc = vrc;
+    }
+    if (x->a) {
+        if (x->opened)
+            archive_read_close(x->a);
+        archive_read_free(x->a);
+    }
+    if (x->r)
+        x->st->stream_bytes = x->r->bytes;
+    if (x->got)
+        atp__manifest_sort(x->got);
+    strset_free(&x->seen);
+    strset_free(&x->dirs);
+    strset_free(&x->links);
+    free(x->r);
+    free(x->buf);
+    return rc;
+}
+
 int atp__x_tar_extract(const char *root, const char *const *excludes,
                      const struct atp__tar_limits *lim, atp__read_fn read,
                      void *ctx, struct atp__manifest *got,
                      struct atp__tar_stats *st)
 {
-    struct archive *a = archive_read_new();
-    struct archive *w = archive_write_disk_new();
-    struct rctx *r = malloc(sizeof(*r));
-    char *buf = malloc(COPY_CHUNK);
-    struct strset seen = {NULL, 0, 0}, dirs = {NULL, 0, 0};
-    struct strset links = {NULL, 0, 0}; /* symbolic links written */
-    char realroot[PATH_MAX] = "";
-    uid_t uid = getuid();
-    gid_t gid = getgid();
-    int64_t total = 0;
-    int rc = 0, opened = 0;
+    struct xtract x;
+    struct archive_entry *ae;
+    int rc = begin(&x, root, excludes, lim, read, ctx, got, st);
 
-    memset(st, 0, sizeof(*st));
-    if (a == NULL || w == NULL || r == NULL || buf == NULL) {
-        rc = atp__error(ATP_E_NOMEM, "out of memory");
-        goto out;
-    }
-    if (realpath(root, realroot) == NULL) {
-        rc = atp__error(ATP_E_TRANSFER, "cannot extract into %s: %s", root,
-                        strerror(errno));
-        goto out;
-    }
-    r->read = read;
-    r->ctx = ctx;
-    r->bytes = 0;
-    archive_read_support_filter_all(a);
-    archive_read_support_format_tar(a);
-    /*
-     * No ARCHIVE_EXTRACT_SECURE_SYMLINKS: it walks every component of the
-     * absolute path from / (an openat, an fstatat and a close each) for
-     * every entry, half the extraction's time on small files.
-     * parents_are_dirs() below refuses writing through a symlinked parent,
-     * checking each new directory once.  No ARCHIVE_EXTRACT_UNLINK: an
-     * existing file, symlink or hard link at the name is still replaced
-     * (O_EXCL fails, then libarchive unlinks and creates), never opened.
-     */
-    archive_write_disk_set_options(
-        w, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_PERM |
-               ARCHIVE_EXTRACT_SECURE_NODOTDOT);
-    if (archive_read_open2(a, r, NULL, read_cb, NULL, NULL) != ARCHIVE_OK) {
-        /* An empty stream is an empty archive. */
-        if (r->bytes == 0)
-            goto out;
-        rc = atp__error(ATP_E_TRANSFER, "not a tar stream: %s",
-                        archive_error_string(a));
-        goto out;
-    }
-    opened = 1;
-    for (;;) {
-        struct archive_entry *ae;
-        char name[PATH_MAX], full[PATH_MAX * 2];
-        const char *link;
+    while (rc == 0 && (rc = next_entry(&x, &ae)) == 0 && ae != NULL) {
         struct atp__ment me;
-        XXH3_state_t hs;
-        int ft, h = archive_read_next_header(a, &ae);
+        int v = vet(&x, ae);
 
-        if (h == ARCHIVE_EOF)
-            break;
-        if (h != ARCHIVE_OK && h != ARCHIVE_WARN) {
-            rc = atp__error(ATP_E_TRANSFER, "the tar stream is broken: %s",
-                            archive_error_string(a));
-            goto out;
-        }
-        if (archive_entry_pathname(ae) == NULL ||
-            normalize(archive_entry_pathname(ae), name, sizeof(name)) != 0) {
-            rc = bad_entry("?", "no usable name");
-            goto out;
-        }
-        if (strcmp(name, ".") == 0 || name[0] == '\0')
-            continue; /* the root itself */
-        if (name[0] == '/') {
-            rc = bad_entry(name, "absolute path");
-            goto out;
-        }
-        if (!atp__path_ok(name)) {
-            rc = bad_entry(name, "a '..' or empty component");
-            goto out;
-        }
-        if (atp__excluded(name, excludes)) {
-            archive_read_data_skip(a);
+        if (v == SKIP_ENTRY)
             continue;
-        }
-        if (++st->entries > (uint64_t)lim->max_entries) {
-            rc = atp__error(ATP_E_TRANSFER, "the archive has more than %lld "
-                            "entries (transfer_max_entries); refused at '%s'",
-                            (long long)lim->max_entries, name);
-            goto out;
-        }
-        ft = archive_entry_filetype(ae);
-        link = archive_entry_hardlink(ae);
-        if (link) {
-            char tname[PATH_MAX];
-
-            if (normalize(link, tname, sizeof(tname)) != 0 ||
-                !atp__path_ok(tname) || !strset_has(&seen, tname)) {
-                rc = bad_entry(name, "hard link to a file outside the "
-                               "archive");
-                goto out;
-            }
-            snprintf(full, sizeof(full), "%s/%s", realroot, tname);
-            {
-                /* A hard link to a symbolic link is that link again, at
-                 * another place: it must stay inside from there too. */
-                struct stat lsb;
-                char t[PATH_MAX];
-                ssize_t tl;
-
-                if (lstat(full, &lsb) == 0 && S_ISLNK(lsb.st_mode)) {
-                    const char *why = "unreadable symbolic link";
-
-                    if ((tl = readlink(full, t, sizeof(t) - 1)) >= 0) {
-                        t[tl] = '\0';
-                        why = atp__link_refusal(name, t);
-                    }
-                    if (why) {
-                        rc = bad_entry(name, why);
-                        goto out;
-                    }
-                    if (strset_add(&links, name) != 0) {
-                        rc = atp__error(ATP_E_NOMEM, "out of memory");
-                        goto out;
-                    }
-                }
-            }
-            archive_entry_set_hardlink(ae, full);
-        } else if (ft == AE_IFLNK) {
-            const char *t = archive_entry_symlink(ae);
-            const char *why = t ? atp__link_refusal(name, t)
-                                : "a symbolic link without a target";
-
-            if (why) {
-                rc = bad_entry(name, why);
-                goto out;
-            }
-            if (strset_add(&links, name) != 0) {
-                rc = atp__error(ATP_E_NOMEM, "out of memory");
-                goto out;
-            }
-        } else if (ft != AE_IFREG && ft != AE_IFDIR) {
-            rc = bad_entry(name, ft == AE_IFCHR || ft == AE_IFBLK
-                                     ? "device node"
-                                 : ft == AE_IFIFO ? "fifo"
-                                                  : "special file");
-            goto out;
-        }
-        if (ft == AE_IFREG && !link) {
-            int64_t size = archive_entry_size(ae);
-
-            if (size < 0 || size > lim->max_bytes - total) {
-                rc = atp__error(ATP_E_TRANSFER, "archive entry '%s' "
-                                "(%lld bytes) exceeds the transfer limit of "
-                                "%lld bytes (transfer_max_bytes)", name,
-                                (long long)size, (long long)lim->max_bytes);
-                goto out;
-            }
-            total += size;
-        }
-        {
-            char bad[PATH_MAX];
-
-            if (parents_are_dirs(realroot, name, &dirs, bad, sizeof(bad))) {
-                rc = atp__error(ATP_E_TRANSFER, "refused archive entry '%s': "
-                                "it would be written through '%s', which is "
-                                "not a directory", name, bad);
-                goto out;
-            }
-        }
-        if (ft == AE_IFLNK || link) {
-            /* A new link may replace a directory checked before (a hard
-             * link may be one to a symbolic link). */
-            strset_free(&dirs);
-            memset(&dirs, 0, sizeof(dirs));
-        }
-        /* Modes travel; set-user-id and set-group-id bits do not. */
-        archive_entry_set_perm(ae, archive_entry_perm(ae) & 01777);
-        archive_entry_set_uid(ae, uid);
-        archive_entry_set_gid(ae, gid);
-        snprintf(full, sizeof(full), "%s/%s", realroot, name);
-        archive_entry_set_pathname(ae, full);
-        if (archive_write_header(w, ae) != ARCHIVE_OK) {
-            rc = atp__error(ATP_E_TRANSFER, "cannot extract '%s': %s", name,
-                            archive_error_string(w));
-            goto out;
-        }
-        memset(&me, 0, sizeof(me));
-        XXH3_64bits_reset(&hs);
-        if (ft == AE_IFREG && !link) {
-            for (;;) {
-                la_ssize_t n = archive_read_data(a, buf, COPY_CHUNK);
-
-                if (n == 0)
-                    break;
-                if (n < 0) {
-                    rc = atp__error(ATP_E_TRANSFER, "reading '%s' from the "
-                                    "tar stream: %s", name,
-                                    archive_error_string(a));
-                    goto out;
-                }
-                if (archive_write_data(w, buf, (size_t)n) < 0) {
-                    rc = atp__error(ATP_E_TRANSFER, "writing '%s': %s", name,
-                                    archive_error_string(w));
-                    goto out;
-                }
-                XXH3_64bits_update(&hs, buf, (size_t)n);
-                st->bytes += (uint64_t)n;
-            }
-            st->files++;
-            me.hash = XXH3_64bits_digest(&hs);
-            me.has_hash = 1;
-        }
-        if (archive_write_finish_entry(w) != ARCHIVE_OK) {
-            rc = atp__error(ATP_E_TRANSFER, "cannot finish '%s': %s", name,
-                            archive_error_string(w));
-            goto out;
-        }
-        if (strset_add(&seen, name) != 0) {
-            rc = atp__error(ATP_E_NOMEM, "out of memory");
-            goto out;
-        }
-        if (got) {
-            me.path = name;
-            me.type = ft == AE_IFDIR   ? ATP__T_DIR
-                      : ft == AE_IFLNK ? ATP__T_LINK
-                                       : ATP__T_FILE;
-            me.target = ft == AE_IFLNK ? (char *)archive_entry_symlink(ae)
-                                       : NULL;
-            me.size = me.type == ATP__T_FILE ? archive_entry_size(ae) : 0;
-            me.mtime = (struct atp__time){archive_entry_mtime(ae),
-                                          archive_entry_mtime_nsec(ae)};
-            me.ctime = ATP__TIME_NONE;
-            if (me.type == ATP__T_FILE) {
-                /* The times of the file as written, for the next scan
-                 * to compare with. */
-                struct stat sb;
-
-                if (fstatat(AT_FDCWD, full, &sb, AT_SYMLINK_NOFOLLOW) == 0) {
-                    me.mtime = (struct atp__time){sb.st_mtim.tv_sec,
-                                                  sb.st_mtim.tv_nsec};
-                    me.ctime = (struct atp__time){sb.st_ctim.tv_sec,
-                                                  sb.st_ctim.tv_nsec};
-                }
-            }
-            me.mode = archive_entry_perm(ae) & 07777;
-            if (link)
-                me.has_hash = 0;
-            if (atp__manifest_add(got, &me) != 0) {
-                rc = atp__error(ATP_E_NOMEM, "out of memory");
-                goto out;
-            }
-        }
+        if ((rc = v) != 0 || (rc = write_entry(&x, ae, &me)) != 0 ||
+            (rc = record(&x, ae, &me)) != 0)
+            break;
     }
-out:
-    if (w) {
-        /* Applies deferred directory modes and times. */
-        if (archive_write_close(w) != ARCHIVE_OK && rc == 0)
-            rc = atp__error(ATP_E_TRANSFER, "finishing the extraction: %s",
-                            archive_error_string(w));
-        archive_write_free(w);
-    }
-    if (links.n > 0 && realroot[0]) {
-        int vrc = verify_links(realroot, &links);
-
-        if (rc == 0)
-            rc = vrc;
-    }
-    if (a) {
-        if (opened)
-            archive_read_close(a);
-        archive_read_free(a);
-    }
-    if (r)
-        st->stream_bytes = r->bytes;
-    if (got)
-        atp__manifest_sort(got);
-    strset_free(&seen);
-    strset_free(&dirs);
-    strset_free(&links);
-    free(r);
-    free(buf);
-    return rc;
+    return finish(&x, rc);
 }
 
 /* ---- walking ------------------------------------------------------- */

@@ -106,7 +106,7 @@ int atp__link_escapes(int rootfd, const char *name);
 int atp__manifest_scan(struct atp__manifest *m, const char *root,
                        const char *const *excludes);
 
-/* Parse the output of the sandbox listing command (see sync.c). */
+/* Parse the output of the sandbox listing command (see sync_plan.c). */
 int atp__manifest_parse_listing(struct atp__manifest *m, const char *buf,
                                 size_t len, const char *const *excludes);
 

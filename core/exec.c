@@ -89,16 +89,28 @@ int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
             x->stop_at > now + DRAIN_GIVE_UP_MS * MS)
             x->stop_at = now + DRAIN_GIVE_UP_MS * MS;
     }
+    if (x->term_delivering && !x->kill_sent) {
+        /* The grace is the command's from the TERM's arrival, not from
+         * the decision: a plugin delivers a TERM between the call that
+         * asked for it and its next one (a request that can take
+         * seconds), or says with ATP_EXEC_SIGNALLING that it is still on
+         * its way. */
+        x->kill_at = now + grace * MS;
+        if (!(state & ATP_EXEC_SIGNALLING))
+            x->term_delivering = 0;
+    }
     if (!x->term_sent && !x->kill_sent) {
         if (cancelled && !x->exited) {
             x->cancelled = 1;
             x->term_sent = 1;
+            x->term_delivering = 1;
             x->kill_at = now + grace * MS;
             due = ATP_DUE_TERM;
         } else if (x->term_at && now >= x->term_at && !x->exited &&
                    !x->queued_since) {
             x->timed_out = 1;
             x->term_sent = 1;
+            x->term_delivering = 1;
             x->kill_at = now + grace * MS;
             due = ATP_DUE_TERM;
         }

@@ -306,6 +306,7 @@ struct atp__exec {
     int64_t queued_since;  /* waiting in a scheduler's queue since, or 0 */
     int64_t queue_ns;      /* time it waited there */
     int exited, term_sent, kill_sent, stop_sent;
+    int term_delivering;      /* the grace waits for the TERM's delivery */
     int timed_out, cancelled; /* why the core asked for a kill */
     int consumer_gone;        /* the output's consumer wants no more */
     /* the process group the wrapper announces */

@@ -172,7 +172,8 @@ typedef struct atp_group_spec {
  *     ATP_DUE_KILL mean "deliver SIGTERM / SIGKILL to every process of the
  *     command now", ATP_DUE_STOP "stop waiting and return what you have".
  *     The core derives TERM (budget spent, or cancelled), KILL (grace_ms
- *     after TERM; after drain_ms once the first process has exited while
+ *     after the TERM's delivery, see ATP_EXEC_SIGNALLING; after drain_ms
+ *     once the first process has exited while
  *     others still hold its output) and STOP (the host backstop, or a
  *     command that does not end after its KILL), and classifies the
  *     result from what it asked for.  Plugins built for 1.0/1.1 that
@@ -266,6 +267,14 @@ enum {
 #define ATP_EXEC_ENDED 0x2u  /**< ...and its output ended: the last call;
                                 a KILL then is for what it left behind
                                 (background jobs) and needs no wait */
+/**
+ * ABI 1.3: the TERM the schedule asked for is still on its way (a request
+ * not yet answered, a group not yet announced).  The grace before the
+ * KILL counts from the TERM's delivery: from the first call after the
+ * one that said ATP_DUE_TERM, or, while a plugin passes this flag, from
+ * the first call without it.  A core before 1.3 ignores it.
+ */
+#define ATP_EXEC_SIGNALLING 0x4u
 
 /** What host->stdin_to_fd() waits for next (ABI 1.2). */
 #define ATP_STDIN_WAIT_INPUT 0x1u /**< host->input_fd() readable */

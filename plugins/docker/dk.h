@@ -426,6 +426,8 @@ struct dk_session {
     const char *net_mode; /* NetworkMode sent */
     int n_created;     /* containers made so far (names) */
     char id[72];       /* the current container, "" when none */
+    char name[96];     /* its name, as the ledger knows it */
+    char unsure[96];   /* a container whose create was never answered */
     int dead;          /* the container went away */
     int closed;
 };

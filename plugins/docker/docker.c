@@ -352,27 +352,98 @@ static json_object *create_body(struct dk_session *s, const char *const *cmd,
     return o;
 }
 
-/* After a create that may or may not have happened: remove by name. */
-static void remove_by_name(atp_call *call, struct dk_session *s,
-                           const char *name)
+/*
+ * The filters of GET /containers/json for atp's own containers of run
+ * @run (its labels: a lease is a file, and what it names is removed only
+ * when the daemon says the container carries them), only container @id
+ * among them (an id, or a name atp gave) when @id is not NULL.  NULL when
+ * out of memory, or when @id can be neither.
+ */
+static json_object *ours_filter(const char *run, const char *id)
 {
-    json_object *f = json_object_new_object(), *names;
+    json_object *f = json_object_new_object();
+    json_object *labels = json_object_new_array();
+    char owner[64], label[256];
+
+    if (f == NULL || labels == NULL) {
+        json_object_put(f);
+        json_object_put(labels);
+        return NULL;
+    }
+    snprintf(owner, sizeof(owner), "%s=atp", DK_LABEL_OWNER);
+    snprintf(label, sizeof(label), "%s=%s", DK_LABEL_RUN, run);
+    json_object_array_add(labels, json_object_new_string(owner));
+    json_object_array_add(labels, json_object_new_string(label));
+    json_object_object_add(f, "label", labels);
+    if (id) {
+        json_object *one = json_object_new_array();
+        size_t n = strspn(id, "0123456789abcdef");
+        char re[256], *o = re;
+        const char *p;
+
+        if (one == NULL) {
+            json_object_put(f);
+            return NULL;
+        }
+        if (n >= 12 && id[n] == '\0') {
+            json_object_array_add(one, json_object_new_string(id));
+            json_object_object_add(f, "id", one);
+            return f;
+        }
+        /* A name: matched whole (the filter is a regular expression;
+         * docker's names begin with '/', podman's do not). */
+        o += snprintf(re, sizeof(re), "^/?");
+        for (p = id; *p && o < re + sizeof(re) - 4; p++) {
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (*p >= '0' && *p <= '9') || strchr("_.-", *p))) {
+                json_object_put(one);
+                json_object_put(f);
+                return NULL;
+            }
+            if (*p == '.')
+                *o++ = '\\';
+            *o++ = *p;
+        }
+        if (*p) {
+            json_object_put(one);
+            json_object_put(f);
+            return NULL;
+        }
+        *o++ = '$';
+        *o = '\0';
+        json_object_array_add(one, json_object_new_string(re));
+        json_object_object_add(f, "name", one);
+    }
+    return f;
+}
+
+/*
+ * After a create whose answer was lost: remove the container of that
+ * name, atp's and of this run, should the daemon have made it.  1 when
+ * one was found and removed, 0 when none is there (yet: a create the
+ * daemon has not finished may still make it), -1 when the daemon could
+ * not say.
+ */
+static int remove_by_name(atp_call *call, struct dk_session *s,
+                          const char *name)
+{
+    json_object *f = ours_filter(s->run_id, name);
     char **ids = NULL;
     size_t i;
+    int found = -1;
 
-    if (f == NULL || (names = json_object_new_array()) == NULL) {
-        json_object_put(f);
-        return;
-    }
-    json_object_array_add(names, json_object_new_string(name));
-    json_object_object_add(f, "name", names);
-    if (dk_api_list(&s->http, call,
-                    json_object_to_json_string_ext(f, JSON_C_TO_STRING_PLAIN),
-                    &ids) == 0)
+    if (f && dk_api_list(&s->http, call,
+                         json_object_to_json_string_ext(
+                             f, JSON_C_TO_STRING_PLAIN),
+                         &ids) == 0) {
+        found = ids && ids[0] ? 1 : 0;
         for (i = 0; ids && ids[i]; i++)
-            dk_api_remove(&s->http, call, ids[i]);
+            if (dk_api_remove(&s->http, call, ids[i]) != 0)
+                found = -1;
+    }
     dk_strv_free(ids);
     json_object_put(f);
+    return found;
 }
 
 int dk_container_create(atp_call *call, struct dk_session *s,
@@ -389,22 +460,45 @@ int dk_container_create(atp_call *call, struct dk_session *s,
         snprintf(name, sizeof(name), "%s", s->run_id);
     else
         snprintf(name, sizeof(name), "%s-%d", s->run_id, s->n_created);
+    /* In the ledger before the daemon hears of it, by the name it is
+     * given: a create whose answer never comes may still have made it,
+     * and gc finds it by that name and the run's labels. */
+    if (dk_host->resource_created(call, "container", name) != 0) {
+        json_object_put(body);
+        return dk_host->set_error(call, ATP_E_IO, "cannot record container "
+                                  "%s in atp's leak ledger before creating "
+                                  "it: check the state directory ([atp] "
+                                  "state_dir) has room and is writable",
+                                  name);
+    }
+    snprintf(s->name, sizeof(s->name), "%s", name);
     rc = dk_api_create(&s->http, call, name,
                        json_object_to_json_string_ext(
                            body, JSON_C_TO_STRING_PLAIN |
                                      JSON_C_TO_STRING_NOSLASHESCAPE),
                        id);
     json_object_put(body);
+    if (rc == ATP_E_BACKEND || rc == ATP_E_TIMEOUT || rc == ATP_E_CANCELLED) {
+        /* The daemon may have made it before the answer was lost, or
+         * make it yet.  Removed: out of the ledger; else it stays there
+         * for the session's close to look again, and for gc. */
+        if (remove_by_name(call, s, name) == 1)
+            dk_host->resource_removed(call, name);
+        else
+            snprintf(s->unsure, sizeof(s->unsure), "%s", name);
+        s->name[0] = '\0';
+        return rc;
+    }
+    if (rc) {
+        /* The daemon answered: it made nothing. */
+        dk_host->resource_removed(call, name);
+        s->name[0] = '\0';
+    }
     if (rc == ATP_E_NOTFOUND)
         return dk_host->set_error(call, ATP_E_IMAGE, "image %s is not on the "
                                   "docker daemon at %s: run `docker pull "
                                   "%s`, or set pull = missing", s->image,
                                   s->be->ep.display, s->image);
-    if (rc == ATP_E_BACKEND || rc == ATP_E_TIMEOUT || rc == ATP_E_CANCELLED) {
-        /* The daemon may have made it before the answer was lost. */
-        remove_by_name(call, s, name);
-        return rc;
-    }
     if (rc)
         return rc;
     snprintf(s->id, sizeof(s->id), "%s", id);
@@ -429,8 +523,9 @@ int dk_container_remove(atp_call *call, struct dk_session *s)
     rc = dk_api_remove(&s->http, call, s->id);
     if (rc)
         return rc;
-    dk_host->resource_removed(call, s->id);
+    dk_host->resource_removed(call, s->name);
     s->id[0] = '\0';
+    s->name[0] = '\0';
     return 0;
 }
 
@@ -651,6 +746,21 @@ static int session_close(atp_call *call, void *session)
     if (s->closed)
         return 0;
     rc = dk_container_remove(call, s);
+    if (rc == 0 && s->unsure[0]) {
+        /* A create whose answer was lost: made since, it goes now; not
+         * there, it may still come, and the ledger keeps its name. */
+        int found = remove_by_name(call, s, s->unsure);
+
+        if (found == 1)
+            dk_host->resource_removed(call, s->unsure);
+        else
+            rc = dk_host->set_error(call, ATP_E_BACKEND, "the docker daemon "
+                                    "at %s never answered the create of "
+                                    "container %s, which it may still "
+                                    "make", s->be->ep.display, s->unsure);
+        if (found == 1)
+            s->unsure[0] = '\0';
+    }
     if (rc == 0)
         s->closed = 1;
     return rc;
@@ -686,27 +796,13 @@ static void session_free(void *session)
 static int list_ours(struct dk_backend *b, atp_call *call, const char *run,
                      const char *id, char ***ids)
 {
-    json_object *f = json_object_new_object();
-    json_object *labels = json_object_new_array();
-    char owner[64], label[256];
+    json_object *f = ours_filter(run, id);
     int rc;
 
-    if (f == NULL || labels == NULL) {
-        json_object_put(f);
-        json_object_put(labels);
-        return dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
-    }
-    snprintf(owner, sizeof(owner), "%s=atp", DK_LABEL_OWNER);
-    snprintf(label, sizeof(label), "%s=%s", DK_LABEL_RUN, run);
-    json_object_array_add(labels, json_object_new_string(owner));
-    json_object_array_add(labels, json_object_new_string(label));
-    json_object_object_add(f, "label", labels);
-    if (id) {
-        json_object *one = json_object_new_array();
-
-        json_object_array_add(one, json_object_new_string(id));
-        json_object_object_add(f, "id", one);
-    }
+    *ids = NULL;
+    if (f == NULL)
+        return id ? 0 : dk_host->set_error(call, ATP_E_NOMEM,
+                                           "out of memory");
     rc = dk_api_list(&b->ctl, call,
                      json_object_to_json_string_ext(f, JSON_C_TO_STRING_PLAIN),
                      ids);

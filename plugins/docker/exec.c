@@ -467,7 +467,10 @@ static int64_t schedule(struct run *r)
 
     look_for_exit(r);
     do {
-        due = dk_host->exec_due(r->call, r->exited ? ATP_EXEC_EXITED : 0,
+        due = dk_host->exec_due(r->call,
+                                (r->exited ? ATP_EXEC_EXITED : 0) |
+                                    (r->term_pending ? ATP_EXEC_SIGNALLING
+                                                     : 0),
                                 &wait);
         act(r, due);
     } while (due != ATP_DUE_NONE && due != ATP_DUE_STOP);
@@ -670,7 +673,7 @@ static int await_removal(struct run *r, int *code, int *ended)
         rc = dk_api_wait_result(r->call, &r->wrs, code, &removed);
     if (rc == 0 && removed) {
         /* Gone with its end: nothing left to remove at close. */
-        dk_host->resource_removed(r->call, s->id);
+        dk_host->resource_removed(r->call, s->name);
         s->id[0] = '\0';
     }
     return rc;

@@ -103,6 +103,7 @@ struct exec {
     /* the schedule's signals: second execs of the group's kill */
     modal__rpc *kill[2];
     int n_kill, term_pending, kill_pending, stopped, signalled;
+    int term_slot; /* 1 + the slot of the TERM's request, 0: none */
     /* after the schedule's STOP, the output still coming in */
     int tail;
     int64_t tail_at, last_data;
@@ -634,8 +635,10 @@ static void act(struct exec *x, int due)
     if (due == ATP_DUE_TERM) {
         x->term_pending = kill_exec(x, SIGTERM, &x->kill[slot]) ==
                           ATP_E_NOTFOUND;
-        if (!x->term_pending)
+        if (!x->term_pending) {
             x->n_kill = slot + 1;
+            x->term_slot = slot + 1;
+        }
     } else if (due == ATP_DUE_KILL) {
         int rc = kill_exec(x, SIGKILL, &x->kill[slot]);
 
@@ -672,9 +675,19 @@ static void act(struct exec *x, int due)
             x->n_kill = slot + 1;
     } else if (x->term_pending && modal__host->exec_pgid(x->call) > 0) {
         x->term_pending = 0;
-        if (kill_exec(x, SIGTERM, &x->kill[slot]) == 0)
+        if (kill_exec(x, SIGTERM, &x->kill[slot]) == 0) {
             x->n_kill = slot + 1;
+            x->term_slot = slot + 1;
+        }
     }
+}
+
+/* The TERM is on its way: not sent yet, or its request not answered. */
+static int term_on_its_way(const struct exec *x)
+{
+    const modal__rpc *k = x->term_slot ? x->kill[x->term_slot - 1] : NULL;
+
+    return x->term_pending || (k != NULL && !modal__rpc_done(k));
 }
 
 /*
@@ -692,7 +705,12 @@ static int64_t schedule(struct exec *x)
     int due;
 
     do {
-        due = modal__host->exec_due(x->call, state, &wait);
+        /* The grace counts from the TERM's arrival. */
+        due = modal__host->exec_due(x->call,
+                                    state | (term_on_its_way(x)
+                                                 ? ATP_EXEC_SIGNALLING
+                                                 : 0),
+                                    &wait);
         act(x, due);
     } while (due != ATP_DUE_NONE && due != ATP_DUE_STOP && !x->stopped);
     if (x->tail && !x->stopped) {

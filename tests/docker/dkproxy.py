@@ -16,7 +16,8 @@ is JSON, read again for every request: a list of rules
      "bytes": B,            "cut": how many bytes of the answer pass
      "after_s": S,          "cut": or for how many seconds it passes
      "marker": TEXT,        "cut": or until TEXT has passed
-     "delay": S,            "slow": seconds before the answer passes
+     "delay": S,            "slow": seconds before the answer passes;
+                            "late": before the request passes
      "body": TEXT}          "replace": the answer's body (latin-1 text)
 
 Actions:
@@ -29,6 +30,9 @@ Actions:
             all up to TEXT, and close both ends (a hijacked stream cut in
             the middle)
   slow      hold the answer S seconds, then pass it on
+  late      hold the request S seconds, then pass it on whole, whether
+            the client is still there or not (a daemon that does the work
+            after the client gave up), and its answer back if it is
   replace   pass the request on, then answer 200 with BODY instead of the
             daemon's answer (a tar stream of the proxy's choosing)
   truncate  pass on only B bytes of the request body, then close the
@@ -178,6 +182,39 @@ def answer(cli, status, body, ctype="application/json"):
         pass
 
 
+def late(cli, lines, rest, args):
+    """Pass a request on, late: the body that came (a client that gave up
+    sends no more), and the daemon's answer back while the client is
+    there; the connection to the daemon stays open until it answers."""
+    cli.settimeout(0.2)
+    try:
+        while True:
+            d = cli.recv(65536)
+            if not d:
+                break
+            rest += d
+    except OSError:
+        pass
+    hdrs = [h for h in lines[1:] if not h.lower().startswith(b"connection:")]
+    hdrs.append(b"Connection: close")
+    up = socket.socket(socket.AF_UNIX)
+    try:
+        up.connect(args.upstream)
+        up.sendall(b"\r\n".join([lines[0]] + hdrs) + b"\r\n\r\n" + rest)
+        while True:
+            d = up.recv(65536)
+            if not d:
+                break
+            try:
+                cli.sendall(d)
+            except OSError:
+                pass
+    except OSError:
+        pass
+    finally:
+        close_all(up)
+
+
 def handle(cli, args):
     up = None
     try:
@@ -200,6 +237,10 @@ def handle(cli, args):
         if action == "stall":
             while cli.recv(65536):
                 pass
+            return
+        if action == "late":
+            time.sleep(float(rule.get("delay", 1)))
+            late(cli, lines, rest, args)
             return
         # Pass the request on, one per connection.
         hdrs = [h for h in lines[1:]]

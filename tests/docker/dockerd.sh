@@ -8,6 +8,14 @@
 #                         it waits DOCKERD_START_S seconds (30) for an answer
 #   dockerd_image NAME    imports a busybox rootfs as image NAME
 #   dockerd_stop          stops it (and its containerd)
+#   containerd_start DIR  starts a containerd of its own under DIR, waits
+#                         until it answers, and exports DOCKERD_CONTAINERD:
+#                         a dockerd started while it is set uses that
+#                         containerd instead of starting one, so that a
+#                         SIGKILL of dockerd leaves containerd and the
+#                         containers' shims running (as a packaged docker,
+#                         with containerd a service apart, does)
+#   containerd_stop DIR   stops it
 #
 # The daemon runs as root with vfs storage, no bridge and no iptables, as
 # verified on this kind of machine.
@@ -28,6 +36,7 @@ dockerd_start() {
     # Keep the paths short: unix socket paths are limited to 108 bytes.
     dockerd --host "unix://$DOCKER_SOCK" \
         ${DOCKERD_TCP:+--host "tcp://$DOCKERD_TCP"} \
+        ${DOCKERD_CONTAINERD:+--containerd "$DOCKERD_CONTAINERD"} \
         --data-root "$DOCKERD_DIR/root" \
         --exec-root "$DOCKERD_DIR/exec" --pidfile "$DOCKERD_DIR/docker.pid" \
         --iptables=false --ip6tables=false --bridge=none \
@@ -89,4 +98,55 @@ dockerd_stop() {
         done
         kill -9 "$pid" 2>/dev/null
     fi
+}
+
+containerd_start() {
+    cd_dir=$1
+    mkdir -p "$cd_dir" || return 1
+    if ! command -v containerd >/dev/null 2>&1; then
+        echo "containerd is not installed (apt-get install containerd)" >&2
+        return 1
+    fi
+    printf '%s\n' 'version = 2' "root = \"$cd_dir/root\"" \
+        "state = \"$cd_dir/state\"" \
+        'disabled_plugins = ["io.containerd.grpc.v1.cri"]' \
+        '[grpc]' "  address = \"$cd_dir/c.sock\"" \
+        '[ttrpc]' "  address = \"$cd_dir/c.sock.ttrpc\"" \
+        '[plugins."io.containerd.internal.v1.opt"]' \
+        "  path = \"$cd_dir/opt\"" >"$cd_dir/config.toml" || return 1
+    containerd --config "$cd_dir/config.toml" >"$cd_dir/containerd.log" \
+        2>&1 8>&- &
+    echo $! >"$cd_dir/containerd.pid"
+    i=0
+    while [ $i -lt $((${CONTAINERD_START_S:-60} * 10)) ]; do
+        if ctr --address "$cd_dir/c.sock" version >/dev/null 2>&1; then
+            DOCKERD_CONTAINERD=$cd_dir/c.sock
+            export DOCKERD_CONTAINERD
+            return 0
+        fi
+        if ! kill -0 "$(cat "$cd_dir/containerd.pid")" 2>/dev/null; then
+            echo "containerd exited at start; its log:" >&2
+            tail -n 20 "$cd_dir/containerd.log" >&2
+            return 1
+        fi
+        sleep 0.1
+        i=$((i + 1))
+    done
+    echo "containerd did not answer on $cd_dir/c.sock within ${CONTAINERD_START_S:-60} s; its log:" >&2
+    tail -n 20 "$cd_dir/containerd.log" >&2
+    containerd_stop "$cd_dir"
+    return 1
+}
+
+containerd_stop() {
+    [ -f "$1/containerd.pid" ] || return 0
+    pid=$(cat "$1/containerd.pid")
+    kill "$pid" 2>/dev/null
+    i=0
+    while kill -0 "$pid" 2>/dev/null && [ $i -lt 150 ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    kill -9 "$pid" 2>/dev/null
+    rm -f "$1/containerd.pid"
 }

@@ -348,6 +348,9 @@ int dk_api_exec_inspect(struct dk_http *h, atp_call *call, const char *eid,
 
 void dk_strv_free(char **v);
 
+/* A JSON array of the strings of the NULL-terminated @v (NULL: empty). */
+json_object *dk_strv_json(const char *const *v);
+
 /* ---- exec.c ------------------------------------------------------------ */
 
 struct dk_session;

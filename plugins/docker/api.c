@@ -2,13 +2,17 @@
  * plugins/docker/api.c - the Engine API endpoints the backend uses, with
  * their JSON bodies built and read by json-c.
  *
- * Each function makes one request (two for a retried removal), judges the
- * status the way Docker and Podman's compat API answer it (docker-api.md
- * sections 4 and 10), and turns a failure into an ATP_E_* code with the
- * daemon's own message.
+ * Each endpoint is a method, what it does, and a list of verdicts that
+ * judge its status the way Docker and Podman's compat API answer it
+ * (docker-api.md sections 4 and 10): a success, or a failure as an ATP_E_*
+ * code with the daemon's own message and a hint.  dk_call() makes the
+ * request and applies them; each function adds only its path, its body
+ * and what it reads from the answer.  The version probe and the pull's
+ * progress stream make their requests themselves.
  */
 #include "config.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +30,16 @@ void dk_strv_free(char **v)
     for (i = 0; v && v[i]; i++)
         free(v[i]);
     free(v);
+}
+
+json_object *dk_strv_json(const char *const *v)
+{
+    json_object *arr = json_object_new_array();
+    size_t i;
+
+    for (i = 0; arr && v && v[i]; i++)
+        json_object_array_add(arr, json_object_new_string(v[i]));
+    return arr;
 }
 
 static json_object *parse_body(const struct dk_resp *rs)
@@ -53,11 +67,10 @@ static const char *get_str(json_object *obj, const char *key)
     return NULL;
 }
 
-/* Copy the "Id" of a 201 answer into @out (65 bytes). */
-static int take_id(atp_call *call, const struct dk_resp *rs, char *out,
+/* Copy the "Id" of a 201 answer's @obj into @out (65 bytes). */
+static int take_id(atp_call *call, json_object *obj, char *out,
                    const char *what)
 {
-    json_object *obj = parse_body(rs);
     const char *id = get_str(obj, "Id");
     int rc = 0;
 
@@ -67,6 +80,112 @@ static int take_id(atp_call *call, const struct dk_resp *rs, char *out,
     else
         snprintf(out, 65, "%s", id);
     json_object_put(obj);
+    return rc;
+}
+
+/* ---- one call ----------------------------------------------------------- */
+
+/* What a verdict's status matches, besides one HTTP status. */
+#define ANY_OTHER 0 /* every status: the last verdict of a list */
+#define ANY_5XX 1   /* 500 and up */
+#define RATED 2     /* a refusal for rate or quota (dk_http_rate) */
+
+/* A verdict's flags. */
+#define QUIET 1 /* a failure whose message the caller writes */
+#define AGAIN 2 /* a passing refusal: ask again, 100 ms later, up to 50
+                 * times while the call's deadline allows */
+
+/* What one kind of answer means. */
+struct verdict {
+    long status;      /* an HTTP status, ANY_5XX, RATED or ANY_OTHER */
+    int code;         /* 0: a success; else the failure's ATP_E_* code */
+    int flags;        /* QUIET, AGAIN */
+    const char *hint; /* what to do, after the daemon's message */
+    const char *has;  /* only when the daemon's message contains this */
+};
+
+/* How the verdicts of a list are written. */
+#define OK(st) {st, 0, 0, NULL, NULL}
+#define FAIL(st, code) {st, code, 0, NULL, NULL}
+#define FAIL_HINT(st, code, hint) {st, code, 0, hint, NULL}
+#define OWN(st, code) {st, code, QUIET, NULL, NULL}
+#define RETRY(st, code) {st, code, AGAIN, NULL, NULL}
+
+/* An endpoint: its method, what it does ("cannot create the container:
+ * ..."), and its verdicts, the first that matches wins; the last is
+ * ANY_OTHER's (a verdict left out is a zeroed one: a success). */
+struct api_call {
+    const char *method;
+    const char *what;
+    struct verdict v[6];
+};
+
+static const struct verdict *judge(const struct api_call *api,
+                                   const struct dk_resp *rs)
+{
+    const struct verdict *v;
+
+    for (v = api->v; v->status != ANY_OTHER; v++)
+        if ((v->status == rs->status ||
+             (v->status == ANY_5XX && rs->status >= 500) ||
+             (v->status == RATED && dk_http_rate(rs))) &&
+            (v->has == NULL || strstr(rs->msg, v->has) != NULL))
+            return v;
+    return v;
+}
+
+/*
+ * One request of @api to the path that @path_fmt makes, with the JSON
+ * @body (or none), judged by @api's verdicts.  Returns 0 for a success,
+ * with the answer's JSON in *@obj when @obj is not NULL (NULL when there
+ * is none; put it); the code of a QUIET failure, with no error set; else
+ * the failure's code, with the daemon's message and the verdict's hint
+ * as the call's error (or the transport's error).  @rs, when not NULL,
+ * keeps the status (0: no answer) and the daemon's message; never a body.
+ */
+static ATP_PRINTF(8, 9) int dk_call(struct dk_http *h, atp_call *call,
+                                     const struct api_call *api,
+                                     const char *body, int uncancellable,
+                                     struct dk_resp *rs, json_object **obj,
+                                     const char *path_fmt, ...)
+{
+    struct dk_req rq = {0};
+    struct dk_resp own;
+    const struct verdict *v;
+    char path[2048];
+    va_list ap;
+    int rc, tries;
+
+    if (rs == NULL)
+        rs = &own;
+    if (obj)
+        *obj = NULL;
+    va_start(ap, path_fmt);
+    vsnprintf(path, sizeof(path), path_fmt, ap);
+    va_end(ap);
+    rq.method = api->method;
+    rq.path = path;
+    rq.body = body;
+    rq.uncancellable = uncancellable;
+    for (tries = 0;; tries++) {
+        struct timespec ts = {0, 100000000};
+
+        if ((rc = dk_http_do(h, call, &rq, rs)) != 0)
+            return rc;
+        v = judge(api, rs);
+        if (!(v->flags & AGAIN) || tries >= 50 ||
+            dk_ms_left(dk_host->deadline_ns(call)) == 0)
+            break;
+        dk_resp_free(rs);
+        nanosleep(&ts, NULL);
+    }
+    if (v->code == 0 && obj)
+        *obj = parse_body(rs);
+    else if (v->code != 0 && !(v->flags & QUIET))
+        rc = dk_http_fail(call, v->code, rs, api->what, v->hint);
+    else
+        rc = v->code;
+    dk_resp_free(rs);
     return rc;
 }
 
@@ -227,47 +346,37 @@ static const char *repo_digest(json_object *obj, const char *image)
     return first;
 }
 
+static const struct api_call image_inspect = {
+    "GET", "inspect the image",
+    {OK(200), OWN(404, ATP_E_NOTFOUND), FAIL(RATED, ATP_E_RATE),
+     FAIL(ANY_OTHER, ATP_E_BACKEND)}};
+
 int dk_api_image_inspect(struct dk_http *h, atp_call *call, const char *image,
                          char *id_out, char *digest_out)
 {
-    struct dk_req rq = {0};
-    struct dk_resp rs;
-    char path[1024];
+    json_object *obj;
+    const char *id, *digest;
     int rc;
 
-    snprintf(path, sizeof(path), "/images/%s/json", image);
-    rq.method = "GET";
-    rq.path = path;
-    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
+    if ((rc = dk_call(h, call, &image_inspect, NULL, 0, NULL, &obj,
+                      "/images/%s/json", image)) != 0)
         return rc;
-    if (rs.status == 200) {
-        json_object *obj = parse_body(&rs);
-        const char *id = get_str(obj, "Id");
-        const char *digest = obj ? repo_digest(obj, image) : NULL;
-
-        rc = 0;
-        /* Docker says "sha256:HEX"; some versions of Podman HEX alone. */
-        if (id_out && id && strlen(id) == 64 && strchr(id, ':') == NULL)
-            snprintf(id_out, 72, "sha256:%s", id);
-        else if (id_out && (id == NULL || strncmp(id, "sha256:", 7) != 0 ||
-                            strlen(id) > 71))
-            rc = dk_host->set_error(call, ATP_E_BACKEND, "the docker daemon "
-                                    "described image %s without a usable "
-                                    "Id", image);
-        else if (id_out)
-            snprintf(id_out, 72, "%s", id);
-        if (digest_out)
-            snprintf(digest_out, 256, "%s",
-                     digest && strlen(digest) < 256 ? digest : "");
-        json_object_put(obj);
-    } else if (rs.status == 404) {
-        rc = ATP_E_NOTFOUND;
-    } else {
-        rc = dk_http_fail(call, dk_http_rate(&rs) ? ATP_E_RATE
-                                                   : ATP_E_BACKEND,
-                          &rs, "inspect the image", NULL);
-    }
-    dk_resp_free(&rs);
+    id = get_str(obj, "Id");
+    digest = obj ? repo_digest(obj, image) : NULL;
+    /* Docker says "sha256:HEX"; some versions of Podman HEX alone. */
+    if (id_out && id && strlen(id) == 64 && strchr(id, ':') == NULL)
+        snprintf(id_out, 72, "sha256:%s", id);
+    else if (id_out && (id == NULL || strncmp(id, "sha256:", 7) != 0 ||
+                        strlen(id) > 71))
+        rc = dk_host->set_error(call, ATP_E_BACKEND, "the docker daemon "
+                                "described image %s without a usable Id",
+                                image);
+    else if (id_out)
+        snprintf(id_out, 72, "%s", id);
+    if (digest_out)
+        snprintf(digest_out, 256, "%s",
+                 digest && strlen(digest) < 256 ? digest : "");
+    json_object_put(obj);
     return rc;
 }
 
@@ -441,61 +550,48 @@ int dk_api_image_pull(struct dk_http *h, atp_call *call, const char *image)
 
 /* ---- networks ----------------------------------------------------------- */
 
+static const struct api_call network_inspect = {
+    "GET", "inspect a network",
+    {OK(200), OWN(404, ATP_E_NOTFOUND), FAIL(ANY_OTHER, ATP_E_BACKEND)}};
+
 int dk_api_network_exists(struct dk_http *h, atp_call *call,
                           const char *name)
 {
-    struct dk_req rq = {0};
-    struct dk_resp rs;
-    char path[256];
-    int rc;
-
-    snprintf(path, sizeof(path), "/networks/%s", name);
-    rq.method = "GET";
-    rq.path = path;
-    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
-        return rc;
-    rc = rs.status == 200 ? 0 : rs.status == 404 ? ATP_E_NOTFOUND
-                              : dk_http_fail(call, ATP_E_BACKEND, &rs,
-                                             "inspect a network", NULL);
-    dk_resp_free(&rs);
-    return rc;
+    return dk_call(h, call, &network_inspect, NULL, 0, NULL, NULL,
+                   "/networks/%s", name);
 }
 
 /* ---- containers --------------------------------------------------------- */
 
+/* Over a limit of the daemon or of what stands in front of it, or short
+ * of a resource for now: the batch slows its creations down and tries
+ * again. */
+#define REFUSING                                                            \
+    "the daemon is refusing new containers for now: lower -j or --rate, "   \
+    "or [backend.docker] max_concurrent / create_rate"
+
+static const struct api_call container_create = {
+    "POST", "create the container",
+    {OK(201),
+     OWN(404, ATP_E_NOTFOUND),
+     FAIL_HINT(429, ATP_E_RATE, REFUSING),
+     FAIL_HINT(ANY_5XX, ATP_E_RATE, REFUSING),
+     FAIL_HINT(400, ATP_E_PROVISION, "check cpus, memory_mib, network and "
+                                     "the mounts of [backend.docker]"),
+     FAIL(ANY_OTHER, ATP_E_PROVISION)}};
+
 int dk_api_create(struct dk_http *h, atp_call *call, const char *name,
                   const char *body, char *id_out)
 {
-    struct dk_req rq = {0};
     struct dk_resp rs;
-    char path[256];
-    int rc;
+    json_object *obj;
+    int rc = dk_call(h, call, &container_create, body, 0, &rs, &obj,
+                     "/containers/create?name=%s", name);
 
-    snprintf(path, sizeof(path), "/containers/create?name=%s", name);
-    rq.method = "POST";
-    rq.path = path;
-    rq.body = body;
-    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
-        return rc;
-    if (rs.status == 201)
-        rc = take_id(call, &rs, id_out, "create the container");
-    else if (rs.status == 404)
-        rc = dk_host->set_error(call, ATP_E_NOTFOUND, "%s", rs.msg);
-    else if (rs.status == 429 || rs.status >= 500)
-        /* Over a limit of the daemon or of what stands in front of it, or
-         * short of a resource for now: the batch slows its creations
-         * down and tries again. */
-        rc = dk_http_fail(call, ATP_E_RATE, &rs, "create the container",
-                          "the daemon is refusing new containers for now: "
-                          "lower -j or --rate, or [backend.docker] "
-                          "max_concurrent / create_rate");
-    else
-        rc = dk_http_fail(call, ATP_E_PROVISION, &rs, "create the container",
-                          rs.status == 400 ? "check cpus, memory_mib, "
-                                             "network and the mounts of "
-                                             "[backend.docker]"
-                                           : NULL);
-    dk_resp_free(&rs);
+    if (rc == 0)
+        return take_id(call, obj, id_out, container_create.what);
+    if (rs.status == 404) /* the daemon names the missing image */
+        return dk_host->set_error(call, ATP_E_NOTFOUND, "%s", rs.msg);
     return rc;
 }
 
@@ -515,109 +611,75 @@ static const char *start_hint(const char *msg)
     return NULL;
 }
 
+static const struct api_call container_start = {
+    "POST", "start the container",
+    {OK(204), OK(304), OWN(ANY_OTHER, ATP_E_PROVISION)}};
+
 int dk_api_start(struct dk_http *h, atp_call *call, const char *id,
                  char *why, size_t whylen)
 {
-    struct dk_req rq = {0};
     struct dk_resp rs;
-    char path[128];
+    const char *hint;
     int rc;
 
     if (why && whylen)
         why[0] = '\0'; /* nothing to add when the daemon did not answer */
-    snprintf(path, sizeof(path), "/containers/%s/start", id);
-    rq.method = "POST";
-    rq.path = path;
-    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
+    rc = dk_call(h, call, &container_start, NULL, 0, &rs, NULL,
+                 "/containers/%s/start", id);
+    if (rc == 0 || rs.status == 0)
         return rc;
-    if (rs.status != 204 && rs.status != 304) {
-        const char *hint = start_hint(rs.msg);
-
-        rc = dk_http_fail(call, ATP_E_PROVISION, &rs, "start the container",
-                          hint);
-        if (why)
-            snprintf(why, whylen, "cannot start the container: the docker "
-                     "daemon answered %ld: %s%s%s", rs.status, rs.msg,
-                     hint ? "; " : "", hint ? hint : "");
-    }
-    dk_resp_free(&rs);
-    return rc;
+    hint = start_hint(rs.msg);
+    if (why)
+        snprintf(why, whylen, "cannot start the container: the docker "
+                 "daemon answered %ld: %s%s%s", rs.status, rs.msg,
+                 hint ? "; " : "", hint ? hint : "");
+    return dk_http_fail(call, rc, &rs, container_start.what, hint);
 }
+
+/* 409 "removal already in progress", or a passing 5xx: the daemon
+ * finishes on its own; ask again until it is gone. */
+static const struct api_call container_remove = {
+    "DELETE", "remove the container",
+    {OK(204), OK(200), OK(404), RETRY(409, ATP_E_BACKEND),
+     RETRY(ANY_5XX, ATP_E_BACKEND), FAIL(ANY_OTHER, ATP_E_BACKEND)}};
 
 int dk_api_remove(struct dk_http *h, atp_call *call, const char *id)
 {
-    struct dk_req rq = {0};
-    struct dk_resp rs;
-    char path[128];
-    int rc, tries;
-
-    snprintf(path, sizeof(path), "/containers/%s?force=1&v=1", id);
-    rq.method = "DELETE";
-    rq.path = path;
-    rq.uncancellable = 1;
-    for (tries = 0;; tries++) {
-        if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
-            return rc;
-        if (rs.status == 204 || rs.status == 200 || rs.status == 404) {
-            dk_resp_free(&rs);
-            return 0;
-        }
-        /* 409 "removal already in progress", or a passing 5xx: the
-         * daemon finishes on its own; ask again until it is gone. */
-        if ((rs.status == 409 || rs.status >= 500) && tries < 50 &&
-            dk_ms_left(dk_host->deadline_ns(call)) != 0) {
-            struct timespec ts = {0, 100000000};
-
-            dk_resp_free(&rs);
-            nanosleep(&ts, NULL);
-            continue;
-        }
-        rc = dk_http_fail(call, ATP_E_BACKEND, &rs, "remove the container",
-                          NULL);
-        dk_resp_free(&rs);
-        return rc;
-    }
+    return dk_call(h, call, &container_remove, NULL, 1, NULL, NULL,
+                   "/containers/%s?force=1&v=1", id);
 }
+
+static const struct api_call container_kill = {
+    "POST", "kill the container",
+    {OK(204), OK(404), OK(409), {500, 0, 0, NULL, "not running"},
+     FAIL(ANY_OTHER, ATP_E_BACKEND)}};
 
 int dk_api_kill(struct dk_http *h, atp_call *call, const char *id,
                 const char *sig)
 {
-    struct dk_req rq = {0};
-    struct dk_resp rs;
-    char path[160];
-    int rc;
-
-    snprintf(path, sizeof(path), "/containers/%s/kill?signal=%s", id, sig);
-    rq.method = "POST";
-    rq.path = path;
-    rq.uncancellable = 1;
-    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
-        return rc;
-    if (rs.status != 204 && rs.status != 404 && rs.status != 409 &&
-        !(rs.status == 500 && strstr(rs.msg, "not running")))
-        rc = dk_http_fail(call, ATP_E_BACKEND, &rs, "kill the container",
-                          NULL);
-    dk_resp_free(&rs);
-    return rc;
+    return dk_call(h, call, &container_kill, NULL, 1, NULL, NULL,
+                   "/containers/%s/kill?signal=%s", id, sig);
 }
+
+static const struct api_call container_inspect = {
+    "GET", "inspect the container",
+    {OK(200), OWN(404, ATP_E_SANDBOX_DEAD), FAIL(ANY_OTHER, ATP_E_BACKEND)}};
 
 int dk_api_container_state(struct dk_http *h, atp_call *call,
                            const char *id, int *running, int *code)
 {
-    struct dk_req rq = {0};
     struct dk_resp rs;
     json_object *obj, *state, *v;
-    char path[128];
-    int rc;
+    int rc = dk_call(h, call, &container_inspect, NULL, 1, &rs, &obj,
+                     "/containers/%s/json", id);
 
-    snprintf(path, sizeof(path), "/containers/%s/json", id);
-    rq.method = "GET";
-    rq.path = path;
-    rq.uncancellable = 1;
-    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
+    if (rc && rs.status == 404)
+        return dk_host->set_error(call, ATP_E_SANDBOX_DEAD, "the container "
+                                  "%.12s is gone: its exit status is lost",
+                                  id);
+    if (rc)
         return rc;
-    obj = parse_body(&rs);
-    if (rs.status == 200 && json_object_object_get_ex(obj, "State", &state) &&
+    if (json_object_object_get_ex(obj, "State", &state) &&
         json_object_object_get_ex(state, "Running", &v)) {
         *running = json_object_get_boolean(v);
         *code = json_object_object_get_ex(state, "ExitCode", &v)
@@ -627,15 +689,11 @@ int dk_api_container_state(struct dk_http *h, atp_call *call,
             rc = dk_host->set_error(call, ATP_E_BACKEND, "the docker daemon "
                                     "says container %.12s stopped but gives "
                                     "no exit code for it", id);
-    } else if (rs.status == 404) {
-        rc = dk_host->set_error(call, ATP_E_SANDBOX_DEAD, "the container "
-                                "%.12s is gone: its exit status is lost", id);
     } else {
-        rc = dk_http_fail(call, ATP_E_BACKEND, &rs, "inspect the container",
+        rc = dk_http_fail(call, ATP_E_BACKEND, &rs, container_inspect.what,
                           NULL);
     }
     json_object_put(obj);
-    dk_resp_free(&rs);
     return rc;
 }
 
@@ -665,13 +723,15 @@ int dk_api_wait_result(atp_call *call, const struct dk_resp *rs, int *code,
     return rc;
 }
 
+static const struct api_call container_list = {
+    "GET", "list containers", {OK(200), FAIL(ANY_OTHER, ATP_E_BACKEND)}};
+
 int dk_api_list(struct dk_http *h, atp_call *call, const char *filters,
                 char ***ids)
 {
-    struct dk_req rq = {0};
     struct dk_resp rs;
     json_object *arr;
-    char path[1024], *ef;
+    char *ef;
     size_t i, n, k = 0;
     int rc;
 
@@ -679,16 +739,14 @@ int dk_api_list(struct dk_http *h, atp_call *call, const char *filters,
     ef = curl_easy_escape(h->easy, filters, 0);
     if (ef == NULL)
         return dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
-    snprintf(path, sizeof(path), "/containers/json?all=1&filters=%s", ef);
+    rc = dk_call(h, call, &container_list, NULL, 1, &rs, &arr,
+                 "/containers/json?all=1&filters=%s", ef);
     curl_free(ef);
-    rq.method = "GET";
-    rq.path = path;
-    rq.uncancellable = 1;
-    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
+    if (rc)
         return rc;
-    arr = parse_body(&rs);
-    if (rs.status != 200 || !json_object_is_type(arr, json_type_array)) {
-        rc = dk_http_fail(call, ATP_E_BACKEND, &rs, "list containers", NULL);
+    if (!json_object_is_type(arr, json_type_array)) {
+        rc = dk_http_fail(call, ATP_E_BACKEND, &rs, container_list.what,
+                          NULL);
         goto out;
     }
     n = json_object_array_length(arr);
@@ -711,112 +769,89 @@ int dk_api_list(struct dk_http *h, atp_call *call, const char *filters,
     }
 out:
     json_object_put(arr);
-    dk_resp_free(&rs);
     return rc;
 }
 
 /* ---- exec --------------------------------------------------------------- */
 
-static json_object *strv_json(const char *const *v)
-{
-    json_object *arr = json_object_new_array();
-    size_t i;
-
-    for (i = 0; arr && v && v[i]; i++)
-        json_object_array_add(arr, json_object_new_string(v[i]));
-    return arr;
-}
+/* The container stopped or went away (404, 409, or a 500 that says it is
+ * not running). */
+static const struct api_call exec_create = {
+    "POST", "create an exec",
+    {OK(201), OWN(404, ATP_E_SANDBOX_DEAD), OWN(409, ATP_E_SANDBOX_DEAD),
+     {500, ATP_E_SANDBOX_DEAD, QUIET, NULL, "running"},
+     FAIL(ANY_OTHER, ATP_E_BACKEND)}};
 
 int dk_api_exec_create(struct dk_http *h, atp_call *call, const char *cid,
                        const char *const *argv, const char *const *env,
                        const char *cwd, const char *user, int with_stdin,
                        int uncancellable, char *id_out)
 {
-    struct dk_req rq = {0};
     struct dk_resp rs;
-    json_object *o = json_object_new_object();
-    char path[128];
+    json_object *o = json_object_new_object(), *obj;
     int rc;
 
     if (o == NULL)
         return dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
-    json_object_object_add(o, "Cmd", strv_json(argv));
+    json_object_object_add(o, "Cmd", dk_strv_json(argv));
     json_object_object_add(o, "AttachStdin",
                            json_object_new_boolean(with_stdin));
     json_object_object_add(o, "AttachStdout", json_object_new_boolean(1));
     json_object_object_add(o, "AttachStderr", json_object_new_boolean(1));
     json_object_object_add(o, "Tty", json_object_new_boolean(0));
     if (env && env[0])
-        json_object_object_add(o, "Env", strv_json(env));
+        json_object_object_add(o, "Env", dk_strv_json(env));
     if (cwd)
         json_object_object_add(o, "WorkingDir", json_object_new_string(cwd));
     if (user)
         json_object_object_add(o, "User", json_object_new_string(user));
-    snprintf(path, sizeof(path), "/containers/%s/exec", cid);
-    rq.method = "POST";
-    rq.path = path;
-    rq.body = json_object_to_json_string_ext(
-        o, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
-    rq.uncancellable = uncancellable;
-    rc = dk_http_do(h, call, &rq, &rs);
+    rc = dk_call(h, call, &exec_create,
+                 json_object_to_json_string_ext(
+                     o, JSON_C_TO_STRING_PLAIN |
+                            JSON_C_TO_STRING_NOSLASHESCAPE),
+                 uncancellable, &rs, &obj, "/containers/%s/exec", cid);
     json_object_put(o);
-    if (rc)
-        return rc;
-    if (rs.status == 201)
-        rc = take_id(call, &rs, id_out, "create an exec");
-    else if (rs.status == 404 || rs.status == 409 ||
-             (rs.status == 500 && strstr(rs.msg, "running")))
-        rc = dk_host->set_error(call, ATP_E_SANDBOX_DEAD, "the container "
-                                "%.12s is not running any more (its ttl ran "
-                                "out, or it was stopped or removed): %s", cid,
-                                rs.msg);
-    else
-        rc = dk_http_fail(call, ATP_E_BACKEND, &rs, "create an exec", NULL);
-    dk_resp_free(&rs);
+    if (rc == 0)
+        return take_id(call, obj, id_out, exec_create.what);
+    if (rs.status != 0 && rc == ATP_E_SANDBOX_DEAD)
+        return dk_host->set_error(call, rc, "the container %.12s is not "
+                                  "running any more (its ttl ran out, or it "
+                                  "was stopped or removed): %s", cid,
+                                  rs.msg);
     return rc;
 }
+
+static const struct api_call exec_start = {
+    "POST", "start an exec",
+    {OK(200), OK(204), FAIL(404, ATP_E_SANDBOX_DEAD),
+     FAIL(409, ATP_E_SANDBOX_DEAD), FAIL(ANY_OTHER, ATP_E_BACKEND)}};
 
 int dk_api_exec_start_detached(struct dk_http *h, atp_call *call,
                                const char *eid)
 {
-    struct dk_req rq = {0};
-    struct dk_resp rs;
-    char path[128];
-    int rc;
-
-    snprintf(path, sizeof(path), "/exec/%s/start", eid);
-    rq.method = "POST";
-    rq.path = path;
-    rq.body = "{\"Detach\":true,\"Tty\":false}";
-    rq.uncancellable = 1;
-    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
-        return rc;
-    if (rs.status != 200 && rs.status != 204)
-        rc = dk_http_fail(call, rs.status == 404 || rs.status == 409
-                                    ? ATP_E_SANDBOX_DEAD
-                                    : ATP_E_BACKEND,
-                          &rs, "start an exec", NULL);
-    dk_resp_free(&rs);
-    return rc;
+    return dk_call(h, call, &exec_start, "{\"Detach\":true,\"Tty\":false}",
+                   1, NULL, NULL, "/exec/%s/start", eid);
 }
+
+static const struct api_call exec_inspect = {
+    "GET", "inspect the exec",
+    {OK(200), OWN(404, ATP_E_SANDBOX_DEAD), FAIL(ANY_OTHER, ATP_E_BACKEND)}};
 
 int dk_api_exec_inspect(struct dk_http *h, atp_call *call, const char *eid,
                         int *running, int *code)
 {
-    struct dk_req rq = {0};
     struct dk_resp rs;
     json_object *obj, *v;
-    char path[128];
-    int rc;
+    int rc = dk_call(h, call, &exec_inspect, NULL, 1, &rs, &obj,
+                     "/exec/%s/json", eid);
 
-    snprintf(path, sizeof(path), "/exec/%s/json", eid);
-    rq.method = "GET";
-    rq.path = path;
-    rq.uncancellable = 1;
-    if ((rc = dk_http_do(h, call, &rq, &rs)) != 0)
+    if (rc && rs.status == 404)
+        return dk_host->set_error(call, ATP_E_SANDBOX_DEAD, "the command's "
+                                  "exec record is gone: the container "
+                                  "stopped or was removed while it ran");
+    if (rc)
         return rc;
-    obj = parse_body(&rs);
-    if (rs.status == 200 && json_object_object_get_ex(obj, "Running", &v)) {
+    if (json_object_object_get_ex(obj, "Running", &v)) {
         *running = json_object_get_boolean(v);
         *code = -1;
         if (json_object_object_get_ex(obj, "ExitCode", &v) && v != NULL)
@@ -827,15 +862,9 @@ int dk_api_exec_inspect(struct dk_http *h, atp_call *call, const char *eid,
             rc = dk_host->set_error(call, ATP_E_BACKEND, "the docker daemon "
                                     "says the command ended but gives no "
                                     "exit code for it");
-    } else if (rs.status == 404) {
-        rc = dk_host->set_error(call, ATP_E_SANDBOX_DEAD, "the command's "
-                                "exec record is gone: the container stopped "
-                                "or was removed while it ran");
     } else {
-        rc = dk_http_fail(call, ATP_E_BACKEND, &rs, "inspect the exec", NULL);
+        rc = dk_http_fail(call, ATP_E_BACKEND, &rs, exec_inspect.what, NULL);
     }
     json_object_put(obj);
-    dk_resp_free(&rs);
     return rc;
 }
-

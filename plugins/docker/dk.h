@@ -346,6 +346,9 @@ int dk_api_exec_start_detached(struct dk_http *h, atp_call *call,
 int dk_api_exec_inspect(struct dk_http *h, atp_call *call, const char *eid,
                         int *running, int *code);
 
+/* A JSON array of the strings of the NULL-terminated @v (NULL: empty). */
+json_object *dk_strv_json(const char *const *v);
+
 void dk_strv_free(char **v);
 
 /* ---- exec.c ------------------------------------------------------------ */
@@ -361,6 +364,22 @@ int dk_exec(atp_call *call, void *session, const atp_exec_spec *spec,
  * watchdog that kills its process group after that many seconds; with
  * @usage, the wrapper then reports the container's cgroup usage on
  * stderr.  The strings are borrowed; free the array.
+ *
+ * Why exec.c has shells of its own (this one, the session's sweeping and
+ * measuring shells) besides the core's wrapper: the command's process
+ * group is announced by the core's wrapper (ATP_CAP_GROUP_SIGNALS), and
+ * the plugin has no marker of its own for it.  What these shells do is
+ * what only a container needs, and the core's wrapper, the same on every
+ * backend, has no place for a backend's steps before or after the
+ * command: a run path's container has no TTL and outlives an atp that
+ * dies, so a watchdog in it ends the command; what a session command
+ * leaves running in its container is killed from the command's own exec
+ * (a second exec would cost a runc start after every command); and the
+ * container's cgroup usage is read inside it after the command (a
+ * one-shot container's cgroup is gone by the time the API could be
+ * asked).  They report on stderr after a record separator
+ * ("\036atp-usage", "\036atp-held"), the only way back from inside an
+ * exec without another request, and filter_stderr() takes that off.
  */
 const char **dk_wrap_argv(const char *const *argv, long long ttl_s,
                           int usage);

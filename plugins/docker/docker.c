@@ -251,16 +251,6 @@ static int check(atp_call *call, void *backend)
 
 static void session_free(void *session);
 
-static json_object *strv_json(const char *const *v)
-{
-    json_object *arr = json_object_new_array();
-    size_t i;
-
-    for (i = 0; arr && v && v[i]; i++)
-        json_object_array_add(arr, json_object_new_string(v[i]));
-    return arr;
-}
-
 static void add_str(json_object *o, const char *k, const char *v)
 {
     json_object_object_add(o, k, json_object_new_string(v));
@@ -296,17 +286,17 @@ static json_object *create_body(struct dk_session *s, const char *const *cmd,
     }
     add_str(o, "Image", s->image_id[0] ? s->image_id : s->image);
     if (cmd) {
-        json_object_object_add(o, "Entrypoint", strv_json(cmd));
+        json_object_object_add(o, "Entrypoint", dk_strv_json(cmd));
     } else {
         const char *idle[] = {"sleep", ttl, NULL};
 
         snprintf(ttl, sizeof(ttl), "%lld", s->ttl_s);
-        json_object_object_add(o, "Entrypoint", strv_json(idle));
+        json_object_object_add(o, "Entrypoint", dk_strv_json(idle));
     }
     json_object_object_add(o, "Cmd", json_object_new_array());
     /* A command's environment is whole (the core merged it); an idle
      * container's is the session's. */
-    json_object_object_add(o, "Env", exec_env ? strv_json(exec_env)
+    json_object_object_add(o, "Env", exec_env ? dk_strv_json(exec_env)
                                               : json_object_get(s->env));
     add_str(o, "WorkingDir", cwd ? cwd : s->sb_workdir);
     add_str(o, "User", s->user);
@@ -577,7 +567,7 @@ static int session_fill(atp_call *call, struct dk_session *s,
     s->workdir = strdup(spec->workdir);
     s->sb_workdir = strdup(sbwd);
     s->user = strdup(b->user ? b->user : user);
-    s->env = strv_json(spec->env);
+    s->env = dk_strv_json(spec->env);
     if (!s->run_id || !s->image || !s->workdir || !s->sb_workdir ||
         !s->user || !s->env)
         return dk_host->set_error(call, ATP_E_NOMEM, "out of memory");

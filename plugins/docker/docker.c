@@ -650,6 +650,7 @@ static int session_close(atp_call *call, void *session)
 
     if (s->closed)
         return 0;
+    dk_runner_stop(s);
     rc = dk_container_remove(call, s);
     if (rc == 0)
         s->closed = 1;
@@ -662,6 +663,7 @@ static void session_free(void *session)
 
     if (s == NULL)
         return;
+    dk_runner_stop(s);
     dk_http_abandon(&s->sweep); /* the container is gone: so is the sweep */
     dk_http_free(&s->sweep);
     dk_resp_free(&s->sweep_rs);

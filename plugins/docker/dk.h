@@ -362,9 +362,15 @@ struct dk_runner {
     struct dk_hijack hj;
     struct dk_demux dm;
     char mark[32]; /* "\036atp-NONCE " */
+    char eid[72];  /* its exec's id */
     int up;        /* hj is a live runner between two commands */
     int off;       /* the container cannot host one: an exec per command */
 };
+
+/* Start the session's runner now (at the session's start), so that its
+ * first command does not wait for it.  0 also when the container cannot
+ * host one. */
+int dk_runner_prepare(atp_call *call, struct dk_session *s);
 
 /* Stop the session's runner, if any (before the container goes). */
 void dk_runner_stop(struct dk_session *s);

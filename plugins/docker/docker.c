@@ -634,6 +634,8 @@ static int session_open(atp_call *call, void *backend,
             goto fail;
         if (b->copy && (rc = prepare_copy_workdir(call, s)) != 0)
             goto fail;
+        if ((rc = dk_runner_prepare(call, s)) != 0)
+            goto fail;
     }
     *out = s;
     return 0;

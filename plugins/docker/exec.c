@@ -244,7 +244,9 @@ static const char runner_script[] =
     "while IFS= read -r l; do eval \"$l\"; done";
 
 #define RUNNER_HELLO_MAX 128
-#define RUNNER_LATE_NS 200000000LL /* see take_runner_record() */
+/* An end this long after the exit: something outlived the command (as
+ * INSPECT_AFTER_NS for an exec's own end). */
+#define RUNNER_LATE_NS 1000000000LL
 
 /* Close the runner's connection: it reads the end of its input and exits
  * after the command it runs, if any. */
@@ -258,6 +260,18 @@ static void runner_drop(struct dk_session *s)
 void dk_runner_stop(struct dk_session *s)
 {
     runner_drop(s);
+}
+
+static int runner_start(atp_call *call, struct dk_session *s);
+
+int dk_runner_prepare(atp_call *call, struct dk_session *s)
+{
+    int rc;
+
+    if (s->runner.up || s->runner.off || s->one_shot)
+        return 0;
+    rc = runner_start(call, s);
+    return rc == 1 ? 0 : rc;
 }
 
 /* Between two commands the runner says nothing: anything there (its end,
@@ -354,6 +368,7 @@ static int runner_start(atp_call *call, struct dk_session *s)
                             0, eid);
     if (rc)
         return rc;
+    memcpy(rn->eid, eid, sizeof(rn->eid));
     snprintf(path, sizeof(path), "/exec/%s/start", eid);
     rc = dk_hijack_open(&rn->hj, &s->http, call, path,
                         "{\"Detach\":false,\"Tty\":false}", &rs);
@@ -501,6 +516,7 @@ struct run {
     /* the end */
     int eof, broken, term_pending, stopped;
     int signalled; /* a TERM or KILL of the schedule was delivered */
+    int last_sig;  /* ...the last of them */
     /* exec path: the command's own process seen to exit while something
      * it started still holds its output (exec inspect, now and then) */
     int exited, code;
@@ -758,8 +774,10 @@ static void act(struct run *r, int due)
 {
     struct dk_session *s = r->s;
 
-    if (due == ATP_DUE_TERM || due == ATP_DUE_KILL)
+    if (due == ATP_DUE_TERM || due == ATP_DUE_KILL) {
         r->signalled = 1;
+        r->last_sig = due == ATP_DUE_KILL ? SIGKILL : SIGTERM;
+    }
     if (due == ATP_DUE_TERM) {
         /* Without a group yet, the TERM waits for its announcement. */
         r->term_pending = signal_group(r, SIGTERM) == ATP_E_NOTFOUND;
@@ -925,21 +943,53 @@ static int pump(struct run *r)
 static int await_removal(struct run *r, int *code, int *ended);
 
 /*
- * The runner's command: its exit record, or, when the runner's stream
- * ended before it, the container's state: the container stopped (the
- * session is dead), or something killed the runner, and the command
- * with it (its group's leader had the runner's shell for a parent).
+ * The runner's command: its exit record; or, when the runner's stream
+ * ended before it, the runner's exec, watched under the schedule until
+ * it ends (after the command: its input went with the stream), as an
+ * exec's is.  Then: the schedule's signal ended the command; or the
+ * container stopped (the session is dead); or something killed the
+ * runner, and the command with it (the group's leader had the runner's
+ * shell for a parent); or only the stream was cut, and the exit code
+ * with it.
  */
 static int runner_exit(struct run *r, int *code, int *ended)
 {
     struct dk_session *s = r->s;
-    int running = 1, ccode = -1, rc;
+    int running = 1, rcode = -1, ccode = -1, rc;
+    long pause = 1;
 
     *ended = 1;
     if (r->exited) {
         *code = r->code;
         return 0;
     }
+    for (;;) {
+        int64_t wait;
+
+        rc = dk_api_exec_inspect(&s->http, r->call, r->eid, &running, &rcode);
+        if (rc || !running)
+            break;
+        wait = schedule(r);
+        if (r->stopped) {
+            *ended = 0;
+            return 0;
+        }
+        if (pause > wait)
+            pause = (long)wait;
+        if (pause > 0) {
+            struct timespec ts = {pause / 1000, (pause % 1000) * 1000000};
+
+            nanosleep(&ts, NULL);
+        }
+        if (pause < 100)
+            pause = pause ? pause * 2 : 1;
+    }
+    if (r->signalled && (rc == 0 || rc == ATP_E_SANDBOX_DEAD)) {
+        *code = 128 + r->last_sig;
+        return 0;
+    }
+    if (rc)
+        return rc;
     rc = dk_api_container_state(&s->http, r->call, s->id, &running, &ccode);
     if (rc == 0 && !running)
         rc = dk_host->set_error(r->call, ATP_E_SANDBOX_DEAD, "the container "
@@ -949,6 +999,11 @@ static int runner_exit(struct run *r, int *code, int *ended)
         s->dead = 1;
     if (rc)
         return rc;
+    if (rcode < 128)
+        return dk_host->set_error(r->call, ATP_E_BACKEND, "the output stream "
+                                  "of the command in container %.12s was "
+                                  "cut before its end: its exit code is "
+                                  "lost", s->id);
     dk_host->log(r->call, ATP_LOG_WARN, "the command runner in container "
                  "%.12s was killed while the command ran: the command "
                  "counts as killed", s->id);
@@ -1159,6 +1214,7 @@ static int start_runner_path(struct run *r, const char *const *argv)
     /* The runner's connection is the command's until its end records. */
     r->hj = s->runner.hj;
     r->dm = s->runner.dm;
+    memcpy(r->eid, s->runner.eid, sizeof(r->eid));
     memset(&s->runner.hj, 0, sizeof(s->runner.hj));
     s->runner.hj.fd = CURL_SOCKET_BAD;
     s->runner.up = 0;

@@ -1,9 +1,14 @@
 /*
  * plugins/docker/exec.c - running one command in a container.
  *
- * Two paths, one pump:
- *   - exec path (sessions): POST /containers/{id}/exec, then the exec's
- *     start request hijacked; the exit code from GET /exec/{id}/json.
+ * Three paths, one pump:
+ *   - runner path (a session's commands in the core's wrapper, without
+ *     stdin): a line to the session's resident runner, an exec started
+ *     with the session; output, exit code and end come in band on its
+ *     stream (runner_script).  No request to the daemon, no runc exec.
+ *   - exec path (other session commands, or an image where no runner
+ *     starts): POST /containers/{id}/exec, then the exec's start request
+ *     hijacked; the exit code from GET /exec/{id}/json.
  *   - run path (one-shot): the command is the container's own process;
  *     create, attach (hijacked) before start, start, and the exit code
  *     from a wait for the self-removing container's removal sent before
@@ -89,7 +94,8 @@ static const char watchdog_usage[] =
  * group leaves this shell be: the command decides its end, and its
  * status is this exec's.  The scan runs twice: a process caught between
  * its setsid and its exec on the first pass shows its marker on the
- * second.  The command shares its container's cgroup with
+ * second; one that started before this shell cannot carry its marker,
+ * and its environment is not read (a tr and a grep each).  The command shares its container's cgroup with
  * the commands before it: the shell reads the cgroup before and after
  * the command and reports both (usage_flush() takes the difference).
  */

@@ -355,6 +355,29 @@ void dk_strv_free(char **v);
 
 struct dk_session;
 
+/*
+ * A session's resident command runner (exec.c): one exec, started at the
+ * first command, whose stdin takes the commands and whose stream carries
+ * their output and, after a record separator and the runner's nonce,
+ * their exit codes and ends.
+ */
+struct dk_runner {
+    struct dk_hijack hj;
+    struct dk_demux dm;
+    char mark[32]; /* "\036atp-NONCE " */
+    char eid[72];  /* its exec's id */
+    int up;        /* hj is a live runner between two commands */
+    int off;       /* the container cannot host one: an exec per command */
+};
+
+/* Start the session's runner now (at the session's start), so that its
+ * first command does not wait for it.  0 also when the container cannot
+ * host one. */
+int dk_runner_prepare(atp_call *call, struct dk_session *s);
+
+/* Stop the session's runner, if any (before the container goes). */
+void dk_runner_stop(struct dk_session *s);
+
 /* The ops' exec(): see atp_plugin_ops.exec. */
 int dk_exec(atp_call *call, void *session, const atp_exec_spec *spec,
             atp_exec_outcome *out);
@@ -427,6 +450,7 @@ struct dk_session {
     struct dk_http sweep;
     struct dk_resp sweep_rs;
     char sweep_path[128];
+    struct dk_runner runner; /* exec.c */
     char *run_id;
     char *image;       /* the name configured */
     char image_id[72]; /* what it resolved to: containers are made from it */

@@ -719,6 +719,8 @@ static int session_open(atp_call *call, void *backend,
             goto fail;
         if (b->copy && (rc = prepare_copy_workdir(call, s)) != 0)
             goto fail;
+        if ((rc = dk_runner_prepare(call, s)) != 0)
+            goto fail;
     }
     *out = s;
     return 0;
@@ -735,6 +737,7 @@ static int session_close(atp_call *call, void *session)
 
     if (s->closed)
         return 0;
+    dk_runner_stop(s);
     rc = dk_container_remove(call, s);
     if (rc == 0 && s->unsure[0]) {
         /* A create whose answer was lost: made since, it goes now; not
@@ -762,6 +765,7 @@ static void session_free(void *session)
 
     if (s == NULL)
         return;
+    dk_runner_stop(s);
     dk_http_abandon(&s->sweep); /* the container is gone: so is the sweep */
     dk_http_free(&s->sweep);
     dk_resp_free(&s->sweep_rs);

@@ -1,9 +1,14 @@
 /*
  * plugins/docker/exec.c - running one command in a container.
  *
- * Two paths, one pump:
- *   - exec path (sessions): POST /containers/{id}/exec, then the exec's
- *     start request hijacked; the exit code from GET /exec/{id}/json.
+ * Three paths, one pump:
+ *   - runner path (a session's commands in the core's wrapper, without
+ *     stdin): a line to the session's resident runner, an exec started
+ *     with the session; output, exit code and end come in band on its
+ *     stream (runner_script).  No request to the daemon, no runc exec.
+ *   - exec path (other session commands, or an image where no runner
+ *     starts): POST /containers/{id}/exec, then the exec's start request
+ *     hijacked; the exit code from GET /exec/{id}/json.
  *   - run path (one-shot): the command is the container's own process;
  *     create, attach (hijacked) before start, start, and the exit code
  *     from a wait for the self-removing container's removal sent before
@@ -63,7 +68,7 @@ static const char watchdog[] =
 /*
  * The same for a container whose cgroup goes with its command (the run
  * path): after the command, the shell reads what the container used and
- * writes it on stderr after a record separator, where filter_stderr()
+ * writes it on stderr after a record separator, where filter()
  * takes it off; then it exits with the command's status.  A TERM for the
  * command's group reaches this shell too: it leaves it be, the command
  * decides its end.
@@ -84,30 +89,36 @@ static const char watchdog_usage[] =
  * its ATP_EXEC_ID, in the same exec: no second exec (a second runc start,
  * as long as the command's own on a busy daemon) after every command.
  * What still holds the command's output is left to the core's drain, and
- * said on stderr after a record separator (filter_stderr() takes the
+ * said on stderr after a record separator (filter() takes the
  * line off): the plugin's sweep then follows.  A TERM or INT for the
  * group leaves this shell be: the command decides its end, and its
  * status is this exec's.  The scan runs twice: a process caught between
  * its setsid and its exec on the first pass shows its marker on the
- * second.  The command shares its container's cgroup with
+ * second; one that started before this shell cannot carry its marker,
+ * and its environment is not read (a tr and a grep each).  The command shares its container's cgroup with
  * the commands before it: the shell reads the cgroup before and after
  * the command and reports both (usage_flush() takes the difference).
  */
-static const char sweeping[] =
-    "s=$1; shift; " READ_USAGE "u0=${u:--1}; m0=${m:--1}; "
-    "trap : TERM INT; (eval \"$s\"); c=$?; " READ_USAGE "h=; "
-    "x=${ATP_EXEC_ID:+ATP_EXEC_ID=$ATP_EXEC_ID}; "
-    "for r in 1 2; do for p in /proc/[0-9]*; do q=${p#/proc/}; "
-    "[ \"$q\" = $$ ] || [ \"$q\" = 1 ] && continue; "
-    "{ read -r st <\"$p/stat\"; } 2>/dev/null || continue; "
-    "set -- ${st##*) }; "
-    "if [ \"$3\" = $$ ] || { [ -n \"$x\" ] && { tr '\\000' '\\n' "
-    "<\"$p/environ\"; } 2>/dev/null | grep -qx \"$x\"; }; then "
-    "[ \"$p/fd/1\" -ef /proc/$$/fd/1 ] || [ \"$p/fd/2\" -ef /proc/$$/fd/2 ] "
-    "&& h=1 || kill -s KILL \"$q\" 2>/dev/null; fi; done; done; "
-    "printf '\\036atp-usage %s %s %s %s\\n' \"${u:--1}\" \"${m:--1}\" "
-    "\"$u0\" \"$m0\" >&2; "
-    "[ -z \"$h\" ] || printf '\\036atp-held\\n' >&2; exit $c";
+#define SWEEPING(skip)                                                     \
+    "s=$1; shift; " READ_USAGE "u0=${u:--1}; m0=${m:--1}; "                \
+    "trap : TERM INT; (eval \"$s\"); c=$?; " READ_USAGE "h=; "             \
+    "x=${ATP_EXEC_ID:+ATP_EXEC_ID=$ATP_EXEC_ID}; t=0; "                     \
+    "{ read -r st </proc/$$/stat; } 2>/dev/null && "                       \
+    "{ set -- ${st##*) }; t=${20:-0}; }; "                                 \
+    "for r in 1 2; do for p in /proc/[0-9]*; do q=${p#/proc/}; "           \
+    "[ \"$q\" = $$ ] || [ \"$q\" = 1 ] && continue; "                      \
+    "{ read -r st <\"$p/stat\"; } 2>/dev/null || continue; "               \
+    "set -- ${st##*) }; " skip                                             \
+    "if [ \"$3\" = $$ ] || { [ -n \"$x\" ] && [ \"${20:-0}\" -ge \"$t\" ] && "  \
+    "{ tr '\\000' '\\n' "                                                  \
+    "<\"$p/environ\"; } 2>/dev/null | grep -qx \"$x\"; }; then "           \
+    "[ \"$p/fd/1\" -ef /proc/$$/fd/1 ] || [ \"$p/fd/2\" -ef /proc/$$/fd/2 ] "\
+    "&& h=1 || kill -s KILL \"$q\" 2>/dev/null; fi; done; done; "          \
+    "printf '\\036atp-usage %s %s %s %s\\n' \"${u:--1}\" \"${m:--1}\" "    \
+    "\"$u0\" \"$m0\" >&2; "                                                \
+    "[ -z \"$h\" ] || printf '\\036atp-held\\n' >&2; exit $c"
+
+static const char sweeping[] = SWEEPING("");
 
 /* argv with the sweep above around it, or NULL when argv is not the
  * core's wrapper (then the sweep is a second exec, sweep()). */
@@ -194,6 +205,296 @@ static const char **wrap_session(const char *const *argv)
     return v;
 }
 
+/*
+ * The session's command runner: one exec per session, started at its
+ * first command (and again after one died), that runs every command of
+ * the core's wrapper after it; a command then costs no request to the
+ * daemon and no runc exec.  $1: the sweeping shell for its commands.
+ * Its stdin takes a line with a nonce, then one line per command,
+ *   c 'CWD' 'SCRIPT' 'COMMAND' 'KEY=VALUE'...
+ * (newlines as '"$L"'); for each, it runs the sweeping shell under
+ * setsid, with the environment and directory given and stdin from
+ * /dev/null, its stdout and stderr on pipes of their own copied to the
+ * runner's, and writes after a record separator and the nonce:
+ *   on the command's stderr, when the sweeping shell (the group leader)
+ *   has exited:  "exit CODE" (128+N for a death by signal N, as docker
+ *   says it), after everything the command's own processes wrote there;
+ *   on the runner's stdout and stderr, once nothing holds the command's
+ *   output any more:  "end".
+ * So stdout and stderr stay apart, the exit code is exact, the drain
+ * applies once the exit is known, and nothing a command left writing can
+ * reach the next one's output.  The runner is in a group of its own (the
+ * exec's), which the sweeping shell's scan leaves alone ($k).  The
+ * shell that waits for the command has its stderr on /dev/null: a shell
+ * may say "Killed" there.  Without setsid in the image, the runner says
+ * "unusable" and the session execs each command (start_exec_path()).
+ */
+static const char runner_sweeping[] =
+    "k=$1; shift; " SWEEPING("[ \"$3\" = \"$k\" ] && continue; ");
+
+static const char runner_script[] =
+    "W=$1; L='\n'; k=; { read -r st </proc/$$/stat; } 2>/dev/null && "
+    "{ set -- ${st##*) }; k=$3; }; IFS= read -r n || exit 0; "
+    "command -v setsid >/dev/null 2>&1 || "
+    "{ printf '\\036atp-%s unusable\\n' \"$n\"; exit 0; }; "
+    "c() { d=$1 s=$2 x=$3; shift 3; { { { { ( cd -- \"$d\" 2>/dev/null || "
+    "{ printf 'atp: cannot change to directory %s in the container: no "
+    "such directory\\n' \"$d\" >&2; exit 126; }; "
+    "for e; do export \"$e\"; done; "
+    "exec setsid /bin/sh -c \"$W\" atp \"$k\" \"$s\" \"$x\" ) "
+    "</dev/null 2>&5 5>&-; printf '\\036atp-%s exit %s\\n' \"$n\" $? >&5; "
+    "} 5>&2 2>/dev/null; } 2>&1 1>&3 3>&- | cat >&2; } 3>&1 | cat; }; "
+    "printf '\\036atp-%s end\\n' \"$n\"; "
+    "printf '\\036atp-%s end\\n' \"$n\" >&2; }; "
+    "printf '\\036atp-%s ready\\n' \"$n\"; "
+    "while IFS= read -r l; do eval \"$l\"; done";
+
+#define RUNNER_HELLO_MAX 128
+/* An end this long after the exit: something outlived the command (as
+ * INSPECT_AFTER_NS for an exec's own end). */
+#define RUNNER_LATE_NS 1000000000LL
+
+/* Close the runner's connection: it reads the end of its input and exits
+ * after the command it runs, if any. */
+static void runner_drop(struct dk_session *s)
+{
+    if (s->runner.hj.easy)
+        dk_hijack_close(&s->runner.hj);
+    s->runner.up = 0;
+}
+
+void dk_runner_stop(struct dk_session *s)
+{
+    runner_drop(s);
+}
+
+static int runner_start(atp_call *call, struct dk_session *s);
+
+int dk_runner_prepare(atp_call *call, struct dk_session *s)
+{
+    int rc;
+
+    if (s->runner.up || s->runner.off || s->one_shot)
+        return 0;
+    rc = runner_start(call, s);
+    return rc == 1 ? 0 : rc;
+}
+
+/* Between two commands the runner says nothing: anything there (its end,
+ * or bytes out of turn) means it cannot be trusted with the next one. */
+static int runner_gone(struct dk_session *s)
+{
+    struct dk_hijack *hj = &s->runner.hj;
+    struct pollfd p = {hj->fd, POLLIN, 0};
+    char c;
+
+    if (hj->off < hj->len)
+        return 1;
+    if (poll(&p, 1, 0) <= 0)
+        return 0;
+    return dk_hijack_recv(hj, &c, 1) != DK_AGAIN;
+}
+
+/* Write all of @p to the runner, within the daemon's api timeout. */
+static int runner_send(atp_call *call, struct dk_session *s, const char *p,
+                       size_t len)
+{
+    int64_t until = dk_host->now_ns() + s->http.api_timeout_ms * 1000000;
+
+    while (len > 0) {
+        long n = dk_hijack_send(&s->runner.hj, p, len);
+        struct pollfd pf = {s->runner.hj.fd, POLLOUT, 0};
+
+        if (n == DK_AGAIN) {
+            if (dk_host->now_ns() >= until)
+                return ATP_E_TIMEOUT;
+            poll(&pf, 1, 200);
+            continue;
+        }
+        if (n < 0)
+            return ATP_E_BACKEND;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+struct hello {
+    char buf[RUNNER_HELLO_MAX];
+    size_t len;
+};
+
+static int on_hello(void *ctx, int stream, const void *buf, size_t len)
+{
+    struct hello *h = ctx;
+
+    if (stream != ATP_STDOUT)
+        return 0;
+    if (len > sizeof(h->buf) - 1 - h->len)
+        len = sizeof(h->buf) - 1 - h->len;
+    memcpy(h->buf + h->len, buf, len);
+    h->len += len;
+    h->buf[h->len] = '\0';
+    return 0;
+}
+
+static void make_nonce(char *out, size_t n)
+{
+    unsigned char raw[8];
+    FILE *f = fopen("/dev/urandom", "rb");
+    size_t i, got = 0;
+
+    if (f) {
+        got = fread(raw, 1, sizeof(raw), f);
+        fclose(f);
+    }
+    for (i = got; i < sizeof(raw); i++)
+        raw[i] = (unsigned char)((uint64_t)dk_host->now_ns() >> (i * 5));
+    for (i = 0; i < sizeof(raw) && 2 * i + 2 < n; i++)
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+}
+
+/*
+ * Start the session's runner and wait for its word.  Returns 0 when it is
+ * up, 1 when the container cannot host one (the session then execs each
+ * command), or an error.
+ */
+static int runner_start(atp_call *call, struct dk_session *s)
+{
+    const char *argv[] = {"/bin/sh", "-c", runner_script, "atp",
+                          runner_sweeping, NULL};
+    int64_t until = dk_host->now_ns() + s->http.api_timeout_ms * 1000000;
+    struct dk_runner *rn = &s->runner;
+    struct hello h = {"", 0};
+    struct dk_resp rs;
+    char eid[72], path[128], nonce[24] = "", line[32], want[64];
+    int rc;
+
+    rc = dk_api_exec_create(&s->http, call, s->id, argv, NULL, "/", NULL, 1,
+                            0, eid);
+    if (rc)
+        return rc;
+    memcpy(rn->eid, eid, sizeof(rn->eid));
+    snprintf(path, sizeof(path), "/exec/%s/start", eid);
+    rc = dk_hijack_open(&rn->hj, &s->http, call, path,
+                        "{\"Detach\":false,\"Tty\":false}", &rs);
+    if (rc == 0 && rs.status != 101 && rs.status != 200) {
+        rc = dk_http_fail(call, rs.status == 404 || rs.status == 409
+                                    ? ATP_E_SANDBOX_DEAD
+                                    : ATP_E_BACKEND,
+                          &rs, "start the session's command runner", NULL);
+        dk_hijack_close(&rn->hj);
+    }
+    if (rc)
+        return rc;
+    make_nonce(nonce, sizeof(nonce));
+    snprintf(rn->mark, sizeof(rn->mark), "\036atp-%s ", nonce);
+    dk_demux_init(&rn->dm);
+    snprintf(line, sizeof(line), "%s\n", nonce);
+    if (runner_send(call, s, line, strlen(line)) != 0)
+        goto lost;
+    while (memchr(h.buf, '\n', h.len) == NULL && h.len < sizeof(h.buf) - 1) {
+        char buf[4096];
+        long n = dk_hijack_recv(&rn->hj, buf, sizeof(buf));
+        struct pollfd p = {rn->hj.fd, POLLIN, 0};
+
+        if (n == DK_AGAIN) {
+            if (dk_host->cancelled(call)) {
+                runner_drop(s);
+                return dk_host->set_error(call, ATP_E_CANCELLED,
+                                          "cancelled");
+            }
+            if (dk_host->now_ns() >= until) {
+                runner_drop(s);
+                return dk_host->set_error(call, ATP_E_TIMEOUT, "the "
+                                          "command runner in container "
+                                          "%.12s did not start in time",
+                                          s->id);
+            }
+            poll(&p, 1, 200);
+            continue;
+        }
+        if (n <= 0 ||
+            dk_demux_feed(&rn->dm, buf, (size_t)n, on_hello, &h) != 0)
+            goto lost;
+    }
+    snprintf(want, sizeof(want), "%sready\n", rn->mark);
+    if (strcmp(h.buf, want) == 0) {
+        rn->up = 1;
+        return 0;
+    }
+lost:
+    /* Whatever stops it (no setsid in the image, a /bin/sh that is not a
+     * POSIX shell), the commands then go the way that needs none of it. */
+    snprintf(want, sizeof(want), "%sunusable\n", rn->mark);
+    dk_host->log(call, ATP_LOG_DEBUG, "container %.12s %s: an exec per "
+                 "command", s->id, strcmp(h.buf, want) == 0
+                                       ? "has no setsid"
+                                       : "cannot host a command runner");
+    runner_drop(s);
+    rn->off = 1;
+    return 1;
+}
+
+/* @s single-quoted for the runner's shell, on one line. */
+static int put_quoted(char **p, size_t *len, size_t *cap, const char *s)
+{
+    size_t need = *len + 4 + strlen(s) * 6; /* and a newline */
+    char *o;
+
+    if (need > *cap) {
+        size_t ncap = need * 2;
+        char *np = realloc(*p, ncap);
+
+        if (np == NULL)
+            return -1;
+        *p = np;
+        *cap = ncap;
+    }
+    o = *p + *len;
+    *o++ = ' ';
+    *o++ = '\'';
+    for (; *s; s++) {
+        if (*s == '\'') {
+            memcpy(o, "'\\''", 4);
+            o += 4;
+        } else if (*s == '\n') {
+            memcpy(o, "'\"$L\"'", 6);
+            o += 6;
+        } else {
+            *o++ = *s;
+        }
+    }
+    *o++ = '\'';
+    *len = (size_t)(o - *p);
+    return 0;
+}
+
+/* The runner's line for a command of the core's wrapper. */
+static char *runner_line(const char *const *argv, const char *cwd,
+                         const char *const *envp, size_t *len_out)
+{
+    size_t len = 1, cap = 256;
+    char *p = malloc(cap);
+    size_t i;
+
+    if (p == NULL)
+        return NULL;
+    p[0] = 'c';
+    if (put_quoted(&p, &len, &cap, cwd) || put_quoted(&p, &len, &cap, argv[2]) ||
+        put_quoted(&p, &len, &cap, argv[4]))
+        goto nomem;
+    for (i = 0; envp && envp[i]; i++)
+        if (put_quoted(&p, &len, &cap, envp[i]))
+            goto nomem;
+    p[len++] = '\n';
+    *len_out = len;
+    return p;
+nomem:
+    free(p);
+    return NULL;
+}
+
 struct run {
     atp_call *call;
     struct dk_session *s;
@@ -214,16 +515,25 @@ struct run {
     int usage;             /* the wrapper reports usage on stderr */
     char tail[128];        /* stderr held back: maybe that report */
     size_t tail_len;
+    char otail[128];       /* stdout held back: maybe the runner's end */
+    size_t otail_len;
     int64_t cpu_ns, peak;  /* what it reported, -1: nothing */
     int64_t cpu0, peak0;   /* a session's: the same before the command */
     /* the end */
     int eof, broken, term_pending, stopped;
     int signalled; /* a TERM or KILL of the schedule was delivered */
+    int last_sig;  /* ...the last of them */
     /* exec path: the command's own process seen to exit while something
      * it started still holds its output (exec inspect, now and then) */
     int exited, code;
     int64_t next_inspect;
     int swept;     /* the exec KILLs what the command leaves (sweeping) */
+    /* the session's runner runs it: its "exit" record sets exited and
+     * code, its "end" records (ends: 1 stdout, 2 stderr) the eof; lost:
+     * the runner's stream ended before them */
+    int runner, ends, lost;
+    int late;          /* ...and the end came well after the exit */
+    int64_t exit_ns;
     int held;      /* ...but something held the output then */
 };
 
@@ -233,65 +543,123 @@ struct run {
 #define USAGE_MARK "\036atp-usage "
 #define HELD_MARK "\036atp-held\n"
 
-/*
- * The run path's stderr, as it comes: everything goes on at once but a
- * piece that starts with a record separator, held back (r->tail) until
- * it is known to be the wrapper's usage report, which is taken off, or
- * not, which goes on.
- */
-static void filter_stderr(struct run *r, const char *buf, size_t len)
+/* How the line @t (@n bytes) stands to record @mark: 1 it starts with
+ * all of it, 0 it is a start of it, -1 it is not it. */
+static int prefix_of(const char *t, size_t n, const char *mark)
 {
+    size_t m = strlen(mark);
+
+    if (strncmp(t, mark, n < m ? n : m) != 0)
+        return -1;
+    return n >= m;
+}
+
+/* A line of the wrapper's usage report, from USAGE_MARK on: 1 if it is
+ * one (and taken), 0 if not. */
+static int take_usage(struct run *r, const char *t)
+{
+    long long cpu, peak, cpu0 = -1, peak0 = -1;
+    int n = sscanf(t + strlen(USAGE_MARK), "%lld %lld %lld %lld", &cpu,
+                   &peak, &cpu0, &peak0);
+
+    if (n != 2 && n != 4)
+        return 0;
+    r->cpu_ns = cpu;
+    r->peak = peak;
+    r->cpu0 = cpu0;
+    r->peak0 = peak0;
+    return 1;
+}
+
+/* A record of the runner, after its mark: 1 if it is one (and taken). */
+static int take_runner_record(struct run *r, int stream, const char *t)
+{
+    int code;
+    char nl;
+
+    if (strcmp(t, "end\n") == 0) {
+        /* Something outlived the command's exit and held its output:
+         * what the sweeping shell's scan missed, the plugin's sweep
+         * gets. */
+        if (r->exited && dk_host->now_ns() - r->exit_ns > RUNNER_LATE_NS)
+            r->late = 1;
+        r->ends |= stream == ATP_STDERR ? 2 : 1;
+        if (r->ends == 3)
+            r->eof = 1; /* the command's output ended, in band */
+        return 1;
+    }
+    if (sscanf(t, "exit %d%c", &code, &nl) == 2 && nl == '\n' && code >= 0 &&
+        code <= 255) {
+        r->exited = 1;
+        r->code = code;
+        r->exit_ns = dk_host->now_ns();
+        return 1;
+    }
+    return 0;
+}
+
+/*
+ * The output, as it comes: everything goes on at once but a piece that
+ * starts with a record separator, held back (r->tail, r->otail) until it
+ * is known to be a record (the wrapper's usage report or word that
+ * something held the output, on stderr; the runner's, on either), which
+ * is taken off, or not, which goes on.
+ */
+static void filter(struct run *r, int stream, const char *buf, size_t len)
+{
+    int err = stream == ATP_STDERR;
+    char *tail = err ? r->tail : r->otail;
+    size_t *tl = err ? &r->tail_len : &r->otail_len;
+    const size_t cap = sizeof(r->tail);
+
     while (len > 0) {
-        if (r->tail_len == 0) {
+        int usage, held, rec, took = 0, cut = 0;
+
+        if (*tl == 0) {
             const char *rs = memchr(buf, '\036', len);
             size_t n = rs ? (size_t)(rs - buf) : len;
 
             if (n > 0)
-                dk_host->output(r->call, ATP_STDERR, buf, n);
+                dk_host->output(r->call, stream, buf, n);
             buf += n;
             len -= n;
             if (len == 0)
                 return;
         }
-        while (len > 0 && r->tail_len < sizeof(r->tail) - 1) {
-            char c = *buf++;
+        while (len > 0 && *tl < cap - 1) {
+            char c = *buf;
 
+            if (c == '\036' && *tl > 0) {
+                cut = 1; /* no record holds one: what came before is not
+                          * one, what follows may be */
+                break;
+            }
+            buf++;
             len--;
-            r->tail[r->tail_len++] = c;
+            tail[(*tl)++] = c;
             if (c == '\n')
                 break;
         }
-        r->tail[r->tail_len] = '\0';
-        if (r->swept && strncmp(r->tail, HELD_MARK, r->tail_len) == 0) {
-            /* The sweeping shell's word (all of it, or a start of it) */
-            if (r->tail_len == strlen(HELD_MARK)) {
-                r->held = 1;
-                r->tail_len = 0;
-            }
-        } else if (!r->usage ||
-                   strncmp(r->tail, USAGE_MARK,
-                           r->tail_len <= strlen(USAGE_MARK)
-                               ? r->tail_len
-                               : strlen(USAGE_MARK)) != 0 ||
-                   r->tail_len == sizeof(r->tail) - 1) {
-            /* Not the report: the command's own bytes. */
-            dk_host->output(r->call, ATP_STDERR, r->tail, r->tail_len);
-            r->tail_len = 0;
-        } else if (r->tail[r->tail_len - 1] == '\n') {
-            long long cpu, peak, cpu0 = -1, peak0 = -1;
-            int n = sscanf(r->tail + strlen(USAGE_MARK), "%lld %lld %lld %lld",
-                           &cpu, &peak, &cpu0, &peak0);
-
-            if (n == 2 || n == 4) {
-                r->cpu_ns = cpu;
-                r->peak = peak;
-                r->cpu0 = cpu0;
-                r->peak0 = peak0;
-            } else {
-                dk_host->output(r->call, ATP_STDERR, r->tail, r->tail_len);
-            }
-            r->tail_len = 0;
+        tail[*tl] = '\0';
+        usage = err && r->usage ? prefix_of(tail, *tl, USAGE_MARK) : -1;
+        held = err && r->swept ? prefix_of(tail, *tl, HELD_MARK) : -1;
+        rec = r->runner ? prefix_of(tail, *tl, r->s->runner.mark) : -1;
+        if (usage < 0 && held < 0 && rec < 0) {
+            /* Not a record: the command's own bytes. */
+        } else if (!cut && tail[*tl - 1] != '\n' && *tl < cap - 1) {
+            continue; /* more to come */
+        } else if (held == 1) {
+            r->held = 1;
+            took = 1;
+        } else if (usage == 1) {
+            took = take_usage(r, tail);
+        } else if (rec == 1) {
+            took = take_runner_record(r, stream,
+                                      tail + strlen(r->s->runner.mark));
         }
+        if (!took)
+            dk_host->output(r->call, stream, tail, *tl);
+        *tl = 0;
     }
 }
 
@@ -303,9 +671,11 @@ static void filter_stderr(struct run *r, const char *buf, size_t len)
  */
 static void usage_flush(struct run *r, atp_exec_outcome *out)
 {
+    if (r->otail_len > 0)
+        dk_host->output(r->call, ATP_STDOUT, r->otail, r->otail_len);
     if (r->tail_len > 0)
         dk_host->output(r->call, ATP_STDERR, r->tail, r->tail_len);
-    r->tail_len = 0;
+    r->tail_len = r->otail_len = 0;
     if (!r->run_path && r->cpu_ns >= 0) {
         r->cpu_ns = r->cpu0 >= 0 && r->cpu_ns >= r->cpu0
                         ? r->cpu_ns - r->cpu0
@@ -325,8 +695,9 @@ static int on_payload(void *ctx, int stream, const void *buf, size_t len)
     struct run *r = ctx;
 
     /* A consumer that wants no more is a cancel: exec_due() says so. */
-    if (len > 0 && (r->usage || r->swept) && stream == ATP_STDERR)
-        filter_stderr(r, buf, len);
+    if (len > 0 && (r->runner || ((r->usage || r->swept) &&
+                                  stream == ATP_STDERR)))
+        filter(r, stream, buf, len);
     else if (len > 0)
         dk_host->output(r->call, stream, buf, len);
     return 0;
@@ -409,8 +780,10 @@ static void act(struct run *r, int due)
 {
     struct dk_session *s = r->s;
 
-    if (due == ATP_DUE_TERM || due == ATP_DUE_KILL)
+    if (due == ATP_DUE_TERM || due == ATP_DUE_KILL) {
         r->signalled = 1;
+        r->last_sig = due == ATP_DUE_KILL ? SIGKILL : SIGTERM;
+    }
     if (due == ATP_DUE_TERM) {
         /* Without a group yet, the TERM waits for its announcement. */
         r->term_pending = signal_group(r, SIGTERM) == ATP_E_NOTFOUND;
@@ -444,7 +817,7 @@ static void look_for_exit(struct run *r)
     int64_t now = dk_host->now_ns();
     int running = 1, code = -1;
 
-    if (r->run_path || r->exited)
+    if (r->run_path || r->exited || r->runner)
         return;
     if (r->next_inspect == 0)
         r->next_inspect = now + INSPECT_AFTER_NS;
@@ -494,6 +867,7 @@ static void read_stream(struct run *r)
         if (n <= 0) {
             r->eof = 1;
             r->broken = n < 0;
+            r->lost = r->runner;
             return;
         }
         rc = dk_demux_feed(&r->dm, r->buf, (size_t)n, on_payload, r);
@@ -577,6 +951,75 @@ static int pump(struct run *r)
  */
 static int await_removal(struct run *r, int *code, int *ended);
 
+/*
+ * The runner's command: its exit record; or, when the runner's stream
+ * ended before it, the runner's exec, watched under the schedule until
+ * it ends (after the command: its input went with the stream), as an
+ * exec's is.  Then: the schedule's signal ended the command; or the
+ * container stopped (the session is dead); or something killed the
+ * runner, and the command with it (the group's leader had the runner's
+ * shell for a parent); or only the stream was cut, and the exit code
+ * with it.
+ */
+static int runner_exit(struct run *r, int *code, int *ended)
+{
+    struct dk_session *s = r->s;
+    int running = 1, rcode = -1, ccode = -1, rc;
+    long pause = 1;
+
+    *ended = 1;
+    if (r->exited) {
+        *code = r->code;
+        return 0;
+    }
+    for (;;) {
+        int64_t wait;
+
+        rc = dk_api_exec_inspect(&s->http, r->call, r->eid, &running, &rcode);
+        if (rc || !running)
+            break;
+        wait = schedule(r);
+        if (r->stopped) {
+            *ended = 0;
+            return 0;
+        }
+        if (pause > wait)
+            pause = (long)wait;
+        if (pause > 0) {
+            struct timespec ts = {pause / 1000, (pause % 1000) * 1000000};
+
+            nanosleep(&ts, NULL);
+        }
+        if (pause < 100)
+            pause = pause ? pause * 2 : 1;
+    }
+    if (r->signalled && (rc == 0 || rc == ATP_E_SANDBOX_DEAD)) {
+        *code = 128 + r->last_sig;
+        return 0;
+    }
+    if (rc)
+        return rc;
+    rc = dk_api_container_state(&s->http, r->call, s->id, &running, &ccode);
+    if (rc == 0 && !running)
+        rc = dk_host->set_error(r->call, ATP_E_SANDBOX_DEAD, "the container "
+                                "%.12s stopped while the command ran (exit "
+                                "%d)", s->id, ccode);
+    if (rc == ATP_E_SANDBOX_DEAD)
+        s->dead = 1;
+    if (rc)
+        return rc;
+    if (rcode < 128)
+        return dk_host->set_error(r->call, ATP_E_BACKEND, "the output stream "
+                                  "of the command in container %.12s was "
+                                  "cut before its end: its exit code is "
+                                  "lost", s->id);
+    dk_host->log(r->call, ATP_LOG_WARN, "the command runner in container "
+                 "%.12s was killed while the command ran: the command "
+                 "counts as killed", s->id);
+    *code = 128 + SIGKILL;
+    return 0;
+}
+
 static int await_exit(struct run *r, int *code, int *ended)
 {
     long pause = 1;
@@ -584,6 +1027,8 @@ static int await_exit(struct run *r, int *code, int *ended)
 
     if (r->waiting)
         return await_removal(r, code, ended);
+    if (r->runner)
+        return runner_exit(r, code, ended);
     *ended = 1;
     if (r->exited && r->code >= 0) {
         *code = r->code;
@@ -728,6 +1173,85 @@ static int start_exec_path(struct run *r, const char *const *argv)
     return rc;
 }
 
+/*
+ * A command of the core's wrapper without stdin, in a session: to the
+ * session's runner, started first when there is none (or it died since
+ * the command before).  Returns 1 when the runner cannot take it (the
+ * caller execs it), 0 when it runs, or an error.
+ */
+static int start_runner_path(struct run *r, const char *const *argv)
+{
+    struct dk_session *s = r->s;
+    const char *swept[7];
+    char *line;
+    size_t len;
+    int rc = 0, tries;
+
+    if (s->runner.off || s->dead || r->with_stdin ||
+        sweeping_argv(argv, swept) == NULL)
+        return 1;
+    if (s->sweep.fl) {
+        int done;
+
+        /* The KILL of what the command before left: as in
+         * start_exec_path(). */
+        if (dk_http_poll(&s->sweep, r->call, 2000, &done) != 0 || !done)
+            dk_http_abandon(&s->sweep);
+    }
+    line = runner_line(argv, r->spec->cwd ? r->spec->cwd : s->sb_workdir,
+                       r->spec->envp, &len);
+    if (line == NULL)
+        return dk_host->set_error(r->call, ATP_E_NOMEM, "out of memory");
+    for (tries = 0; tries < 2; tries++) {
+        if (s->runner.up && runner_gone(s))
+            runner_drop(s);
+        if (!s->runner.up && (rc = runner_start(r->call, s)) != 0)
+            break;
+        /* A runner that went after the command before takes nothing:
+         * the command has not run, a new runner gets it. */
+        if ((rc = runner_send(r->call, s, line, len)) == 0)
+            break;
+        runner_drop(s);
+    }
+    free(line);
+    if (rc < 0 && (rc == ATP_E_BACKEND || rc == ATP_E_TIMEOUT) &&
+        !s->runner.up)
+        rc = dk_host->set_error(r->call, rc, "cannot hand the command to the "
+                                "command runner in container %.12s", s->id);
+    if (rc)
+        return rc;
+    /* The runner's connection is the command's until its end records. */
+    r->hj = s->runner.hj;
+    r->dm = s->runner.dm;
+    memcpy(r->eid, s->runner.eid, sizeof(r->eid));
+    memset(&s->runner.hj, 0, sizeof(s->runner.hj));
+    s->runner.hj.fd = CURL_SOCKET_BAD;
+    s->runner.up = 0;
+    r->runner = 1;
+    r->swept = 1;
+    r->usage = 1;
+    return 0;
+}
+
+/* The runner's connection back to the session, when the command's end
+ * came in band; else it is closed (a new runner takes the next one). */
+static void runner_return(struct run *r)
+{
+    struct dk_session *s = r->s;
+
+    if (!r->runner || r->hj.easy == NULL)
+        return;
+    if (r->ends == 3 && !r->lost && !r->broken) {
+        s->runner.hj = r->hj;
+        s->runner.dm = r->dm;
+        s->runner.up = 1;
+    } else {
+        dk_hijack_close(&r->hj);
+    }
+    memset(&r->hj, 0, sizeof(r->hj));
+    r->hj.fd = CURL_SOCKET_BAD;
+}
+
 static int start_run_path(struct run *r, const char *const *argv)
 {
     struct dk_session *s = r->s;
@@ -782,13 +1306,16 @@ int dk_exec(atp_call *call, void *session, const atp_exec_spec *spec,
     r.run_path = s->one_shot;
     r.cpu_ns = r.peak = r.cpu0 = r.peak0 = -1;
     dk_demux_init(&r.dm);
-    rc = r.run_path ? start_run_path(&r, spec->argv)
-                    : start_exec_path(&r, spec->argv);
+    if (r.run_path)
+        rc = start_run_path(&r, spec->argv);
+    else if ((rc = start_runner_path(&r, spec->argv)) == 1)
+        rc = start_exec_path(&r, spec->argv);
     if (rc)
         goto out;
     rc = pump(&r);
     if (rc)
         goto out;
+    runner_return(&r);
     dk_hijack_close(&r.hj);
     if (r.usage || r.swept)
         usage_flush(&r, out);
@@ -827,7 +1354,8 @@ int dk_exec(atp_call *call, void *session, const atp_exec_spec *spec,
          * and no signal cut its own sweep short. */
         if (dk_host->exec_due(call, ATP_EXEC_EXITED | ATP_EXEC_ENDED,
                               &wait) == ATP_DUE_KILL &&
-            (!r.swept || r.held || r.exited || r.signalled || r.broken))
+            (!r.swept || r.held || (r.exited && !r.runner) || r.late ||
+             r.signalled || r.broken || r.lost))
             sweep(&r);
     }
 out:
@@ -838,6 +1366,7 @@ out:
                                 "%s went away while the command ran: is "
                                 "dockerd still running?",
                                 s->be->ep.display);
+    runner_return(&r);
     dk_hijack_close(&r.hj);
     if (r.wt_init) {
         dk_http_free(&r.wt);

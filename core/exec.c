@@ -63,6 +63,24 @@ static void take_min(int64_t *cur, int64_t v)
         *cur = v;
 }
 
+/*
+ * Has the output come as far as the exit?  A transport may deliver the
+ * exit status before output that was written earlier (a loaded router),
+ * and the drain is for what holds the output after the command, not for
+ * output still on its way: it starts when what the wrapper wrote is in,
+ * the group's announcement (its first line) and, from a measuring
+ * wrapper, the records it writes after the command.  A KILL sent already
+ * may have ended the wrapper before it wrote them.
+ */
+static int caught_up(const struct atp__exec *x, unsigned state)
+{
+    if ((state & ATP_EXEC_ENDED) || x->kill_sent)
+        return 1;
+    if (x->plan.announce_pgid && x->sniffing)
+        return 0;
+    return !x->plan.usage || (x->rec_seen[0] && x->rec_seen[1]);
+}
+
 static int kill_now(struct atp__exec *x, int64_t now, int64_t give_up_ms)
 {
     x->kill_sent = 1;
@@ -79,7 +97,7 @@ int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
     int64_t wait = -1;
     int due = ATP_DUE_NONE;
 
-    if ((state & ATP_EXEC_EXITED) && !x->exited) {
+    if ((state & ATP_EXEC_EXITED) && !x->exited && caught_up(x, state)) {
         x->exited = 1;
         x->drain_at = now + (x->plan.drain_ms > 0 ? x->plan.drain_ms : 0) *
                                 MS;

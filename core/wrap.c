@@ -16,9 +16,11 @@
  *
  * For a backend that cannot learn what a command used
  * (ATP_CAP_WRAPPER_USAGE) the command does not replace the wrapper but
- * runs as its child, and what wait4() says of it (its process tree's CPU
- * time and peak memory) goes on stderr as one line after a record
- * separator, which the core takes off (exec.c, atp__exec_usage_filter()).
+ * runs as its child; after it an end record goes on stdout and what
+ * wait4() says of it (its process tree's CPU time and peak memory) on
+ * stderr, each one line after a record separator, which the core takes
+ * off (exec.c, atp__exec_record_filter()); they also tell the core that
+ * the output has come as far as the command's exit.
  * wait4() needs a program: Python's os.wait4(), when the sandbox has a
  * python3 in /usr/local/bin or /usr/bin; it ends as the command did, by
  * the same signal.  Without one the shell waits, and its children's CPU
@@ -116,7 +118,8 @@ ATP_EXTERN char *atp_shell_exec_join(const char *const *argv)
  * environment the wrapper was given (/proc/self/environ: Python may have
  * changed its own, LC_CTYPE), TERM and INT as they were (the group's
  * signals are the command's: this one waits on), SIGPIPE and SIGXFSZ back
- * to their defaults.  The report is "\036atp-usage CPU_NS PEAK_BYTES".
+ * to their defaults.  The records are "\036atp-end" on stdout and
+ * "\036atp-usage CPU_NS PEAK_BYTES" on stderr.
  * No single quote: it goes in one.
  */
 static const char measure_py[] =

@@ -12,7 +12,7 @@
 static const char *const cap_names[] = {
     "shared_fs", "isolated_fs", "streaming", "stdin", "sessions", "mounts",
     "cpu_limit", "memory_limit", "network_policy", "gc", "kills_tree",
-    "group_signals",
+    "group_signals", "wrapper_usage",
 };
 
 ATP_EXTERN const char *atp_cap_name(uint64_t bit)

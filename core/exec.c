@@ -63,6 +63,24 @@ static void take_min(int64_t *cur, int64_t v)
         *cur = v;
 }
 
+/*
+ * Has the output come as far as the exit?  A transport may deliver the
+ * exit status before output that was written earlier (a loaded router),
+ * and the drain is for what holds the output after the command, not for
+ * output still on its way: it starts when what the wrapper wrote is in,
+ * the group's announcement (its first line) and, from a measuring
+ * wrapper, the records it writes after the command.  A KILL sent already
+ * may have ended the wrapper before it wrote them.
+ */
+static int caught_up(const struct atp__exec *x, unsigned state)
+{
+    if ((state & ATP_EXEC_ENDED) || x->kill_sent)
+        return 1;
+    if (x->plan.announce_pgid && x->sniffing)
+        return 0;
+    return !x->plan.usage || (x->rec_seen[0] && x->rec_seen[1]);
+}
+
 static int kill_now(struct atp__exec *x, int64_t now, int64_t give_up_ms)
 {
     x->kill_sent = 1;
@@ -79,7 +97,7 @@ int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
     int64_t wait = -1;
     int due = ATP_DUE_NONE;
 
-    if ((state & ATP_EXEC_EXITED) && !x->exited) {
+    if ((state & ATP_EXEC_EXITED) && !x->exited && caught_up(x, state)) {
         x->exited = 1;
         x->drain_at = now + (x->plan.drain_ms > 0 ? x->plan.drain_ms : 0) *
                                 MS;
@@ -222,6 +240,125 @@ size_t atp__exec_sniff(struct atp__exec *x, const char **buf, size_t *len)
         x->sniff[x->sniff_len++] = c;
     }
     return 0;
+}
+
+/* ---- the records the measuring wrapper ends its output with ------------- */
+
+#define END_MARK "\036atp-end\n"
+#define USAGE_MARK "\036atp-usage "
+
+/* The held stderr line, complete: the report, or 0 when it is not one. */
+static int usage_parse(struct atp__exec *x)
+{
+    const char *p = x->rec_held[1] + strlen(USAGE_MARK);
+    long long cpu, peak;
+    int n = -1;
+
+    x->rec_held[1][x->rec_len[1]] = '\0';
+    if (sscanf(p, "%lld %lld%n", &cpu, &peak, &n) != 2 || n < 0)
+        return 0;
+    p += n;
+    if (strcmp(p, " x\n") == 0)
+        x->usage_by_shell = 1;
+    else if (strcmp(p, "\n") != 0)
+        return 0;
+    x->usage_cpu_ns = cpu >= 0 ? cpu : -1;
+    x->usage_peak = peak >= 0 ? peak : -1;
+    return 1;
+}
+
+/* Can @c come next in stream @i's record, after what is held? */
+static int record_char(const struct atp__exec *x, int i, char c)
+{
+    const char *mark = i ? USAGE_MARK : END_MARK;
+    size_t mlen = strlen(mark), len = x->rec_len[i];
+
+    if (len < mlen)
+        return c == mark[len];
+    return i == 1 && len < sizeof(x->rec_held[1]) - 1 &&
+           (c == '\n' || c == ' ' || c == '-' || c == 'x' ||
+            (c >= '0' && c <= '9'));
+}
+
+int atp__exec_record_filter(struct atp__exec *x, int stream, const char *buf,
+                            size_t len,
+                            int (*emit)(void *ctx, int stream,
+                                        const void *buf, size_t len),
+                            void *ctx)
+{
+    int i = stream == ATP_STDERR, rc = 0;
+    char *held = x->rec_held[i];
+
+    while (len > 0 && rc == 0) {
+        char c;
+
+        if (x->rec_len[i] == 0) {
+            const char *rs = x->rec_seen[i] ? NULL : memchr(buf, '\036', len);
+            size_t n = rs ? (size_t)(rs - buf) : len;
+
+            if (n > 0)
+                rc = emit(ctx, stream, buf, n);
+            buf += n;
+            len -= n;
+            if (len > 0) {
+                held[x->rec_len[i]++] = *buf++;
+                len--;
+            }
+            continue;
+        }
+        c = *buf;
+        if (!record_char(x, i, c)) {
+            /* Not the record: the command's own bytes; @c is looked at
+             * again (it may start the record itself). */
+            rc = emit(ctx, stream, held, x->rec_len[i]);
+            x->rec_len[i] = 0;
+            continue;
+        }
+        held[x->rec_len[i]++] = c;
+        buf++;
+        len--;
+        if (c == '\n') {
+            if (i == 0 || usage_parse(x))
+                x->rec_seen[i] = 1;
+            else
+                rc = emit(ctx, stream, held, x->rec_len[i]);
+            x->rec_len[i] = 0;
+        }
+    }
+    return rc;
+}
+
+int atp__exec_record_flush(struct atp__exec *x,
+                           int (*emit)(void *ctx, int stream,
+                                       const void *buf, size_t len),
+                           void *ctx)
+{
+    int i, rc = 0;
+
+    for (i = 0; i < 2; i++) {
+        size_t n = x->rec_len[i];
+
+        x->rec_len[i] = 0;
+        if (n > 0 && rc == 0)
+            rc = emit(ctx, i ? ATP_STDERR : ATP_STDOUT, x->rec_held[i], n);
+    }
+    return rc;
+}
+
+void atp__exec_usage_apply(const struct atp__exec *x, atp_exec_outcome *out)
+{
+    if (!x->rec_seen[1])
+        return;
+    /* The shell's status: a signal N is 128+N there. */
+    if (x->usage_by_shell)
+        out->flags |= ATP_OUTCOME_SIGNAL_AS_EXIT;
+    if ((out->flags & ATP_OUTCOME_USAGE) ||
+        out->struct_size < ATP_EXEC_OUTCOME_SIZE_V1_2 ||
+        (x->usage_cpu_ns < 0 && x->usage_peak < 0))
+        return;
+    out->flags |= ATP_OUTCOME_USAGE;
+    out->cpu_ns = x->usage_cpu_ns;
+    out->max_rss_bytes = x->usage_peak;
 }
 
 /*

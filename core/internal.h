@@ -295,6 +295,8 @@ struct atp__exec_plan {
     int64_t backstop_ns;   /* absolute host deadline, 0: none */
     int enforce_budget;    /* the core sends TERM when the budget is spent */
     int announce_pgid;     /* the wrapper announces the group on stdout */
+    int usage;             /* ...and reports what the command used on
+                              stderr (atp__wrap_measured()) */
     int stdin_fd;          /* the caller's stdin, -1: none */
     const char *exec_id;   /* "RUN_ID.N" */
 };
@@ -314,6 +316,12 @@ struct atp__exec {
     char sniff[48];
     size_t sniff_len;
     long pgid;
+    /* the measuring wrapper's records, taken off stdout and stderr */
+    char rec_held[2][64];  /* what may be the start of one, held back */
+    size_t rec_len[2];
+    int rec_seen[2];       /* stdout's end, stderr's usage report came */
+    int usage_by_shell;    /* the status is a shell's: 128+N for signal N */
+    int64_t usage_cpu_ns, usage_peak; /* each -1: not measured */
     char kill_pgid[24], kill_sig[8], kill_marker[80];
     const char *kill_argv[7];
     /* stdin */
@@ -341,6 +349,26 @@ int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
  * in x->sniff that turned out to be output, to deliver before *@buf.
  */
 size_t atp__exec_sniff(struct atp__exec *x, const char **buf, size_t *len);
+/*
+ * Output of stream @stream through @emit (@ctx's sink), with the
+ * measuring wrapper's records taken off: the first "\036atp-end\n" of
+ * stdout and the first "\036atp-usage CPU_NS PEAK_BYTES[ x]\n" of stderr,
+ * wherever they are (each one write of the wrapper, but the transport
+ * may split it), held back until each is known to be the record or not.
+ * Returns @emit's first failure.  atp__exec_record_flush() delivers what
+ * is still held at the end; atp__exec_usage_apply() puts the usage into
+ * @out.
+ */
+int atp__exec_record_filter(struct atp__exec *x, int stream, const char *buf,
+                            size_t len,
+                            int (*emit)(void *ctx, int stream,
+                                        const void *buf, size_t len),
+                            void *ctx);
+int atp__exec_record_flush(struct atp__exec *x,
+                           int (*emit)(void *ctx, int stream,
+                                       const void *buf, size_t len),
+                           void *ctx);
+void atp__exec_usage_apply(const struct atp__exec *x, atp_exec_outcome *out);
 const char *const *atp__exec_kill_argv(struct atp__exec *x, int sig);
 long atp__exec_stdin_peek(struct atp__exec *x, const void **data, int *eof);
 void atp__exec_stdin_consume(struct atp__exec *x, size_t n);
@@ -435,6 +463,15 @@ int atp__wrap(struct atp__wrapped *w, const char *command,
               const char *warm_cache, int in_sandbox_timeout,
               int announce_pgid, int64_t timeout_ms, int64_t grace_ms,
               int no_stdin);
+/*
+ * The same, and with @measure the command runs as the wrapper's child and
+ * what it used is reported on stderr (ATP_CAP_WRAPPER_USAGE; the report
+ * is atp__exec_usage_filter()'s to take off).
+ */
+int atp__wrap_measured(struct atp__wrapped *w, const char *command,
+                       const char *warm_cache, int in_sandbox_timeout,
+                       int announce_pgid, int64_t timeout_ms,
+                       int64_t grace_ms, int no_stdin, int measure);
 void atp__wrapped_release(struct atp__wrapped *w);
 
 /* ---- env.c ------------------------------------------------------------ */

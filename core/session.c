@@ -1094,6 +1094,7 @@ static int exec_impl(struct atp_session *s, const char *command,
     int v12 = p->abi_minor >= 2;
     int kills_tree = (caps & ATP_CAP_KILLS_TREE) != 0;
     int announce = v12 && (caps & ATP_CAP_GROUP_SIGNALS) != 0;
+    int measure = v12 && (caps & ATP_CAP_WRAPPER_USAGE) != 0;
     struct atp__exec_plan plan;
     struct atp__exec run;
     struct atp__wrapped w;
@@ -1138,8 +1139,9 @@ static int exec_impl(struct atp_session *s, const char *command,
     timeout_ms = opts->timeout_s > 0
                      ? (int64_t)(opts->timeout_s * 1000.0 + 0.5)
                      : s->timeout_ms;
-    rc = atp__wrap(&w, command, atp__backend_warm_cache(s->be), !kills_tree,
-                   announce, timeout_ms, set->grace_ms, stdin_fd < 0);
+    rc = atp__wrap_measured(&w, command, atp__backend_warm_cache(s->be),
+                            !kills_tree, announce, timeout_ms, set->grace_ms,
+                            stdin_fd < 0, measure);
     if (rc) {
         atp__env_free(&env);
         atp__env_free(&all);
@@ -1196,6 +1198,7 @@ static int exec_impl(struct atp_session *s, const char *command,
     plan.drain_ms = set->drain_ms;
     plan.enforce_budget = kills_tree;
     plan.announce_pgid = announce;
+    plan.usage = measure;
     plan.stdin_fd = stdin_fd;
     plan.exec_id = exec_id;
     atp__exec_call(s, &call, &run, &plan, &sink, backstop_ms);
@@ -1209,6 +1212,9 @@ static int exec_impl(struct atp_session *s, const char *command,
     rc = p->ops->exec(&call, s->handle, &spec, &out);
     if (run.sniffing && run.sniff_len > 0)
         sink_output(&x, ATP_STDOUT, run.sniff, run.sniff_len);
+    atp__exec_record_flush(&run, sink_output, &x);
+    if (rc == 0)
+        atp__exec_usage_apply(&run, &out);
     for (i = 0; i < 2; i++) {
         atp__framer_finish(&x.fr[i]);
         atp__framer_release(&x.fr[i]);

@@ -165,6 +165,13 @@ int atp__sync_run(struct atp_session *s, const char *script, int stdin_fd,
         atp__outcome_normalize(&out, &x, 0, 0);
     if (out.flags & ATP_OUTCOME_CANCELLED)
         rc = atp__error(ATP_E_CANCELLED, "cancelled during the transfer");
+    else if (out.flags & (ATP_OUTCOME_STDOUT_CUT | ATP_OUTCOME_STDERR_CUT))
+        /* What came may be a part: a listing that misses a change, an
+         * archive that ends early.  Never taken for the whole. */
+        rc = atp__error(ATP_E_TRANSFER, "the transfer command's output "
+                        "had not ended %.3g s after it exited ([atp] "
+                        "drain_grace_s): the transfer may be incomplete",
+                        (double)set->drain_ms / 1000.0);
     else if (out.flags & ATP_OUTCOME_TIMED_OUT)
         rc = atp__error(ATP_E_TIMEOUT, "the transfer did not finish "
                         "within transfer_timeout_s (%lld s)",

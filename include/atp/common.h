@@ -130,6 +130,15 @@ typedef enum atp_status {
  * removes that announcement before anything reaches the caller.
  */
 #define ATP_CAP_GROUP_SIGNALS (UINT64_C(1) << 11)
+/**
+ * ABI 1.3: the plugin has no way of its own to learn what a command used
+ * (no wait4(), no cgroup of the command's own): the core's wrapper
+ * measures it in the sandbox, the command's CPU time and peak memory as
+ * wait4() reports them for its process tree, and reports them on stderr,
+ * where the core takes the report off before the caller sees it.  The
+ * plugin must deliver the command's stderr as ATP_STDERR, unmerged.
+ */
+#define ATP_CAP_WRAPPER_USAGE (UINT64_C(1) << 12)
 
 /** Output streams. */
 enum { ATP_STDOUT = 1, ATP_STDERR = 2 };

@@ -469,7 +469,8 @@ static const atp_plugin_ops modal_ops = {
     "runs commands in modal sandboxes, over modal's grpc api",
     ATP_CAP_ISOLATED_FS | ATP_CAP_STREAMING | ATP_CAP_STDIN |
         ATP_CAP_SESSIONS | ATP_CAP_CPU_LIMIT | ATP_CAP_MEMORY_LIMIT |
-        ATP_CAP_GC | ATP_CAP_KILLS_TREE | ATP_CAP_GROUP_SIGNALS,
+        ATP_CAP_GC | ATP_CAP_KILLS_TREE | ATP_CAP_GROUP_SIGNALS |
+        ATP_CAP_WRAPPER_USAGE,
     options,
     backend_open,
     backend_free,

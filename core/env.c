@@ -24,7 +24,9 @@ int atp__env_name_ok(const char *s, size_t len)
     if (len == 0 || (s[0] >= '0' && s[0] <= '9'))
         return 0;
     for (i = 0; i < len; i++)
-        if (!(isalnum((unsigned char)s[i]) || s[i] == '_'))
+        /* ASCII, whatever the locale (a binding's host may set one). */
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
+              (s[i] >= '0' && s[i] <= '9') || s[i] == '_'))
             return 0;
     return 1;
 }

@@ -230,28 +230,14 @@ int modal__fail_image(atp_call *call, struct modal_backend *be, int rc,
         modal__code_name(st->code), said);
 }
 
-static int env_name_ok(const char *k, size_t n)
-{
-    size_t i;
-
-    if (n == 0 || (k[0] >= '0' && k[0] <= '9'))
-        return 0;
-    for (i = 0; i < n; i++)
-        if (!((k[i] >= 'a' && k[i] <= 'z') || (k[i] >= 'A' && k[i] <= 'Z') ||
-              (k[i] >= '0' && k[i] <= '9') || k[i] == '_'))
-            return 0;
-    return 1;
-}
-
-/* Put KEY=VALUE into the entries, replacing KEY; 0 or ATP_E_CONFIG. */
-static int env_put(Modal__Client__SecretGetOrCreateRequest__EnvDictEntry *e,
-                   size_t *n, char *kv)
+/* Put KEY=VALUE into the entries, replacing KEY.  The core has checked
+ * every name ([A-Za-z_][A-Za-z0-9_]*, as a secret's keys must be). */
+static void env_put(Modal__Client__SecretGetOrCreateRequest__EnvDictEntry *e,
+                    size_t *n, char *kv)
 {
     char *eq = strchr(kv, '=');
     size_t i;
 
-    if (eq == NULL || !env_name_ok(kv, (size_t)(eq - kv)))
-        return ATP_E_CONFIG;
     *eq = '\0';
     for (i = 0; i < *n; i++)
         if (strcmp(e[i].key, kv) == 0)
@@ -263,7 +249,6 @@ static int env_put(Modal__Client__SecretGetOrCreateRequest__EnvDictEntry *e,
     }
     e[i].key = kv;
     e[i].value = eq + 1;
-    return 0;
 }
 
 int modal__pinned(const struct modal_backend *be, const char *kv)
@@ -320,19 +305,8 @@ static int make_secret(atp_call *call, struct modal_session *s,
         rc = modal__error(call, ATP_E_NOMEM, "out of memory");
         goto out;
     }
-    for (i = 0; rc == 0 && i < kv.n; i++) {
-        if (env_put(e, &n, kv.v[i]) != 0) {
-            const char *eq = strchr(kv.v[i], '=');
-
-            rc = modal__error(
-                call, ATP_E_CONFIG, "environment variable '%.*s' cannot be "
-                "given to a modal sandbox: names must match "
-                "[A-Za-z_][A-Za-z0-9_]*",
-                eq ? (int)(eq - kv.v[i]) : (int)strlen(kv.v[i]), kv.v[i]);
-        }
-    }
-    if (rc)
-        goto out;
+    for (i = 0; i < kv.n; i++)
+        env_put(e, &n, kv.v[i]);
     for (i = 0; i < n; i++)
         ptrs[i] = &e[i];
     req.environment_name = be->creds.environment;

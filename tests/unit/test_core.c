@@ -231,6 +231,10 @@ static void env_merge_order(void **state)
     const char *const over[] = {"B=3", "C=x=y", NULL};
     const char *const bad[] = {"NOEQUALS", NULL};
     const char *const bad2[] = {"9A=1", NULL};
+    /* Names are ASCII whatever the locale: a plugin passes them on as
+     * they are (a modal secret's keys, a docker container's Env). */
+    const char *const bad3[] = {"CAF\xc9=1", NULL};
+    const char *const bad4[] = {"A-B=1", NULL};
 
     (void)state;
     assert_int_equal(atp__env_merge(&e, base), 0);
@@ -242,6 +246,8 @@ static void env_merge_order(void **state)
     assert_null(e.v[3]);
     assert_int_equal(atp__env_merge(&e, bad), ATP_E_INVAL);
     assert_int_equal(atp__env_merge(&e, bad2), ATP_E_INVAL);
+    assert_int_equal(atp__env_merge(&e, bad3), ATP_E_INVAL);
+    assert_int_equal(atp__env_merge(&e, bad4), ATP_E_INVAL);
     atp__env_free(&e);
 }
 

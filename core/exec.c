@@ -328,21 +328,14 @@ int atp__exec_record_filter(struct atp__exec *x, int stream, const char *buf,
     return rc;
 }
 
-int atp__exec_record_flush(struct atp__exec *x,
-                           int (*emit)(void *ctx, int stream,
-                                       const void *buf, size_t len),
-                           void *ctx)
+void atp__exec_record_drop(struct atp__exec *x)
 {
-    int i, rc = 0;
-
-    for (i = 0; i < 2; i++) {
-        size_t n = x->rec_len[i];
-
-        x->rec_len[i] = 0;
-        if (n > 0 && rc == 0)
-            rc = emit(ctx, i ? ATP_STDERR : ATP_STDOUT, x->rec_held[i], n);
-    }
-    return rc;
+    /* What is held at the end is the start of a record by the filter's
+     * rule: the wrapper's, cut off with the stream (a cancel, a
+     * teardown), not the command's output.  A command whose own last
+     * bytes were a record's first ones ("\036atp-..."), with its stream
+     * cut right after them, loses those bytes. */
+    x->rec_len[0] = x->rec_len[1] = 0;
 }
 
 void atp__exec_usage_apply(const struct atp__exec *x, atp_exec_outcome *out)

@@ -355,19 +355,16 @@ size_t atp__exec_sniff(struct atp__exec *x, const char **buf, size_t *len);
  * stdout and the first "\036atp-usage CPU_NS PEAK_BYTES[ x]\n" of stderr,
  * wherever they are (each one write of the wrapper, but the transport
  * may split it), held back until each is known to be the record or not.
- * Returns @emit's first failure.  atp__exec_record_flush() delivers what
- * is still held at the end; atp__exec_usage_apply() puts the usage into
- * @out.
+ * Returns @emit's first failure.  atp__exec_record_drop() drops what is
+ * still held at the end (a record cut off with the stream);
+ * atp__exec_usage_apply() puts the usage into @out.
  */
 int atp__exec_record_filter(struct atp__exec *x, int stream, const char *buf,
                             size_t len,
                             int (*emit)(void *ctx, int stream,
                                         const void *buf, size_t len),
                             void *ctx);
-int atp__exec_record_flush(struct atp__exec *x,
-                           int (*emit)(void *ctx, int stream,
-                                       const void *buf, size_t len),
-                           void *ctx);
+void atp__exec_record_drop(struct atp__exec *x);
 void atp__exec_usage_apply(const struct atp__exec *x, atp_exec_outcome *out);
 const char *const *atp__exec_kill_argv(struct atp__exec *x, int sig);
 long atp__exec_stdin_peek(struct atp__exec *x, const void **data, int *eof);

@@ -1212,7 +1212,7 @@ static int exec_impl(struct atp_session *s, const char *command,
     rc = p->ops->exec(&call, s->handle, &spec, &out);
     if (run.sniffing && run.sniff_len > 0)
         sink_output(&x, ATP_STDOUT, run.sniff, run.sniff_len);
-    atp__exec_record_flush(&run, sink_output, &x);
+    atp__exec_record_drop(&run);
     if (rc == 0)
         atp__exec_usage_apply(&run, &out);
     for (i = 0; i < 2; i++) {

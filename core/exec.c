@@ -30,6 +30,8 @@
 #define KILL_GIVE_UP_MS 5000
 /* After the drain's SIGKILL: only output already buffered is left. */
 #define DRAIN_GIVE_UP_MS 500
+/* How long output written before the exit may trail the exit's news. */
+#define CATCH_UP_MS 5000
 #define STDIN_CHUNK (256 * 1024)
 
 void atp__exec_init(struct atp__exec *x, const struct atp__exec_plan *p)
@@ -97,7 +99,12 @@ int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
     int64_t wait = -1;
     int due = ATP_DUE_NONE;
 
-    if ((state & ATP_EXEC_EXITED) && !x->exited && caught_up(x, state)) {
+    if ((state & ATP_EXEC_EXITED) && !x->exited && !x->exit_seen_at)
+        x->exit_seen_at = now;
+    /* Output that never catches up (a stream that never answers) is
+     * waited for CATCH_UP_MS, then the drain has it. */
+    if ((state & ATP_EXEC_EXITED) && !x->exited &&
+        (caught_up(x, state) || now >= x->exit_seen_at + CATCH_UP_MS * MS)) {
         x->exited = 1;
         x->drain_at = now + (x->plan.drain_ms > 0 ? x->plan.drain_ms : 0) *
                                 MS;
@@ -125,7 +132,9 @@ int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
             x->kill_at = now + grace * MS;
             due = ATP_DUE_TERM;
         } else if (x->term_at && now >= x->term_at && !x->exited &&
-                   !x->queued_since) {
+                   !x->exit_seen_at && !x->queued_since) {
+            /* (A command known to have exited is not out of budget,
+             * however late its output.) */
             x->timed_out = 1;
             x->term_sent = 1;
             x->term_delivering = 1;
@@ -147,8 +156,9 @@ int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
             due = kill_now(x, now, DRAIN_GIVE_UP_MS);
         else if (x->plan.backstop_ns && now >= x->plan.backstop_ns &&
                  !x->queued_since) {
-            /* Budget, grace, drain and margin all spent. */
-            if (!x->cancelled)
+            /* Budget, grace, drain and margin all spent (by the command,
+             * or by output that never caught up with its exit). */
+            if (!x->cancelled && !x->exit_seen_at)
                 x->timed_out = 1;
             due = kill_now(x, now, DRAIN_GIVE_UP_MS);
         } else if (cancelled && x->exited) {
@@ -166,6 +176,9 @@ int atp__exec_due(struct atp__exec *x, int cancelled, unsigned state,
         if (!x->term_sent && !x->kill_sent && !x->exited &&
             !x->queued_since)
             take_min(&wait, ms_until(now, x->term_at));
+        if (x->exit_seen_at && !x->exited)
+            take_min(&wait,
+                     ms_until(now, x->exit_seen_at + CATCH_UP_MS * MS));
         if (!x->kill_sent) {
             take_min(&wait, ms_until(now, x->kill_at));
             if (!x->term_sent)

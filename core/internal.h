@@ -307,6 +307,7 @@ struct atp__exec {
     int64_t start_ns, term_at, kill_at, drain_at, stop_at;
     int64_t queued_since;  /* waiting in a scheduler's queue since, or 0 */
     int64_t queue_ns;      /* time it waited there */
+    int64_t exit_seen_at;  /* the transport said it exited, output to come */
     int exited, term_sent, kill_sent, stop_sent;
     int term_delivering;      /* the grace waits for the TERM's delivery */
     int timed_out, cancelled; /* why the core asked for a kill */

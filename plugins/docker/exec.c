@@ -952,6 +952,29 @@ static int pump(struct run *r)
 static int await_removal(struct run *r, int *code, int *ended);
 
 /*
+ * Between two looks at whether the command still runs: what the schedule
+ * says, then a pause of @pause ms (doubling up to 100 ms, never past what
+ * is due next).  1 when the schedule stopped the wait.
+ */
+static int poll_pause(struct run *r, long *pause)
+{
+    int64_t wait = schedule(r);
+
+    if (r->stopped)
+        return 1;
+    if (*pause > wait)
+        *pause = (long)wait;
+    if (*pause > 0) {
+        struct timespec ts = {*pause / 1000, (*pause % 1000) * 1000000};
+
+        nanosleep(&ts, NULL);
+    }
+    if (*pause < 100)
+        *pause = *pause ? *pause * 2 : 1;
+    return 0;
+}
+
+/*
  * The runner's command: its exit record; or, when the runner's stream
  * ended before it, the runner's exec, watched under the schedule until
  * it ends (after the command: its input went with the stream), as an
@@ -973,25 +996,13 @@ static int runner_exit(struct run *r, int *code, int *ended)
         return 0;
     }
     for (;;) {
-        int64_t wait;
-
         rc = dk_api_exec_inspect(&s->http, r->call, r->eid, &running, &rcode);
         if (rc || !running)
             break;
-        wait = schedule(r);
-        if (r->stopped) {
+        if (poll_pause(r, &pause)) {
             *ended = 0;
             return 0;
         }
-        if (pause > wait)
-            pause = (long)wait;
-        if (pause > 0) {
-            struct timespec ts = {pause / 1000, (pause % 1000) * 1000000};
-
-            nanosleep(&ts, NULL);
-        }
-        if (pause < 100)
-            pause = pause ? pause * 2 : 1;
     }
     if (r->signalled && (rc == 0 || rc == ATP_E_SANDBOX_DEAD)) {
         *code = 128 + r->last_sig;
@@ -1035,8 +1046,6 @@ static int await_exit(struct run *r, int *code, int *ended)
         return 0;
     }
     for (;;) {
-        int64_t wait;
-
         if (r->run_path)
             rc = dk_api_container_state(&r->s->http, r->call, r->s->id,
                                         &running, code);
@@ -1045,20 +1054,10 @@ static int await_exit(struct run *r, int *code, int *ended)
                                      code);
         if (rc || !running)
             return rc;
-        wait = schedule(r);
-        if (r->stopped) {
+        if (poll_pause(r, &pause)) {
             *ended = 0;
             return 0;
         }
-        if (pause > wait)
-            pause = (long)wait;
-        if (pause > 0) {
-            struct timespec ts = {pause / 1000, (pause % 1000) * 1000000};
-
-            nanosleep(&ts, NULL);
-        }
-        if (pause < 100)
-            pause = pause ? pause * 2 : 1;
     }
 }
 

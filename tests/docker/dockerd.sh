@@ -20,6 +20,28 @@
 # The daemon runs as root with vfs storage, no bridge and no iptables, as
 # verified on this kind of machine.
 
+# await_answer NAME PID LOG SECONDS SOCKET PROBE...: run PROBE every
+# 0.1 s until it succeeds (0).  1: the daemon (PID) exited; 2: SECONDS
+# passed; either way the end of its LOG is shown.
+await_answer() {
+    aa_name=$1 aa_pid=$2 aa_log=$3 aa_s=$4 aa_sock=$5
+    shift 5
+    aa_i=0
+    while [ $aa_i -lt $((aa_s * 10)) ]; do
+        "$@" >/dev/null 2>&1 && return 0
+        if ! kill -0 "$aa_pid" 2>/dev/null; then
+            echo "$aa_name exited at start; its log:" >&2
+            tail -n 20 "$aa_log" >&2
+            return 1
+        fi
+        sleep 0.1
+        aa_i=$((aa_i + 1))
+    done
+    echo "$aa_name did not answer on $aa_sock within $aa_s s; its log:" >&2
+    tail -n 20 "$aa_log" >&2
+    return 2
+}
+
 dockerd_start() {
     DOCKERD_DIR=$1
     mkdir -p "$DOCKERD_DIR" || return 1
@@ -42,23 +64,13 @@ dockerd_start() {
         --iptables=false --ip6tables=false --bridge=none \
         --storage-driver=vfs >"$DOCKERD_DIR/dockerd.log" 2>&1 8>&- &
     DOCKERD_PID=$!
-    i=0
-    while [ $i -lt $((${DOCKERD_START_S:-30} * 10)) ]; do
-        if curl -sf --unix-socket "$DOCKER_SOCK" http://localhost/_ping \
-            >/dev/null 2>&1; then
-            return 0
-        fi
-        if ! kill -0 "$DOCKERD_PID" 2>/dev/null; then
-            echo "dockerd exited at start; its log:" >&2
-            tail -n 20 "$DOCKERD_DIR/dockerd.log" >&2
-            return 1
-        fi
-        sleep 0.1
-        i=$((i + 1))
-    done
-    echo "dockerd did not answer on $DOCKER_SOCK within ${DOCKERD_START_S:-30} s; its log:" >&2
-    tail -n 20 "$DOCKERD_DIR/dockerd.log" >&2
-    dockerd_stop
+    await_answer dockerd "$DOCKERD_PID" "$DOCKERD_DIR/dockerd.log" \
+        "${DOCKERD_START_S:-30}" "$DOCKER_SOCK" \
+        curl -sf --unix-socket "$DOCKER_SOCK" http://localhost/_ping
+    case $? in
+    0) return 0 ;;
+    2) dockerd_stop ;;
+    esac
     return 1
 }
 
@@ -117,24 +129,17 @@ containerd_start() {
     containerd --config "$cd_dir/config.toml" >"$cd_dir/containerd.log" \
         2>&1 8>&- &
     echo $! >"$cd_dir/containerd.pid"
-    i=0
-    while [ $i -lt $((${CONTAINERD_START_S:-60} * 10)) ]; do
-        if ctr --address "$cd_dir/c.sock" version >/dev/null 2>&1; then
-            DOCKERD_CONTAINERD=$cd_dir/c.sock
-            export DOCKERD_CONTAINERD
-            return 0
-        fi
-        if ! kill -0 "$(cat "$cd_dir/containerd.pid")" 2>/dev/null; then
-            echo "containerd exited at start; its log:" >&2
-            tail -n 20 "$cd_dir/containerd.log" >&2
-            return 1
-        fi
-        sleep 0.1
-        i=$((i + 1))
-    done
-    echo "containerd did not answer on $cd_dir/c.sock within ${CONTAINERD_START_S:-60} s; its log:" >&2
-    tail -n 20 "$cd_dir/containerd.log" >&2
-    containerd_stop "$cd_dir"
+    await_answer containerd "$(cat "$cd_dir/containerd.pid")" \
+        "$cd_dir/containerd.log" "${CONTAINERD_START_S:-60}" "$cd_dir/c.sock" \
+        ctr --address "$cd_dir/c.sock" version
+    case $? in
+    0)
+        DOCKERD_CONTAINERD=$cd_dir/c.sock
+        export DOCKERD_CONTAINERD
+        return 0
+        ;;
+    2) containerd_stop "$cd_dir" ;;
+    esac
     return 1
 }
 

@@ -219,20 +219,33 @@ int atp__sync_scan_and_list(struct atp_session *s, struct atp__manifest *H,
 
 /* ---- comparing --------------------------------------------------------- */
 
+/*
+ * What the entries' kinds alone say of a change: 1 changed (one missing,
+ * another type or mode, another link target), 0 the same (directories),
+ * -1 the file's size, times or content decide.
+ */
+static int kind_changed(const struct atp__ment *a, const struct atp__ment *b)
+{
+    if (a == NULL || b == NULL)
+        return a != b;
+    if (a->type != b->type || a->mode != b->mode)
+        return 1;
+    if (a->type == ATP__T_LINK)
+        return strcmp(a->target ? a->target : "",
+                      b->target ? b->target : "") != 0;
+    if (a->type == ATP__T_DIR)
+        return 0;
+    return -1;
+}
+
 /* Did the host side change @path since the base? (@h, @b may be NULL.) */
 static int host_changed(int rootfd, struct atp__ment *h, struct atp__ment *b)
 {
     uint64_t hash;
+    int kind = kind_changed(h, b);
 
-    if (h == NULL || b == NULL)
-        return h != b;
-    if (h->type != b->type || h->mode != b->mode)
-        return 1;
-    if (h->type == ATP__T_LINK)
-        return strcmp(h->target ? h->target : "",
-                      b->target ? b->target : "") != 0;
-    if (h->type == ATP__T_DIR)
-        return 0;
+    if (kind >= 0)
+        return kind;
     if (h->size != b->size)
         return 1;
     if (atp__time_eq(h->mtime, b->mtime) && atp__time_eq(h->ctime, b->ctime))
@@ -256,15 +269,10 @@ static int host_changed(int rootfd, struct atp__ment *h, struct atp__ment *b)
 static int sandbox_changed(const struct atp__ment *x,
                            const struct atp__ment *b)
 {
-    if (x == NULL || b == NULL)
-        return x != b;
-    if (x->type != b->type || x->mode != b->mode)
-        return 1;
-    if (x->type == ATP__T_LINK)
-        return strcmp(x->target ? x->target : "",
-                      b->target ? b->target : "") != 0;
-    if (x->type == ATP__T_DIR)
-        return 0;
+    int kind = kind_changed(x, b);
+
+    if (kind >= 0)
+        return kind;
     return x->size != b->size || !atp__time_eq(x->mtime, b->sb_mtime) ||
            !atp__time_eq(x->ctime, b->sb_ctime);
 }

@@ -95,6 +95,8 @@ static void command(struct dk_http *h)
     fuzz_hs.exited_ns = 0;
     if (dk_exec(NULL, &s, &spec, &out) == 0)
         fuzz_check_outcome(&out);
+    /* The connection is the caller's again (its handle may be new). */
+    *h = s.http;
 }
 
 void fuzz_docker_op(unsigned op, struct dk_http *h, const char *spec)

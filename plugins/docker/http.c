@@ -402,6 +402,25 @@ static int flight_start(struct dk_http *h, atp_call *call,
     memset(rs, 0, sizeof(*rs));
     if (f == NULL)
         return dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
+    /*
+     * A new handle for each request; the connection stays in the multi
+     * handle's pool.  A reused handle in libcurl before 8.1.0 (Debian 12
+     * has 7.88.1) keeps a pointer to the last header of the response
+     * before, freed when the next request starts, and unfolds a folded
+     * first header line of the next response onto it: a use after free
+     * that any answer starting its headers with a space or tab set off
+     * (curl issue 11101; fuzz/regress/docker_http/folded-first-header).
+     */
+    {
+        CURL *fresh = curl_easy_init();
+
+        if (fresh == NULL) {
+            free(f);
+            return dk_host->set_error(call, ATP_E_NOMEM, "out of memory");
+        }
+        curl_easy_cleanup(h->easy);
+        h->easy = fresh;
+    }
     f->rq = *rq;
     f->x.rq = &f->rq;
     f->x.rs = rs;

@@ -80,6 +80,8 @@ static int caught_up(const struct atp__exec *x, unsigned state)
         return 1;
     if (x->plan.announce_pgid && x->sniffing)
         return 0;
+    if (x->plan.trailer)
+        return x->tail_is_end;
     return !x->plan.usage || (x->rec_seen[0] && x->rec_seen[1]);
 }
 
@@ -257,7 +259,7 @@ size_t atp__exec_sniff(struct atp__exec *x, const char **buf, size_t *len)
 
 /* ---- the records the measuring wrapper ends its output with ------------- */
 
-#define END_MARK "\036atp-end\n"
+#define END_MARK ATP__END_MARK
 #define USAGE_MARK "\036atp-usage "
 
 /* The held stderr line, complete: the report, or 0 when it is not one. */
@@ -341,6 +343,42 @@ int atp__exec_record_filter(struct atp__exec *x, int stream, const char *buf,
     return rc;
 }
 
+int atp__exec_trailer_filter(struct atp__exec *x, int stream,
+                             const char *buf, size_t len,
+                             int (*emit)(void *ctx, int stream,
+                                         const void *buf, size_t len),
+                             void *ctx)
+{
+    const size_t mlen = strlen(END_MARK);
+    char last[sizeof(x->tail_held)];
+    size_t n_last, keep, from_held, k;
+    int rc = 0;
+
+    if (stream != ATP_STDOUT)
+        return len ? emit(ctx, stream, buf, len) : 0;
+    /* The last bytes of what is held followed by @buf. */
+    n_last = x->tail_len + len < mlen ? x->tail_len + len : mlen;
+    for (k = 0; k < n_last; k++) {
+        size_t at = x->tail_len + len - n_last + k;
+
+        last[k] = at < x->tail_len ? x->tail_held[at]
+                                   : buf[at - x->tail_len];
+    }
+    /* The longest end of them that begins the record. */
+    for (keep = n_last; keep > 0; keep--)
+        if (memcmp(last + n_last - keep, END_MARK, keep) == 0)
+            break;
+    from_held = keep > len ? keep - len : 0;
+    if (x->tail_len > from_held)
+        rc = emit(ctx, stream, x->tail_held, x->tail_len - from_held);
+    if (rc == 0 && len > keep)
+        rc = emit(ctx, stream, buf, len - keep);
+    memcpy(x->tail_held, last + n_last - keep, keep);
+    x->tail_len = keep;
+    x->tail_is_end = keep == mlen;
+    return rc;
+}
+
 void atp__exec_record_drop(struct atp__exec *x)
 {
     /* What is held at the end is the start of a record by the filter's
@@ -349,6 +387,7 @@ void atp__exec_record_drop(struct atp__exec *x)
      * bytes were a record's first ones ("\036atp-..."), with its stream
      * cut right after them, loses those bytes. */
     x->rec_len[0] = x->rec_len[1] = 0;
+    x->tail_len = 0;
 }
 
 void atp__exec_usage_apply(const struct atp__exec *x, atp_exec_outcome *out)

@@ -168,7 +168,10 @@ static int host_output(atp_call *call, int stream, const void *buf,
             rc = call->sink->output(call->sink->ctx, stream, x->sniff, held);
         buf = p;
     }
-    if (len > 0 && rc == 0 && x && x->plan.usage)
+    if (len > 0 && rc == 0 && x && x->plan.trailer)
+        rc = atp__exec_trailer_filter(x, stream, buf, len,
+                                      call->sink->output, call->sink->ctx);
+    else if (len > 0 && rc == 0 && x && x->plan.usage)
         rc = atp__exec_record_filter(x, stream, buf, len, call->sink->output,
                                      call->sink->ctx);
     else if (len > 0 && rc == 0)

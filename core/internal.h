@@ -287,6 +287,8 @@ int atp__log_on(const atp_config *cfg, int level);
 /* Every command's environment carries MARKER EXEC_ID, so that processes
  * that leave its group can still be found. */
 #define ATP__MARKER "ATP_EXEC_ID="
+/* The record that ends the wrapper's stdout, and a transfer script's. */
+#define ATP__END_MARK "\036atp-end\n"
 
 struct atp__exec_plan {
     int64_t timeout_ms;    /* budget, 0: none */
@@ -297,6 +299,9 @@ struct atp__exec_plan {
     int announce_pgid;     /* the wrapper announces the group on stdout */
     int usage;             /* ...and reports what the command used on
                               stderr (atp__wrap_measured()) */
+    int trailer;           /* the script ends stdout with the end record
+                              (ATP__END_MARK), after output of any bytes:
+                              a transfer's archive or listing */
     int stdin_fd;          /* the caller's stdin, -1: none */
     const char *exec_id;   /* "RUN_ID.N" */
 };
@@ -322,6 +327,10 @@ struct atp__exec {
     size_t rec_len[2];
     int rec_seen[2];       /* stdout's end, stderr's usage report came */
     int usage_by_shell;    /* the status is a shell's: 128+N for signal N */
+    /* the trailer: stdout's last bytes, held while they may be the record */
+    char tail_held[16];
+    size_t tail_len;
+    int tail_is_end;       /* what is held is the whole record */
     int64_t usage_cpu_ns, usage_peak; /* each -1: not measured */
     char kill_pgid[24], kill_sig[8], kill_marker[80];
     const char *kill_argv[7];
@@ -366,6 +375,20 @@ int atp__exec_record_filter(struct atp__exec *x, int stream, const char *buf,
                                         const void *buf, size_t len),
                             void *ctx);
 void atp__exec_record_drop(struct atp__exec *x);
+/*
+ * Output of stream @stream through @emit, for a plan with a trailer: the
+ * last bytes of stdout that may be the start of the end record, or the
+ * whole of it, are held back, so that the record is taken off only where
+ * the output ends, whatever the bytes before it (an archive may hold the
+ * record's text).  x->tail_is_end says the output ends with it now.
+ * What is held when the stream ends is dropped: the record, or a part of
+ * it cut off with the stream.  Returns @emit's first failure.
+ */
+int atp__exec_trailer_filter(struct atp__exec *x, int stream,
+                             const char *buf, size_t len,
+                             int (*emit)(void *ctx, int stream,
+                                         const void *buf, size_t len),
+                             void *ctx);
 void atp__exec_usage_apply(const struct atp__exec *x, atp_exec_outcome *out);
 const char *const *atp__exec_kill_argv(struct atp__exec *x, int sig);
 long atp__exec_stdin_peek(struct atp__exec *x, const void **data, int *eof);

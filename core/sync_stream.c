@@ -81,6 +81,7 @@ int atp__sync_run(struct atp_session *s, const char *script, int stdin_fd,
                   struct atp__sync_cmd *r, int *code)
 {
     static const char announce[] = "printf '\\036atp-pgid %s\\n' $$; ";
+    static const char trailer[] = "; s=$?; printf '\\036atp-end\\n'; exit $s";
     struct atp__plugin *p = s->be->plugin;
     const struct atp__settings *set = &s->be->cfg->set;
     const char *argv[] = {"/bin/sh", "-c", script, NULL};
@@ -91,20 +92,26 @@ int atp__sync_run(struct atp_session *s, const char *script, int stdin_fd,
     atp__sink sink;
     atp_call call;
     char *announced = NULL, exec_id[48];
-    int rc;
+    int rc, announce_group = 0;
 
     s->n_exec++;
     snprintf(exec_id, sizeof(exec_id), "%s.%u", s->run_id, s->n_exec);
-    if (script && p->abi_minor >= 2 &&
-        (atp_backend_caps(s->be) & ATP_CAP_GROUP_SIGNALS)) {
+    if (script) {
         /* The group, for a kill from outside, announced as the core's
-         * wrapper announces it for commands. */
-        size_t len = strlen(announce) + strlen(script) + 1;
+         * wrapper announces it for commands; the script in a subshell (it
+         * may exec), and the end record after its output: the output is
+         * known to be whole when the record ends it, however long it
+         * trails the exit's news. */
+        int group = p->abi_minor >= 2 &&
+                    (atp_backend_caps(s->be) & ATP_CAP_GROUP_SIGNALS);
+        size_t len = strlen(announce) + strlen(script) + strlen(trailer) + 8;
 
         if ((announced = malloc(len)) == NULL)
             return atp__error(ATP_E_NOMEM, "out of memory");
-        snprintf(announced, len, "%s%s", announce, script);
+        snprintf(announced, len, "%s( %s\n)%s", group ? announce : "", script,
+                 trailer);
         argv[2] = announced;
+        announce_group = group;
     }
     memset(&spec, 0, sizeof(spec));
     spec.struct_size = sizeof(spec);
@@ -127,7 +134,8 @@ int atp__sync_run(struct atp_session *s, const char *script, int stdin_fd,
     plan.grace_ms = spec.grace_ms;
     plan.drain_ms = spec.drain_ms;
     plan.enforce_budget = 1; /* no timeout(1) around transfer commands */
-    plan.announce_pgid = announced != NULL;
+    plan.announce_pgid = announce_group;
+    plan.trailer = script != NULL;
     plan.stdin_fd = stdin_fd;
     plan.exec_id = exec_id;
     atp__exec_call(s, &call, &x, &plan, &sink,
@@ -176,6 +184,12 @@ int atp__sync_run(struct atp_session *s, const char *script, int stdin_fd,
         rc = atp__error(ATP_E_TIMEOUT, "the transfer did not finish "
                         "within transfer_timeout_s (%lld s)",
                         (long long)(set->transfer_timeout_ms / 1000));
+    else if (!x.tail_is_end && !x.consumer_gone && !out.signal)
+        /* The stream ended without the record the script writes last:
+         * the transport lost what followed. */
+        rc = atp__error(ATP_E_TRANSFER, "the transfer command's output "
+                        "ended before the command's end: the transfer "
+                        "may be incomplete");
     else
         *code = out.signal ? -1 : out.exit_code;
 out:

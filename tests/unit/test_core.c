@@ -383,6 +383,95 @@ static void env_many_keys(void **state)
     atp__env_free(&e);
 }
 
+/* ---- the end record a transfer script writes last -------------------- */
+
+struct collected {
+    char buf[256];
+    size_t len;
+};
+
+static int collect(void *ctx, int stream, const void *buf, size_t len)
+{
+    struct collected *c = ctx;
+
+    assert_int_equal(stream, ATP_STDOUT);
+    assert_true(c->len + len <= sizeof(c->buf));
+    memcpy(c->buf + c->len, buf, len);
+    c->len += len;
+    return 0;
+}
+
+/* Feed @in in the pieces that @cuts name; what came out, and whether the
+ * output is known to have ended. */
+static int trail(const char *in, size_t n, const size_t *cuts, size_t ncuts,
+                 struct collected *c)
+{
+    struct atp__exec_plan plan;
+    struct atp__exec x;
+    size_t at = 0, i;
+
+    memset(&plan, 0, sizeof(plan));
+    plan.trailer = 1;
+    plan.stdin_fd = -1;
+    atp__exec_init(&x, &plan);
+    memset(c, 0, sizeof(*c));
+    for (i = 0; i <= ncuts; i++) {
+        size_t end = i < ncuts ? cuts[i] : n;
+
+        if (end > at)
+            assert_int_equal(atp__exec_trailer_filter(&x, ATP_STDOUT, in + at,
+                                                      end - at, collect, c),
+                             0);
+        at = end;
+    }
+    atp__exec_record_drop(&x);
+    atp__exec_release(&x);
+    return x.tail_is_end;
+}
+
+static void trailer_taken_off_only_at_the_end(void **state)
+{
+    /* Data holding the record's text, a part of it, and its first byte,
+     * then the record. */
+    static const char data[] = "a\036atp-end\nb\036atp-\036";
+    static const char rec[] = ATP__END_MARK;
+    char in[128];
+    size_t n = strlen(data), m = strlen(rec), i, j;
+    struct collected c;
+
+    (void)state;
+    memcpy(in, data, n);
+    memcpy(in + n, rec, m);
+    /* Every way of cutting the stream into three pieces. */
+    for (i = 0; i <= n + m; i++)
+        for (j = i; j <= n + m; j++) {
+            size_t cuts[2] = {i, j};
+
+            assert_true(trail(in, n + m, cuts, 2, &c));
+            assert_int_equal(c.len, n);
+            assert_memory_equal(c.buf, data, n);
+        }
+    /* Without the record: everything comes out but a cut-off start of it
+     * at the very end, and the end is not known. */
+    for (i = 0; i <= n; i++) {
+        size_t cuts[1] = {i};
+
+        assert_false(trail(data, n, cuts, 1, &c));
+        assert_int_equal(c.len, n - 1); /* the last byte began a record */
+        assert_memory_equal(c.buf, data, n - 1);
+    }
+    /* The record followed by more output is output. */
+    memcpy(in, rec, m);
+    memcpy(in + m, "x", 1);
+    for (i = 0; i <= m + 1; i++) {
+        size_t cuts[1] = {i};
+
+        assert_false(trail(in, m + 1, cuts, 1, &c));
+        assert_int_equal(c.len, m + 1);
+        assert_memory_equal(c.buf, in, m + 1);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -399,6 +488,7 @@ int main(void)
         cmocka_unit_test(wrap_announces_the_process_group),
         cmocka_unit_test(env_merge_order),
         cmocka_unit_test(redaction),
+        cmocka_unit_test(trailer_taken_off_only_at_the_end),
     };
 
     return cmocka_run_group_tests_name("core", tests, NULL, NULL);

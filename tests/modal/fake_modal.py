@@ -30,7 +30,8 @@ call since the faults were set), "times": K, "code": "UNAVAILABLE",
 "message": ..., "after": true (fail after doing the work), "delay":
 SECONDS, "retry_after": SECONDS (an RPCRetryPolicy detail),
 "drop_after": BYTES (TaskExecStdioRead: drop the stream after so many
-bytes), "fd": 0|1, "kill_after": SECONDS (TaskExecStart: kill the
+bytes), "cut_tail": BYTES (TaskExecStdioRead: end the stream as if whole
+without its last BYTES, once the command has ended), "fd": 0|1, "kill_after": SECONDS (TaskExecStart: kill the
 sandbox that long after)}.
 
 Knobs: "chunk" (bytes per stdio message), "task_delay", "jwt_ttl",
@@ -869,15 +870,21 @@ class Fake:
         pos = req.offset
         sent = 0
         chunk = int(self.knobs.get("chunk", 65536)) or 65536
-        drop = None
+        drop = cut = None
         for f in faults:
             if "drop_after" in f and f.get("fd", fd) == fd:
                 drop = f["drop_after"]
+            # The stream ends as if whole, its last CUT bytes never sent.
+            if "cut_tail" in f and f.get("fd", fd) == fd:
+                cut = int(f["cut_tail"])
         lag = float(self.knobs.get("stdio_lag", 0))
         while True:
             with ex.cond:
                 while True:
                     have, end = ex.served(fd, lag)
+                    if cut is not None:
+                        # The end must be known to leave its bytes out.
+                        have = max(pos, have - cut) if end else pos
                     if (have > pos or end or sb.dead
                             or not context.is_active()):
                         break

@@ -85,6 +85,9 @@ fault_row() {
         fr_n=$("$fr_left")
         fail "$fr_sec: $fr_fault: no sandbox is left"
         diag "$fr_n left"
+        # What they are, and what the run said, for the next look.
+        [ -z "${FAULT_LEFT_DIAG:-}" ] || $FAULT_LEFT_DIAG
+        diag_file "atp-run's stderr" "${FAULT_ERR:-$T/err}"
         fr_bad=1
     fi
     if [ "$fr_bad" = 0 ]; then fr_v=ok; else fr_v=FAILED; fi

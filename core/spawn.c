@@ -32,6 +32,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -86,17 +87,19 @@ static int build_envp(atp__env *e, int host_env, const char *const *over,
 }
 
 /* Does process @pid carry the environment entry @marker?  The whole
- * environment is read, however large. */
+ * environment is read, however large.  -1: nothing could be read (a
+ * process in the middle of an execve shows no environment for a moment;
+ * one gone, or with none at all, shows the same). */
 static int carries(pid_t pid, const char *marker)
 {
     char path[64], buf[65536];
     size_t mlen = strlen(marker), have = 0;
-    int fd, found = 0;
+    int fd, found = 0, got = 0;
 
     snprintf(path, sizeof(path), "/proc/%d/environ", (int)pid);
     fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return 0;
+        return -1;
     for (;;) {
         ssize_t n = read(fd, buf + have, sizeof(buf) - have);
         size_t off = 0, end;
@@ -105,6 +108,7 @@ static int carries(pid_t pid, const char *marker)
             continue;
         if (n <= 0)
             break;
+        got = 1;
         end = have + (size_t)n;
         /* Whole entries in buf[0..end); keep a partial one for later. */
         while (off < end) {
@@ -126,7 +130,7 @@ static int carries(pid_t pid, const char *marker)
     }
 out:
     close(fd);
-    return found;
+    return found ? 1 : got ? 0 : -1;
 }
 
 /* State and process group of process @pid, from /proc; 0 when gone. */
@@ -161,16 +165,27 @@ static int proc_stat(pid_t pid, char *state, long *pgrp)
  */
 static void reap_escaped(pid_t pgid, const char *marker)
 {
-    int subreaper = 0, round, found = 1;
+    int subreaper = 0, round, found = 1, unsure = 0, looks = 0;
 
     if (prctl(PR_GET_CHILD_SUBREAPER, &subreaper, 0, 0, 0) != 0 ||
         !subreaper)
         return;
-    for (round = 0; found && round < 64; round++) {
+    for (round = 0; (found || unsure) && round < 64; round++) {
         DIR *tasks = opendir("/proc/self/task");
         struct dirent *t;
 
+        if (!found && unsure) {
+            /* A child whose environment could not be read (in the
+             * middle of an execve: a setsid(1) on its way to the
+             * daemon): look again shortly, 40 times at most. */
+            struct timespec pause = {0, 5 * 1000000};
+
+            if (++looks > 40)
+                break;
+            nanosleep(&pause, NULL);
+        }
         found = 0;
+        unsure = 0;
         while (tasks && (t = readdir(tasks)) != NULL) {
             char path[300], list[8192], *p, *end;
             ssize_t n;
@@ -196,9 +211,15 @@ static void reap_escaped(pid_t pgid, const char *marker)
                     break;
                 if (pid <= 0 || !proc_stat((pid_t)pid, &state, &pgrp))
                     continue;
-                if (pgrp != (long)pgid &&
-                    (state == 'Z' || !carries((pid_t)pid, marker)))
+                if (pgrp != (long)pgid && state != 'Z') {
+                    int c = carries((pid_t)pid, marker);
+
+                    unsure |= c < 0;
+                    if (c <= 0)
+                        continue;
+                } else if (pgrp != (long)pgid) {
                     continue;
+                }
                 kill((pid_t)pid, SIGKILL);
                 while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR)
                     ;

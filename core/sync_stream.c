@@ -92,7 +92,8 @@ int atp__sync_run(struct atp_session *s, const char *script, int stdin_fd,
     atp__sink sink;
     atp_call call;
     char *announced = NULL, exec_id[48];
-    int rc, announce_group = 0;
+    int rc, group = p->abi_minor >= 2 &&
+                    (atp_backend_caps(s->be) & ATP_CAP_GROUP_SIGNALS);
 
     s->n_exec++;
     snprintf(exec_id, sizeof(exec_id), "%s.%u", s->run_id, s->n_exec);
@@ -102,8 +103,6 @@ int atp__sync_run(struct atp_session *s, const char *script, int stdin_fd,
          * may exec), and the end record after its output: the output is
          * known to be whole when the record ends it, however long it
          * trails the exit's news. */
-        int group = p->abi_minor >= 2 &&
-                    (atp_backend_caps(s->be) & ATP_CAP_GROUP_SIGNALS);
         size_t len = strlen(announce) + strlen(script) + strlen(trailer) + 8;
 
         if ((announced = malloc(len)) == NULL)
@@ -111,7 +110,6 @@ int atp__sync_run(struct atp_session *s, const char *script, int stdin_fd,
         snprintf(announced, len, "%s( %s\n)%s", group ? announce : "", script,
                  trailer);
         argv[2] = announced;
-        announce_group = group;
     }
     memset(&spec, 0, sizeof(spec));
     spec.struct_size = sizeof(spec);
@@ -134,7 +132,7 @@ int atp__sync_run(struct atp_session *s, const char *script, int stdin_fd,
     plan.grace_ms = spec.grace_ms;
     plan.drain_ms = spec.drain_ms;
     plan.enforce_budget = 1; /* no timeout(1) around transfer commands */
-    plan.announce_pgid = announce_group;
+    plan.announce_pgid = script != NULL && group;
     plan.trailer = script != NULL;
     plan.stdin_fd = stdin_fd;
     plan.exec_id = exec_id;
